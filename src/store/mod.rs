@@ -1,0 +1,1 @@
+//! Message history and sequences behind one trait, with SQLite and PostgreSQL implementations.
