@@ -1,6 +1,100 @@
 //! chinwag: a self-hosted real-time chat server that speaks Socket.IO.
 //!
 //! # Layout
+//! - [`domain`]: the pure core — names, rooms, messages, limits, who receives what. No I/O.
 //! - `store`: message history behind the `HistoryStore` trait (SQLite, PostgreSQL).
+//! - [`socket`]: chat event handlers over the `engine` crate; the tutorial protocol adapter.
+//! - [`http`]: the axum router — our page, the socket.io client bundle, health, Socket.IO.
+//! - [`config`]: flags and environment into one typed [`Config`].
+//! - [`run`] (this file): wiring and the shutdown sequence; `main.rs` only binds and signals.
 
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod socket;
 pub mod store;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use engine::{EngineConfig, SocketIo};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+pub use config::Config;
+use domain::Limits;
+use http::origin::OriginPolicy;
+use socket::{Chat, ChatHandler};
+
+/// Serve chinwag on `listener` until `shutdown` completes, then shut down in order: stop
+/// accepting connections, close every socket (their disconnect handlers run), wait for open
+/// HTTP exchanges to finish (bounded by `config.shutdown_grace`), return.
+///
+/// Tests call this with a listener on port 0.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let chat = Arc::new(Chat::new(Limits {
+        max_message_chars: config.max_message_chars,
+    }));
+    let io = SocketIo::builder(engine_config(&config))
+        .namespace("/", ChatHandler::new(Arc::clone(&chat)))
+        .build();
+    let app = http::router(&io, chat, OriginPolicy::new(&config.allowed_origins));
+
+    let (stop_accepting, accepting_stopped) = oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        // Either a send or a dropped sender means: stop.
+        let _ = accepting_stopped.await;
+    });
+    let mut server = tokio::spawn(server.into_future());
+
+    tokio::select! {
+        finished = &mut server => {
+            // The accept loop ended on its own: an I/O error, or a panic in it.
+            return match finished {
+                Ok(result) => result,
+                Err(panic) => Err(std::io::Error::other(panic)),
+            };
+        }
+        () = shutdown => {}
+    }
+
+    info!("shutting down: no new connections");
+    let _ = stop_accepting.send(());
+    let grace = config.shutdown_grace();
+    info!(
+        connections = io.connection_count(),
+        "shutting down: closing sockets"
+    );
+    if tokio::time::timeout(grace, io.shutdown()).await.is_err() {
+        warn!(?grace, "sockets did not all close in time");
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(panic)) => return Err(std::io::Error::other(panic)),
+        Err(_) => warn!(?grace, "HTTP connections did not all finish in time"),
+    }
+    info!("shut down");
+    Ok(())
+}
+
+/// The engine's settings, from ours. Origins are checked in front of the engine (see
+/// [`http::origin`]), which needs the request's `Host`; so the engine itself allows any.
+fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        ping_interval: config.ping_interval(),
+        ping_timeout: config.ping_timeout(),
+        max_payload: config.max_payload,
+        allowed_origins: None,
+        ..EngineConfig::default()
+    }
+}

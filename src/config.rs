@@ -1,0 +1,132 @@
+//! [`Config`]: every setting of the `chinwag` binary, from flags or environment variables.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::domain::DEFAULT_MAX_MESSAGE_CHARS;
+
+/// chinwag: a self-hosted real-time chat server that speaks Socket.IO.
+///
+/// Every flag can also be set through the environment variable named in brackets.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chinwag", version, about)]
+pub struct Config {
+    /// TCP port to listen on (0 picks a free port; the chosen one is printed).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Log filter: a level (`info`, `debug`) or directives like `chinwag=debug,engine=info`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Extra origins allowed to open Socket.IO connections from a browser, comma-separated
+    /// (e.g. `https://chat.example.org`), or `*` for any. The server's own origin and
+    /// localhost are always allowed.
+    #[arg(long, env = "CHINWAG_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Interval between heartbeats, in milliseconds.
+    #[arg(long, env = "CHINWAG_PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+
+    /// How long to wait for a heartbeat answer before closing, in milliseconds.
+    #[arg(long, env = "CHINWAG_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
+
+    /// Largest accepted packet, HTTP body or WebSocket message, in bytes.
+    #[arg(long, env = "CHINWAG_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub max_payload: usize,
+
+    /// Longest chat message, in characters.
+    #[arg(long, env = "CHINWAG_MAX_MESSAGE_CHARS", default_value_t = DEFAULT_MAX_MESSAGE_CHARS)]
+    pub max_message_chars: usize,
+
+    /// SQLite file for message history (created on first run).
+    #[arg(long, env = "CHINWAG_DB", default_value = "chinwag.db")]
+    pub db: PathBuf,
+
+    /// Longest wait for connections to close on shutdown, in milliseconds.
+    #[arg(long, env = "CHINWAG_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    /// Defaults for everything, as if no flag or variable were set; tests start from this.
+    pub fn defaults() -> Self {
+        Self {
+            port: 8080,
+            host: IpAddr::from([0, 0, 0, 0]),
+            log_level: "info".to_owned(),
+            allowed_origins: Vec::new(),
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_payload: 1_000_000,
+            max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
+            db: PathBuf::from("chinwag.db"),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_match_what_the_flags_default_to() {
+        let parsed = Config::try_parse_from(["chinwag"]);
+        let parsed = parsed.unwrap_or_else(|e| panic!("{e}"));
+        let defaults = Config::defaults();
+        // The environment may set PORT/HOST in CI; compare what it cannot change.
+        assert_eq!(parsed.ping_interval_ms, defaults.ping_interval_ms);
+        assert_eq!(parsed.max_payload, defaults.max_payload);
+        assert_eq!(parsed.max_message_chars, defaults.max_message_chars);
+    }
+
+    #[test]
+    fn flags_set_every_setting() {
+        let parsed = Config::try_parse_from([
+            "chinwag",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--allowed-origins",
+            "https://a.example,https://b.example",
+            "--max-message-chars",
+            "10",
+        ]);
+        let parsed = parsed.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.port, 0);
+        assert_eq!(parsed.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            parsed.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(parsed.max_message_chars, 10);
+    }
+
+    #[test]
+    fn a_bad_port_is_refused() {
+        assert!(Config::try_parse_from(["chinwag", "--port", "99999"]).is_err());
+    }
+}

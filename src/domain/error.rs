@@ -1,0 +1,78 @@
+//! [`DomainError`]: why the core refused something, as a stable code and a sentence for people.
+
+use std::fmt;
+
+/// The stable, machine-readable reason of a refusal. Clients match on [`ErrorCode::as_str`];
+/// the strings never change once published (PROTOCOL.md lists them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// An argument had the wrong type or was missing (a number or an object where text belongs).
+    InvalidArgument,
+    /// The name is empty, too long or has characters outside the allowed set.
+    InvalidName,
+    /// The name is reserved for the server ("Server", in any case or width).
+    NameReserved,
+    /// Someone connected already uses this name (compared case-insensitively, after NFKC).
+    NameTaken,
+    /// This connection already has another name; renaming is not allowed.
+    AlreadyNamed,
+    /// The connection has not chosen a name yet, so it cannot speak.
+    NameRequired,
+    /// The message is empty.
+    InvalidMessage,
+    /// The message is longer than the configured limit.
+    MessageTooLong,
+    /// The room name is empty, too long or has characters outside the allowed set.
+    InvalidRoom,
+}
+
+impl ErrorCode {
+    /// The wire spelling of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::InvalidName => "invalid_name",
+            Self::NameReserved => "name_reserved",
+            Self::NameTaken => "name_taken",
+            Self::AlreadyNamed => "already_named",
+            Self::NameRequired => "name_required",
+            Self::InvalidMessage => "invalid_message",
+            Self::MessageTooLong => "message_too_long",
+            Self::InvalidRoom => "invalid_room",
+        }
+    }
+}
+
+/// A refusal by the domain: a stable [`ErrorCode`] and a human sentence that is safe to show
+/// (it never repeats input that failed validation, so it cannot carry markup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl DomainError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The sentence shown to the person who caused the error.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for DomainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for DomainError {}

@@ -1,0 +1,27 @@
+//! The pure core of chinwag: names, rooms, messages, limits and who receives what.
+//!
+//! Nothing here performs I/O, awaits or reads a clock: values in, values out, so every rule is
+//! unit-tested without a server. Types that carry user input are built only by `parse`
+//! functions that return a [`DomainError`] with a stable [`ErrorCode`].
+//!
+//! # Layout
+//! - [`error`]: [`DomainError`] and its stable [`ErrorCode`]s.
+//! - [`name`]: [`UserName`] (validated display name) and [`NameKey`] (its comparison form).
+//! - [`room`]: [`RoomName`], and the default room `general`.
+//! - [`message`]: [`MessageBody`] and its length limit.
+//! - [`directory`]: [`Directory`], the named connections with unique names.
+//! - [`lobby`]: [`Lobby`], the default room's rules, returning [`Outgoing`] notices.
+
+pub mod directory;
+pub mod error;
+pub mod lobby;
+pub mod message;
+pub mod name;
+pub mod room;
+
+pub use directory::{Added, Directory};
+pub use error::{DomainError, ErrorCode};
+pub use lobby::{Audience, Limits, Lobby, Notice, Outgoing, Speaker};
+pub use message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
+pub use name::{MAX_NAME_CHARS, NameKey, SERVER_NAME, UserName};
+pub use room::{GENERAL, RoomName};

@@ -1,0 +1,72 @@
+//! [`RoomName`]: a validated room name; [`RoomName::general`] is the default room where the
+//! tutorial's users live.
+
+use std::fmt;
+
+use super::error::{DomainError, ErrorCode};
+
+/// Longest room name, in Unicode scalar values.
+pub const MAX_ROOM_CHARS: usize = 48;
+
+/// The room every user is in by default, and the only room tutorial clients know.
+pub const GENERAL: &str = "general";
+
+/// A room's name: trimmed, 1–48 characters, letters (any script), digits and `_ - .`
+/// (no spaces, so it reads well after a `#`). Built only by [`RoomName::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let name = raw.trim();
+        let length = name.chars().take(MAX_ROOM_CHARS + 1).count();
+        if length == 0 || length > MAX_ROOM_CHARS {
+            return Err(DomainError::new(
+                ErrorCode::InvalidRoom,
+                format!("a room name must have 1 to {MAX_ROOM_CHARS} characters"),
+            ));
+        }
+        let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if !name.chars().all(allowed) {
+            return Err(DomainError::new(
+                ErrorCode::InvalidRoom,
+                "a room name may contain only letters, digits and _ - .",
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The default room.
+    pub fn general() -> Self {
+        Self(GENERAL.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_room_is_a_valid_room_name() {
+        assert_eq!(RoomName::parse(GENERAL), Ok(RoomName::general()));
+    }
+
+    #[test]
+    fn room_names_without_markup_or_spaces_are_accepted() {
+        assert!(RoomName::parse("rust-lang.fr_2").is_ok());
+        for bad in ["", "a b", "<script>", &"r".repeat(49)] {
+            let code = RoomName::parse(bad).err().map(|e| e.code());
+            assert_eq!(code, Some(ErrorCode::InvalidRoom), "{bad:?}");
+        }
+    }
+}

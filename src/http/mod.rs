@@ -1,0 +1,87 @@
+//! The HTTP layer: one axum router for our page, the socket.io client bundle, health, and
+//! the engine's Socket.IO endpoint.
+//!
+//! # Layout
+//! - this file: [`router`], every route in one place.
+//! - [`assets`]: files embedded in the binary (page, script, style, client bundle).
+//! - [`origin`]: the browser origin allow-list in front of the Socket.IO endpoint.
+
+pub mod assets;
+pub mod origin;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use engine::SocketIo;
+use http::HeaderMap;
+
+use crate::socket::Chat;
+use assets::Asset;
+use origin::OriginPolicy;
+
+/// What the HTTP handlers read.
+#[derive(Clone)]
+struct AppState {
+    io: SocketIo,
+    chat: Arc<Chat>,
+}
+
+/// The whole HTTP surface of chinwag.
+pub fn router(io: &SocketIo, chat: Arc<Chat>, origins: OriginPolicy) -> Router {
+    let files = Router::new()
+        .route(
+            "/",
+            get(|h: HeaderMap| async move { assets::INDEX_HTML.respond_as_page(&h) }),
+        )
+        .route(
+            "/assets/app.js",
+            get(|h: HeaderMap| file(&assets::APP_JS, h)),
+        )
+        .route(
+            "/assets/style.css",
+            get(|h: HeaderMap| file(&assets::STYLE_CSS, h)),
+        )
+        .route(
+            "/socket.io/socket.io.js",
+            get(|h: HeaderMap| file(&assets::CLIENT_JS, h)),
+        )
+        .route(
+            "/socket.io/socket.io.js.map",
+            get(|h: HeaderMap| file(&assets::CLIENT_JS_MAP, h)),
+        )
+        .route(
+            "/socket.io/socket.io.min.js",
+            get(|h: HeaderMap| file(&assets::CLIENT_MIN_JS, h)),
+        )
+        .route(
+            "/socket.io/socket.io.min.js.map",
+            get(|h: HeaderMap| file(&assets::CLIENT_MIN_JS_MAP, h)),
+        );
+    let health = Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(AppState {
+            io: io.clone(),
+            chat,
+        });
+    let socket_io = io.router().layer(axum::middleware::from_fn_with_state(
+        Arc::new(origins),
+        origin::check_origin,
+    ));
+    files.merge(health).merge(socket_io)
+}
+
+async fn file(asset: &'static Asset, headers: HeaderMap) -> Response {
+    asset.respond(&headers)
+}
+
+/// Liveness and a glance at the load: `{"status":"ok","connections":N,"members":M}`.
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "connections": state.io.connection_count(),
+        "members": state.chat.member_count(),
+    }))
+}

@@ -1,0 +1,245 @@
+//! Test helpers: start the real chinwag app on port 0 and speak Engine.IO v4 / Socket.IO v5
+//! text frames to it over a WebSocket, as an official client would.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use chinwag::Config;
+
+/// How long any single expected event may take before a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+/// A running chinwag on 127.0.0.1 and a random port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(Config::defaults()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a test port");
+        let addr = listener.local_addr().expect("test listener address");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tokio::spawn(chinwag::run(listener, config, async move {
+            let _ = stop.await;
+        }));
+        Self {
+            addr,
+            shutdown: Some(shutdown),
+            server,
+        }
+    }
+
+    /// A client connected to namespace `/` over WebSocket.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// Ask the app to shut down and wait for `run` to return.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(15), &mut self.server)
+            .await
+            .expect("the app stops within 15 s")
+            .expect("the app task does not panic")
+    }
+
+    /// A plain HTTP/1.1 GET.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        http_get(self.addr, path, headers).await
+    }
+}
+
+/// One Socket.IO client speaking raw Engine.IO v4 / Socket.IO v5 text frames.
+pub struct Client {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let mut client = Self::open(addr).await;
+        client.send_raw("40").await;
+        let reply = client.next_packet().await;
+        assert!(
+            reply.starts_with("40{"),
+            "expected a CONNECT reply, got {reply:?}"
+        );
+        client
+    }
+
+    /// An Engine.IO connection that has not yet joined a namespace.
+    pub async fn open(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::client_async(url, tcp)
+            .await
+            .expect("websocket handshake");
+        let mut client = Self { ws };
+        let open = client.next_packet().await;
+        assert!(
+            open.starts_with("0{"),
+            "expected the Engine.IO open packet, got {open:?}"
+        );
+        client
+    }
+
+    pub async fn send_raw(&mut self, frame: &str) {
+        self.ws
+            .send(Message::text(frame))
+            .await
+            .expect("send a frame");
+    }
+
+    /// Emit `event` with `args` (a JSON array of the arguments).
+    pub async fn emit(&mut self, event: &str, args: Value) {
+        let mut packet = vec![json!(event)];
+        packet.extend(args.as_array().cloned().unwrap_or_default());
+        self.send_raw(&format!("42{}", Value::Array(packet))).await;
+    }
+
+    /// The next Engine.IO packet other than a ping (pings are answered).
+    pub async fn next_packet(&mut self) -> String {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a packet arrives in time")
+                .expect("the connection stays open")
+                .expect("a readable frame");
+            match frame {
+                Message::Text(text) if text.as_str() == "2" => self.send_raw("3").await,
+                Message::Text(text) => return text.as_str().to_owned(),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next event: its name and arguments.
+    pub async fn next_event(&mut self) -> (String, Vec<Value>) {
+        loop {
+            let packet = self.next_packet().await;
+            let Some(body) = packet.strip_prefix("42") else {
+                continue;
+            };
+            let mut array: Vec<Value> =
+                serde_json::from_str(body).expect("an event is a JSON array");
+            let name = array.remove(0);
+            return (name.as_str().expect("event name").to_owned(), array);
+        }
+    }
+
+    /// Assert the next event is exactly `event(args...)`.
+    pub async fn expect(&mut self, event: &str, args: Value) {
+        let (name, got) = self.next_event().await;
+        assert_eq!(
+            (name.as_str(), Value::Array(got)),
+            (event, args),
+            "unexpected event"
+        );
+    }
+
+    /// Add oneself in camelCase and consume the greeting and the user list.
+    pub async fn join_as(&mut self, name: &str) {
+        self.emit("addUser", json!([name])).await;
+        self.expect("updateChat", json!(["Server", "you have connected"]))
+            .await;
+        let (event, _) = self.next_event().await;
+        assert_eq!(event, "updateUsers");
+    }
+
+    /// Wait until the server has closed the connection.
+    pub async fn expect_closed(&mut self) {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+                Err(_) => panic!("the connection was not closed in time"),
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Drop the TCP connection without any goodbye (no Socket.IO DISCONNECT, no close frame).
+    pub fn drop_abruptly(self) {
+        drop(self.ws.into_inner());
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// GET with `Connection: close`, read to the end (fixed-length bodies only).
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut raw))
+        .await
+        .expect("the response arrives in time")
+        .expect("read the response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
