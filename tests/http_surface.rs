@@ -1,0 +1,168 @@
+//! The HTTP surface: our page, the socket.io client bundle, health, origins, shutdown.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chinwag::Config;
+use support::{TestApp, http_get};
+
+#[tokio::test]
+async fn the_page_is_ours_renders_text_only_and_loads_no_third_party_script() {
+    let app = TestApp::start().await;
+    let page = app.get("/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|csp| csp.contains("script-src 'self'"))
+    );
+    let html = page.text();
+    assert!(html.contains(r#"<script src="/socket.io/socket.io.js""#));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
+    assert!(!html.contains("prompt("));
+
+    let script = app.get("/assets/app.js", &[]).await;
+    assert_eq!(script.status, 200);
+    let js = script.text();
+    assert!(js.contains("textContent"));
+    assert!(
+        !js.contains("innerHTML") && !js.contains("insertAdjacentHTML") && !js.contains("prompt(")
+    );
+    assert_eq!(app.get("/assets/style.css", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_official_client_bundle_is_served_with_its_source_maps() {
+    let app = TestApp::start().await;
+    for path in ["/socket.io/socket.io.js", "/socket.io/socket.io.min.js"] {
+        let bundle = app.get(path, &[]).await;
+        assert_eq!(bundle.status, 200, "{path}");
+        assert_eq!(
+            bundle.header("content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        let js = bundle.text();
+        assert!(
+            js.contains("Socket.IO v4.8."),
+            "{path} is socket.io-client 4.8.x"
+        );
+        assert!(js.len() > 10_000);
+
+        let map = app.get(&format!("{path}.map"), &[]).await;
+        assert_eq!(map.status, 200, "{path}.map");
+        assert!(map.text().starts_with('{'));
+    }
+}
+
+#[tokio::test]
+async fn a_cached_bundle_is_revalidated_with_its_etag() {
+    let app = TestApp::start().await;
+    let first = app.get("/socket.io/socket.io.js", &[]).await;
+    let etag = first.header("etag").expect("an etag").to_owned();
+    let again = app
+        .get("/socket.io/socket.io.js", &[("If-None-Match", &etag)])
+        .await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+}
+
+#[tokio::test]
+async fn health_reports_ok() {
+    let app = TestApp::start().await;
+    let health = app.get("/healthz", &[]).await;
+    assert_eq!(health.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&health.body).expect("json");
+    assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn browsers_from_foreign_origins_are_refused_and_localhost_is_allowed() {
+    let app = TestApp::start().await;
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    let foreign = app
+        .get(handshake, &[("Origin", "https://evil.example")])
+        .await;
+    assert_eq!(foreign.status, 403);
+    let local = app
+        .get(handshake, &[("Origin", "http://localhost:3000")])
+        .await;
+    assert_eq!(local.status, 200, "{}", local.text());
+    assert!(local.text().starts_with("0{"));
+    let no_browser = app.get(handshake, &[]).await;
+    assert_eq!(no_browser.status, 200);
+}
+
+#[tokio::test]
+async fn configured_origins_are_allowed() {
+    let mut config = Config::defaults();
+    config.allowed_origins = vec!["https://chat.example".to_owned()];
+    let app = TestApp::start_with(config).await;
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    let allowed = app
+        .get(handshake, &[("Origin", "https://chat.example")])
+        .await;
+    assert_eq!(allowed.status, 200);
+}
+
+#[tokio::test]
+async fn shutdown_closes_open_sockets_and_returns() {
+    let app = TestApp::start().await;
+    let mut ann = app.client().await;
+    ann.join_as("ann").await;
+    let addr = app.addr;
+    app.stop().await.expect("a clean shutdown");
+    ann.expect_closed().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_prints_its_port_serves_and_exits_zero_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
+        .args(["--port", "0", "--host", "127.0.0.1"])
+        .env_remove("PORT")
+        .env_remove("HOST")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chinwag");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), line)
+        .await
+        .expect("the address is printed in time")
+        .expect("join")
+        .expect("read stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let addr = addr.parse().expect("an address");
+    assert_eq!(http_get(addr, "/healthz", &[]).await.status, 200);
+
+    let signalled = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(signalled.is_ok_and(|status| status.success()));
+    let exited = tokio::task::spawn_blocking(move || child.wait());
+    let status = tokio::time::timeout(Duration::from_secs(15), exited)
+        .await
+        .expect("chinwag exits within 15 s of SIGTERM")
+        .expect("join")
+        .expect("wait for chinwag");
+    assert!(status.success(), "exit status {status}");
+}
