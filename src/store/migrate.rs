@@ -1,0 +1,61 @@
+//! Schema migrations embedded in the binary.
+//!
+//! `sqlx::migrate!` would embed them too, but it needs sqlx's `macros` feature (and the
+//! proc-macro build it brings); listing the files here with `include_str!` gives the same
+//! result through sqlx's public `MigrationSource` trait. Add a file under
+//! `migrations/<backend>/` and a line below; never edit a migration that has shipped (sqlx
+//! checks their checksums).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use super::StoreError;
+
+/// One backend's migrations: (version, description, SQL), ascending by version.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+pub(crate) const SQLITE: Embedded = Embedded(&[(
+    1,
+    "history",
+    include_str!("../../migrations/sqlite/0001_history.sql"),
+)]);
+
+pub(crate) const POSTGRES: Embedded = Embedded(&[(
+    1,
+    "history",
+    include_str!("../../migrations/postgres/0001_history.sql"),
+)]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|&(version, description, sql)| {
+                    Migration::new(
+                        version,
+                        description.into(),
+                        MigrationType::Simple,
+                        sql.into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// The migrator for one backend's embedded migrations.
+pub(crate) async fn migrator(migrations: Embedded) -> Result<Migrator, StoreError> {
+    Migrator::new(migrations)
+        .await
+        .map_err(|error| StoreError::Migration(Arc::new(error)))
+}

@@ -1,0 +1,424 @@
+//! The PostgreSQL store: the same schema and guarantees as SQLite, for deployments whose
+//! history lives in a shared database server. One write connection is owned by the
+//! group-commit writer; reads go through a pool.
+
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+use super::writer::{WriteConnection, WriterHandle};
+use super::{
+    Appended, Conversation, Durability, HistoryStore, MessageRow, NewMessage, RecoveryRecord,
+    RoomRecord, SessionRecord, StoreError, StoreFuture, StoreOptions, StoredMessage,
+    message_from_row, migrate, page_limit,
+};
+
+/// History in a PostgreSQL database.
+pub struct PostgresStore {
+    writer: WriterHandle,
+    reads: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names and brings its schema up to date.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::InvalidUrl(super::redact_url(url)))?;
+        Self::open_with(connect, options).await
+    }
+
+    /// [`PostgresStore::open`] with connect options built by the caller (e.g. a test that sets
+    /// `search_path` to a schema of its own).
+    pub async fn open_with(
+        connect: PgConnectOptions,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        // Relaxed durability: the server acknowledges a commit before its WAL is flushed. A
+        // crash of chinwag loses nothing; a crash of PostgreSQL's machine may lose the last
+        // instants. Only the writer commits, so only its connection needs the setting.
+        let write_options = match options.durability {
+            Durability::Full => connect.clone(),
+            Durability::ProcessCrash => connect.clone().options([("synchronous_commit", "off")]),
+        };
+        let mut write = write_options
+            .connect()
+            .await
+            .map_err(StoreError::db("connecting to PostgreSQL"))?;
+        migrate::migrator(migrate::POSTGRES)
+            .await?
+            .run(&mut write)
+            .await
+            .map_err(|error| StoreError::Migration(Arc::new(error)))?;
+        let reads = PgPoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .connect_with(connect)
+            .await
+            .map_err(StoreError::db("opening the PostgreSQL read pool"))?;
+        let writer = PostgresWriter {
+            connection: write,
+            connect: write_options,
+        };
+        Ok(Self {
+            writer: WriterHandle::spawn(writer, &options),
+            reads,
+        })
+    }
+
+    async fn messages(
+        &self,
+        conversation: &Conversation,
+        sql: &'static str,
+        seq: i64,
+        limit: u32,
+        newest_first: bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows: Vec<MessageRow> = sqlx::query_as(sql)
+            .bind(conversation.storage_key())
+            .bind(seq)
+            .bind(page_limit(limit))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(StoreError::db("reading messages"))?;
+        let mut messages: Vec<_> = rows
+            .into_iter()
+            .map(|row| message_from_row(conversation, row))
+            .collect();
+        if newest_first {
+            messages.reverse();
+        }
+        Ok(messages)
+    }
+}
+
+// Message queries select the columns of `MessageRow`, in its order.
+const LATEST: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = $1 AND seq > $2 ORDER BY seq DESC LIMIT $3";
+const BEFORE: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+const AFTER: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3";
+const BY_CLIENT_ID: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = $1 AND author_id = $2 AND client_id = $3";
+const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation = $1";
+
+impl HistoryStore for PostgresStore {
+    fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended> {
+        Box::pin(self.writer.append(message))
+    }
+
+    fn latest<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(self.messages(conversation, LATEST, 0, limit, true))
+    }
+
+    fn before<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        seq: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(self.messages(conversation, BEFORE, seq, limit, true))
+    }
+
+    fn after<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        seq: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(self.messages(conversation, AFTER, seq, limit, false))
+    }
+
+    fn last_seq<'a>(&'a self, conversation: &'a Conversation) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            sqlx::query_scalar(LAST_SEQ)
+                .bind(conversation.storage_key())
+                .fetch_one(&self.reads)
+                .await
+                .map_err(StoreError::db("reading the last sequence"))
+        })
+    }
+
+    fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.create_room(room))
+    }
+
+    fn list_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT name, created_at_ms FROM rooms ORDER BY name")
+                    .fetch_all(&self.reads)
+                    .await
+                    .map_err(StoreError::db("listing rooms"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(name, created_at_ms)| RoomRecord {
+                    name,
+                    created_at_ms,
+                })
+                .collect())
+        })
+    }
+
+    fn room_exists<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.reads)
+                .await
+                .map_err(StoreError::db("looking up a room"))?;
+            Ok(found > 0)
+        })
+    }
+
+    fn save_session(&self, session: SessionRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.save_session(session))
+    }
+
+    fn session<'a>(
+        &'a self,
+        token_hash: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let row: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT user_id, name, expires_at_ms FROM sessions \
+                 WHERE token_hash = $1 AND expires_at_ms > $2",
+            )
+            .bind(token_hash)
+            .bind(now_ms)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::db("looking up a session"))?;
+            Ok(row.map(|(user_id, name, expires_at_ms)| SessionRecord {
+                token_hash: token_hash.to_owned(),
+                user_id,
+                name,
+                expires_at_ms,
+            }))
+        })
+    }
+
+    fn delete_session(&self, token_hash: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.delete_session(token_hash))
+    }
+
+    fn save_recovery(&self, recovery: RecoveryRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.save_recovery(recovery))
+    }
+
+    fn recovery<'a>(
+        &'a self,
+        pid: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, Option<RecoveryRecord>> {
+        Box::pin(async move {
+            let row: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT user_id, state, expires_at_ms FROM recovery_sessions \
+                 WHERE pid = $1 AND expires_at_ms > $2",
+            )
+            .bind(pid)
+            .bind(now_ms)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::db("looking up a recovery session"))?;
+            Ok(row.map(|(user_id, state, expires_at_ms)| RecoveryRecord {
+                pid: pid.to_owned(),
+                user_id,
+                state,
+                expires_at_ms,
+            }))
+        })
+    }
+
+    fn delete_recovery(&self, pid: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.delete_recovery(pid))
+    }
+
+    fn purge_expired(&self, now_ms: i64) -> StoreFuture<'_, u64> {
+        Box::pin(self.writer.purge_expired(now_ms))
+    }
+
+    fn close(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.writer.close().await;
+            self.reads.close().await;
+        })
+    }
+}
+
+/// The writer's connection, and how to make a new one if the server drops it.
+struct PostgresWriter {
+    connection: PgConnection,
+    connect: PgConnectOptions,
+}
+
+impl WriteConnection for PostgresWriter {
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        sqlx::query("BEGIN")
+            .execute(&mut self.connection)
+            .await
+            .map(drop)
+            .map_err(StoreError::db("starting a write transaction"))
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT")
+            .execute(&mut self.connection)
+            .await
+            .map(drop)
+            .map_err(StoreError::db("committing a write transaction"))
+    }
+
+    async fn rollback(&mut self) {
+        if sqlx::query("ROLLBACK")
+            .execute(&mut self.connection)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        // The connection is unusable (e.g. the server restarted): replace it, so the next
+        // batch can succeed. If that fails too, the next batch fails and we try again.
+        match self.connect.connect().await {
+            Ok(connection) => self.connection = connection,
+            Err(error) => tracing::warn!(%error, "reconnecting the history writer failed"),
+        }
+    }
+
+    async fn last_seq(&mut self, key: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar(LAST_SEQ)
+            .bind(key)
+            .fetch_one(&mut self.connection)
+            .await
+            .map_err(StoreError::db("reading the last sequence"))
+    }
+
+    async fn insert_message(&mut self, key: &str, m: &StoredMessage) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO messages \
+             (conversation, seq, id, author_id, author_name, body, client_id, timestamp_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (conversation, author_id, client_id) WHERE client_id IS NOT NULL \
+             DO NOTHING",
+        )
+        .bind(key)
+        .bind(m.seq)
+        .bind(&m.id)
+        .bind(&m.author.user_id)
+        .bind(&m.author.name)
+        .bind(&m.body)
+        .bind(&m.client_id)
+        .bind(m.timestamp_ms)
+        .execute(&mut self.connection)
+        .await
+        .map_err(StoreError::db("storing a message"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn find_by_client_id(
+        &mut self,
+        conversation: &Conversation,
+        key: &str,
+        author_id: &str,
+        client_id: &str,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let row: Option<MessageRow> = sqlx::query_as(BY_CLIENT_ID)
+            .bind(key)
+            .bind(author_id)
+            .bind(client_id)
+            .fetch_optional(&mut self.connection)
+            .await
+            .map_err(StoreError::db("looking up a resent message"))?;
+        Ok(row.map(|row| message_from_row(conversation, row)))
+    }
+
+    async fn create_room(&mut self, room: &RoomRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO rooms (name, created_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&room.name)
+        .bind(room.created_at_ms)
+        .execute(&mut self.connection)
+        .await
+        .map_err(StoreError::db("creating a room"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn save_session(&mut self, session: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, name, expires_at_ms) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (token_hash) DO UPDATE SET user_id = excluded.user_id, \
+             name = excluded.name, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.user_id)
+        .bind(&session.name)
+        .bind(session.expires_at_ms)
+        .execute(&mut self.connection)
+        .await
+        .map(drop)
+        .map_err(StoreError::db("saving a session"))
+    }
+
+    async fn delete_session(&mut self, token_hash: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("deleting a session"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn save_recovery(&mut self, recovery: &RecoveryRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO recovery_sessions (pid, user_id, state, expires_at_ms) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (pid) DO UPDATE SET user_id = excluded.user_id, \
+             state = excluded.state, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(&recovery.pid)
+        .bind(&recovery.user_id)
+        .bind(&recovery.state)
+        .bind(recovery.expires_at_ms)
+        .execute(&mut self.connection)
+        .await
+        .map(drop)
+        .map_err(StoreError::db("saving a recovery session"))
+    }
+
+    async fn delete_recovery(&mut self, pid: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM recovery_sessions WHERE pid = $1")
+            .bind(pid)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("deleting a recovery session"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn purge_expired(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("purging expired sessions"))?;
+        let recoveries = sqlx::query("DELETE FROM recovery_sessions WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("purging expired recovery sessions"))?;
+        Ok(sessions.rows_affected() + recoveries.rows_affected())
+    }
+
+    async fn close(self) {
+        let _ = self.connection.close().await;
+    }
+}

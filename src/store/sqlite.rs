@@ -1,0 +1,421 @@
+//! The SQLite store: one file, WAL, one write connection owned by the group-commit writer and a
+//! small pool of read connections (WAL lets readers run while the writer commits).
+
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection};
+
+use super::writer::{WriteConnection, WriterHandle};
+use super::{
+    Appended, Conversation, Durability, HistoryStore, MessageRow, NewMessage, RecoveryRecord,
+    RoomRecord, SessionRecord, StoreError, StoreFuture, StoreOptions, StoredMessage,
+    message_from_row, migrate, page_limit,
+};
+
+/// How long a connection waits for a lock held by another connection before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// History in a SQLite file.
+pub struct SqliteStore {
+    writer: WriterHandle,
+    reads: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it and its parent directories if missing,
+    /// and brings its schema up to date.
+    pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                context: "creating the database directory",
+                source: Arc::new(source),
+            })?;
+        }
+        let synchronous = match options.durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::ProcessCrash => SqliteSynchronous::Normal,
+        };
+        let base = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(StoreError::db("parsing SQLite options"))?
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT);
+
+        let mut write = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .connect()
+            .await
+            .map_err(StoreError::db("opening the SQLite database"))?;
+        migrate::migrator(migrate::SQLITE)
+            .await?
+            .run(&mut write)
+            .await
+            .map_err(|error| StoreError::Migration(Arc::new(error)))?;
+
+        // Readers never write, so they need neither `synchronous` nor the journal mode (WAL is
+        // a property of the file, set by the writer above).
+        let reads = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(StoreError::db("opening the SQLite read pool"))?;
+
+        Ok(Self {
+            writer: WriterHandle::spawn(SqliteWriter(write), &options),
+            reads,
+        })
+    }
+
+    async fn messages(
+        &self,
+        conversation: &Conversation,
+        sql: &'static str,
+        seq: i64,
+        limit: u32,
+        newest_first: bool,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let rows: Vec<MessageRow> = sqlx::query_as(sql)
+            .bind(conversation.storage_key())
+            .bind(seq)
+            .bind(page_limit(limit))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(StoreError::db("reading messages"))?;
+        let mut messages: Vec<_> = rows
+            .into_iter()
+            .map(|row| message_from_row(conversation, row))
+            .collect();
+        if newest_first {
+            messages.reverse();
+        }
+        Ok(messages)
+    }
+}
+
+// Message queries select the columns of `MessageRow`, in its order.
+const LATEST: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = ?1 AND seq > ?2 ORDER BY seq DESC LIMIT ?3";
+const BEFORE: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
+const AFTER: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3";
+const BY_CLIENT_ID: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = ?1 AND author_id = ?2 AND client_id = ?3";
+const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation = ?1";
+
+impl HistoryStore for SqliteStore {
+    fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended> {
+        Box::pin(self.writer.append(message))
+    }
+
+    fn latest<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(self.messages(conversation, LATEST, 0, limit, true))
+    }
+
+    fn before<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        seq: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(self.messages(conversation, BEFORE, seq, limit, true))
+    }
+
+    fn after<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        seq: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredMessage>> {
+        Box::pin(self.messages(conversation, AFTER, seq, limit, false))
+    }
+
+    fn last_seq<'a>(&'a self, conversation: &'a Conversation) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            sqlx::query_scalar(LAST_SEQ)
+                .bind(conversation.storage_key())
+                .fetch_one(&self.reads)
+                .await
+                .map_err(StoreError::db("reading the last sequence"))
+        })
+    }
+
+    fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.create_room(room))
+    }
+
+    fn list_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT name, created_at_ms FROM rooms ORDER BY name")
+                    .fetch_all(&self.reads)
+                    .await
+                    .map_err(StoreError::db("listing rooms"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(name, created_at_ms)| RoomRecord {
+                    name,
+                    created_at_ms,
+                })
+                .collect())
+        })
+    }
+
+    fn room_exists<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE name = ?1")
+                .bind(name)
+                .fetch_one(&self.reads)
+                .await
+                .map_err(StoreError::db("looking up a room"))?;
+            Ok(found > 0)
+        })
+    }
+
+    fn save_session(&self, session: SessionRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.save_session(session))
+    }
+
+    fn session<'a>(
+        &'a self,
+        token_hash: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let row: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT user_id, name, expires_at_ms FROM sessions \
+                 WHERE token_hash = ?1 AND expires_at_ms > ?2",
+            )
+            .bind(token_hash)
+            .bind(now_ms)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::db("looking up a session"))?;
+            Ok(row.map(|(user_id, name, expires_at_ms)| SessionRecord {
+                token_hash: token_hash.to_owned(),
+                user_id,
+                name,
+                expires_at_ms,
+            }))
+        })
+    }
+
+    fn delete_session(&self, token_hash: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.delete_session(token_hash))
+    }
+
+    fn save_recovery(&self, recovery: RecoveryRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.save_recovery(recovery))
+    }
+
+    fn recovery<'a>(
+        &'a self,
+        pid: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, Option<RecoveryRecord>> {
+        Box::pin(async move {
+            let row: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT user_id, state, expires_at_ms FROM recovery_sessions \
+                 WHERE pid = ?1 AND expires_at_ms > ?2",
+            )
+            .bind(pid)
+            .bind(now_ms)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::db("looking up a recovery session"))?;
+            Ok(row.map(|(user_id, state, expires_at_ms)| RecoveryRecord {
+                pid: pid.to_owned(),
+                user_id,
+                state,
+                expires_at_ms,
+            }))
+        })
+    }
+
+    fn delete_recovery(&self, pid: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.delete_recovery(pid))
+    }
+
+    fn purge_expired(&self, now_ms: i64) -> StoreFuture<'_, u64> {
+        Box::pin(self.writer.purge_expired(now_ms))
+    }
+
+    fn close(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.writer.close().await;
+            self.reads.close().await;
+        })
+    }
+}
+
+/// The writer's connection. Transactions are opened with `BEGIN IMMEDIATE` so the write lock
+/// is taken up front (a deferred transaction could fail to upgrade half-way through a batch).
+struct SqliteWriter(SqliteConnection);
+
+impl WriteConnection for SqliteWriter {
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut self.0)
+            .await
+            .map(drop)
+            .map_err(StoreError::db("starting a write transaction"))
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT")
+            .execute(&mut self.0)
+            .await
+            .map(drop)
+            .map_err(StoreError::db("committing a write transaction"))
+    }
+
+    async fn rollback(&mut self) {
+        // Fails harmlessly when SQLite has already rolled back (or nothing was begun).
+        let _ = sqlx::query("ROLLBACK").execute(&mut self.0).await;
+    }
+
+    async fn last_seq(&mut self, key: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar(LAST_SEQ)
+            .bind(key)
+            .fetch_one(&mut self.0)
+            .await
+            .map_err(StoreError::db("reading the last sequence"))
+    }
+
+    async fn insert_message(&mut self, key: &str, m: &StoredMessage) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO messages \
+             (conversation, seq, id, author_id, author_name, body, client_id, timestamp_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (conversation, author_id, client_id) WHERE client_id IS NOT NULL \
+             DO NOTHING",
+        )
+        .bind(key)
+        .bind(m.seq)
+        .bind(&m.id)
+        .bind(&m.author.user_id)
+        .bind(&m.author.name)
+        .bind(&m.body)
+        .bind(&m.client_id)
+        .bind(m.timestamp_ms)
+        .execute(&mut self.0)
+        .await
+        .map_err(StoreError::db("storing a message"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn find_by_client_id(
+        &mut self,
+        conversation: &Conversation,
+        key: &str,
+        author_id: &str,
+        client_id: &str,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let row: Option<MessageRow> = sqlx::query_as(BY_CLIENT_ID)
+            .bind(key)
+            .bind(author_id)
+            .bind(client_id)
+            .fetch_optional(&mut self.0)
+            .await
+            .map_err(StoreError::db("looking up a resent message"))?;
+        Ok(row.map(|row| message_from_row(conversation, row)))
+    }
+
+    async fn create_room(&mut self, room: &RoomRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO rooms (name, created_at_ms) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&room.name)
+        .bind(room.created_at_ms)
+        .execute(&mut self.0)
+        .await
+        .map_err(StoreError::db("creating a room"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn save_session(&mut self, session: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, name, expires_at_ms) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (token_hash) DO UPDATE SET user_id = excluded.user_id, \
+             name = excluded.name, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(&session.token_hash)
+        .bind(&session.user_id)
+        .bind(&session.name)
+        .bind(session.expires_at_ms)
+        .execute(&mut self.0)
+        .await
+        .map(drop)
+        .map_err(StoreError::db("saving a session"))
+    }
+
+    async fn delete_session(&mut self, token_hash: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM sessions WHERE token_hash = ?1")
+            .bind(token_hash)
+            .execute(&mut self.0)
+            .await
+            .map_err(StoreError::db("deleting a session"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn save_recovery(&mut self, recovery: &RecoveryRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO recovery_sessions (pid, user_id, state, expires_at_ms) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (pid) DO UPDATE SET user_id = excluded.user_id, \
+             state = excluded.state, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(&recovery.pid)
+        .bind(&recovery.user_id)
+        .bind(&recovery.state)
+        .bind(recovery.expires_at_ms)
+        .execute(&mut self.0)
+        .await
+        .map(drop)
+        .map_err(StoreError::db("saving a recovery session"))
+    }
+
+    async fn delete_recovery(&mut self, pid: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM recovery_sessions WHERE pid = ?1")
+            .bind(pid)
+            .execute(&mut self.0)
+            .await
+            .map_err(StoreError::db("deleting a recovery session"))?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn purge_expired(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at_ms <= ?1")
+            .bind(now_ms)
+            .execute(&mut self.0)
+            .await
+            .map_err(StoreError::db("purging expired sessions"))?;
+        let recoveries = sqlx::query("DELETE FROM recovery_sessions WHERE expires_at_ms <= ?1")
+            .bind(now_ms)
+            .execute(&mut self.0)
+            .await
+            .map_err(StoreError::db("purging expired recovery sessions"))?;
+        Ok(sessions.rows_affected() + recoveries.rows_affected())
+    }
+
+    async fn close(self) {
+        let _ = self.0.close().await;
+    }
+}

@@ -1,0 +1,739 @@
+//! The behaviour of every history store, written once and run against each backend.
+//!
+//! Each behaviour is an `async fn(Backend)` below; `behaviours!` turns it into one test per
+//! backend (`sqlite::<name>` and `postgres::<name>`). SQLite tests use a fresh file in a
+//! temporary directory; PostgreSQL tests use a fresh schema (dropped afterwards) in the
+//! database named by `CHINWAG_TEST_POSTGRES_URL` (default: the local `test` database).
+//! Set `CHINWAG_TEST_POSTGRES=skip` on a machine without PostgreSQL.
+//!
+//! The crash test runs this very test binary again as a child process (the ignored test
+//! `crash_probe_child`), lets it append while printing every acknowledged sequence, kills it
+//! with SIGKILL, and checks the database.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chinwag::store::{
+    Author, Conversation, Durability, HistoryStore, MAX_CLIENT_ID_LEN, NewMessage, RecoveryRecord,
+    RoomRecord, SessionRecord, StoreError, StoreOptions, StoredMessage, open_store,
+    open_store_with,
+};
+
+/// Every behaviour must finish within this, or the test fails instead of hanging.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of one's own for one test, removed when dropped.
+struct TestDb {
+    url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Directory(PathBuf),
+    Schema { admin_url: String, schema: String },
+}
+
+fn postgres_url() -> String {
+    std::env::var("CHINWAG_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn postgres_skipped() -> bool {
+    std::env::var("CHINWAG_TEST_POSTGRES").is_ok_and(|value| value == "skip")
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl TestDb {
+    async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("chinwag-store-{}", random_suffix()));
+                // A nested path: the store must create missing parent directories.
+                let file = dir.join("nested").join("history.db");
+                Self {
+                    url: format!("sqlite://{}", file.display()),
+                    cleanup: Cleanup::Directory(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_url();
+                let schema = format!("t_{}", random_suffix());
+                run_admin_sql(&admin_url, &format!("CREATE SCHEMA {schema}")).await;
+                let separator = if admin_url.contains('?') { '&' } else { '?' };
+                Self {
+                    url: format!("{admin_url}{separator}options[search_path]={schema}"),
+                    cleanup: Cleanup::Schema { admin_url, schema },
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Arc<dyn HistoryStore> {
+        open_store(&self.url, Durability::Full)
+            .await
+            .unwrap_or_else(|error| panic!("opening {}: {error}", self.url))
+    }
+}
+
+async fn run_admin_sql(url: &str, sql: &str) {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(url)
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL at {url} is needed for this test: {error}"));
+    sqlx::query(sql)
+        .execute(&mut connection)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    let _ = connection.close().await;
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Directory(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Schema { admin_url, schema } => {
+                // Drop runs inside the test's runtime, which cannot block on itself: use a
+                // thread with a runtime of its own.
+                let (url, sql) = (admin_url.clone(), format!("DROP SCHEMA {schema} CASCADE"));
+                let _ = std::thread::spawn(move || {
+                    if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        runtime.block_on(run_admin_sql(&url, &sql));
+                    }
+                })
+                .join();
+            }
+        }
+    }
+}
+
+fn new_message(
+    conversation: &Conversation,
+    user: &str,
+    body: &str,
+    client_id: Option<&str>,
+) -> NewMessage {
+    NewMessage {
+        conversation: conversation.clone(),
+        author: Author {
+            user_id: format!("id-{user}"),
+            name: user.to_owned(),
+        },
+        body: body.to_owned(),
+        client_id: client_id.map(str::to_owned),
+        sent_at_ms: 1_700_000_000_000,
+    }
+}
+
+async fn append(store: &dyn HistoryStore, message: NewMessage) -> StoredMessage {
+    let appended = store.append(message).await.expect("append");
+    assert!(
+        !appended.duplicate,
+        "a new message was reported as a duplicate"
+    );
+    appended.message
+}
+
+fn seqs(messages: &[StoredMessage]) -> Vec<i64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+/// Everything in a conversation, paging with `after` as a reconnecting client would.
+async fn everything(store: &dyn HistoryStore, conversation: &Conversation) -> Vec<StoredMessage> {
+    let mut all: Vec<StoredMessage> = Vec::new();
+    loop {
+        let from = all.last().map_or(0, |m| m.seq);
+        let page = store.after(conversation, from, 500).await.expect("after");
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Behaviours
+// ---------------------------------------------------------------------------------------------
+
+async fn appends_get_gapless_sequences_per_conversation_from_one(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let general = Conversation::room("general");
+    let random = Conversation::room("random");
+    for i in 1..=5 {
+        let a = append(
+            &*store,
+            new_message(&general, "alice", &format!("g{i}"), None),
+        )
+        .await;
+        let b = append(&*store, new_message(&random, "bob", &format!("r{i}"), None)).await;
+        assert_eq!((a.seq, b.seq), (i, i));
+    }
+    assert_eq!(store.last_seq(&general).await.ok(), Some(5));
+    assert_eq!(
+        store.last_seq(&Conversation::room("empty")).await.ok(),
+        Some(0)
+    );
+
+    let stored = everything(&*store, &general).await;
+    assert_eq!(seqs(&stored), vec![1, 2, 3, 4, 5]);
+    let first = &stored[0];
+    assert_eq!(first.body, "g1");
+    assert_eq!(first.author.name, "alice");
+    assert_eq!(first.author.user_id, "id-alice");
+    assert_eq!(first.timestamp_ms, 1_700_000_000_000);
+    assert_eq!(first.conversation, general);
+    assert_eq!(first.id.len(), 26);
+    let ids: HashSet<_> = stored.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids.len(), 5, "message ids must be unique");
+    store.close().await;
+}
+
+async fn concurrent_appends_from_many_tasks_get_gapless_sequences(backend: Backend) {
+    const TASKS: usize = 16;
+    const PER_TASK: usize = 40;
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let room = Conversation::room("busy");
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let (store, room) = (store.clone(), room.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..PER_TASK {
+                let body = format!("{task}-{i}");
+                let message = new_message(&room, &format!("user{task}"), &body, Some(&body));
+                acked.push((
+                    store.append(message).await.expect("append").message.seq,
+                    body,
+                ));
+            }
+            acked
+        }));
+    }
+    let mut acked = BTreeMap::new();
+    for task in tasks {
+        for (seq, body) in task.await.expect("append task") {
+            assert!(acked.insert(seq, body).is_none(), "seq {seq} acked twice");
+        }
+    }
+    let expected: Vec<i64> = (1..=(TASKS * PER_TASK) as i64).collect();
+    assert_eq!(acked.keys().copied().collect::<Vec<_>>(), expected);
+
+    let stored = everything(&*store, &room).await;
+    assert_eq!(seqs(&stored), expected);
+    for message in &stored {
+        assert_eq!(acked.get(&message.seq), Some(&message.body));
+    }
+    store.close().await;
+}
+
+async fn resending_a_client_id_returns_the_original_message(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let room = Conversation::room("general");
+    let original = append(&*store, new_message(&room, "alice", "hello", Some("c1"))).await;
+    append(&*store, new_message(&room, "bob", "hi", None)).await;
+
+    let resent = store
+        .append(new_message(&room, "alice", "hello (resent)", Some("c1")))
+        .await
+        .expect("resend");
+    assert!(resent.duplicate);
+    assert_eq!(resent.message, original);
+    assert_eq!(
+        store.last_seq(&room).await.ok(),
+        Some(2),
+        "no sequence consumed"
+    );
+
+    // The key belongs to the author and the conversation, not to everyone.
+    let other_author = append(&*store, new_message(&room, "bob", "mine", Some("c1"))).await;
+    assert_eq!(other_author.seq, 3);
+    let elsewhere = Conversation::room("random");
+    assert_eq!(
+        append(&*store, new_message(&elsewhere, "alice", "x", Some("c1")))
+            .await
+            .seq,
+        1
+    );
+
+    // Resends racing each other (likely in one batch) still store the message once.
+    let racers: Vec<_> = (0..10)
+        .map(|_| {
+            let (store, room) = (store.clone(), room.clone());
+            tokio::spawn(async move {
+                store
+                    .append(new_message(&room, "carol", "race", Some("c2")))
+                    .await
+                    .expect("racing resend")
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for racer in racers {
+        results.push(racer.await.expect("racer task"));
+    }
+    assert_eq!(results.iter().filter(|r| !r.duplicate).count(), 1);
+    assert!(results.iter().all(|r| r.message == results[0].message));
+    assert_eq!(seqs(&everything(&*store, &room).await), vec![1, 2, 3, 4]);
+    store.close().await;
+}
+
+async fn latest_before_and_after_page_exactly(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let room = Conversation::room("general");
+    for i in 1..=25 {
+        append(&*store, new_message(&room, "alice", &format!("m{i}"), None)).await;
+    }
+    let range = |from: i64, to: i64| (from..=to).collect::<Vec<_>>();
+    let page = |result: Result<Vec<StoredMessage>, StoreError>| seqs(&result.expect("read"));
+
+    assert_eq!(page(store.latest(&room, 10).await), range(16, 25));
+    assert_eq!(page(store.before(&room, 16, 10).await), range(6, 15));
+    assert_eq!(page(store.before(&room, 6, 10).await), range(1, 5));
+    assert_eq!(page(store.before(&room, 1, 10).await), range(1, 0));
+    assert_eq!(page(store.after(&room, 0, 10).await), range(1, 10));
+    assert_eq!(page(store.after(&room, 20, 10).await), range(21, 25));
+    assert_eq!(page(store.after(&room, 25, 10).await), range(1, 0));
+    assert_eq!(page(store.latest(&room, 0).await), range(1, 0));
+    assert_eq!(page(store.latest(&room, 100).await), range(1, 25));
+    assert_eq!(
+        page(store.latest(&Conversation::room("empty"), 10).await),
+        range(1, 0)
+    );
+    let bodies: Vec<_> = store
+        .latest(&room, 2)
+        .await
+        .expect("latest")
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, ["m24", "m25"]);
+    store.close().await;
+}
+
+async fn direct_conversations_are_independent_of_rooms_and_each_other(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let room = Conversation::room("id-alice");
+    let alice_bob = Conversation::direct("id-alice", "id-bob");
+    let bob_alice = Conversation::direct("id-bob", "id-alice");
+    let alice_carol = Conversation::direct("id-alice", "id-carol");
+
+    append(&*store, new_message(&room, "alice", "in a room", None)).await;
+    assert_eq!(
+        append(&*store, new_message(&alice_bob, "alice", "hi bob", None))
+            .await
+            .seq,
+        1
+    );
+    assert_eq!(
+        append(&*store, new_message(&bob_alice, "bob", "hi alice", None))
+            .await
+            .seq,
+        2
+    );
+    assert_eq!(
+        append(&*store, new_message(&alice_carol, "carol", "hi", None))
+            .await
+            .seq,
+        1
+    );
+
+    let between: Vec<_> = everything(&*store, &bob_alice)
+        .await
+        .into_iter()
+        .map(|m| (m.seq, m.body, m.conversation))
+        .collect();
+    assert_eq!(
+        between,
+        [
+            (1, "hi bob".to_owned(), alice_bob.clone()),
+            (2, "hi alice".to_owned(), alice_bob.clone())
+        ]
+    );
+    assert_eq!(store.last_seq(&room).await.ok(), Some(1));
+    assert_eq!(store.last_seq(&alice_carol).await.ok(), Some(1));
+    store.close().await;
+}
+
+async fn rooms_are_registered_once_and_listed_by_name(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let room = |name: &str| RoomRecord {
+        name: name.to_owned(),
+        created_at_ms: 42,
+    };
+    assert_eq!(store.create_room(room("general")).await.ok(), Some(true));
+    assert_eq!(store.create_room(room("design")).await.ok(), Some(true));
+    assert_eq!(store.create_room(room("general")).await.ok(), Some(false));
+    assert_eq!(store.room_exists("design").await.ok(), Some(true));
+    assert_eq!(store.room_exists("nope").await.ok(), Some(false));
+    assert_eq!(
+        store.list_rooms().await.expect("list"),
+        [room("design"), room("general")]
+    );
+    store.close().await;
+}
+
+async fn sessions_and_recovery_records_round_trip_and_expire(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let session = SessionRecord {
+        token_hash: "hash-1".to_owned(),
+        user_id: "id-alice".to_owned(),
+        name: "Alice".to_owned(),
+        expires_at_ms: 1_000,
+    };
+    store.save_session(session.clone()).await.expect("save");
+    assert_eq!(
+        store.session("hash-1", 999).await.ok(),
+        Some(Some(session.clone()))
+    );
+    assert_eq!(
+        store.session("hash-1", 1_000).await.ok(),
+        Some(None),
+        "expired"
+    );
+    assert_eq!(store.session("unknown", 0).await.ok(), Some(None));
+
+    let extended = SessionRecord {
+        expires_at_ms: 5_000,
+        ..session.clone()
+    };
+    store.save_session(extended.clone()).await.expect("extend");
+    assert_eq!(
+        store.session("hash-1", 1_000).await.ok(),
+        Some(Some(extended))
+    );
+
+    let recovery = RecoveryRecord {
+        pid: "pid-1".to_owned(),
+        user_id: "id-alice".to_owned(),
+        state: r#"{"rooms":{"general":12}}"#.to_owned(),
+        expires_at_ms: 2_000,
+    };
+    store
+        .save_recovery(recovery.clone())
+        .await
+        .expect("save recovery");
+    assert_eq!(
+        store.recovery("pid-1", 1_999).await.ok(),
+        Some(Some(recovery.clone()))
+    );
+    assert_eq!(store.recovery("pid-1", 2_000).await.ok(), Some(None));
+
+    // At 3,000 the recovery record has expired, the extended session has not.
+    assert_eq!(store.purge_expired(3_000).await.ok(), Some(1));
+    assert_eq!(store.recovery("pid-1", 0).await.ok(), Some(None), "purged");
+    assert!(matches!(store.session("hash-1", 0).await, Ok(Some(_))));
+
+    assert_eq!(
+        store.delete_session("hash-1".to_owned()).await.ok(),
+        Some(true)
+    );
+    assert_eq!(
+        store.delete_session("hash-1".to_owned()).await.ok(),
+        Some(false)
+    );
+    assert_eq!(store.session("hash-1", 0).await.ok(), Some(None));
+    store.save_recovery(recovery).await.expect("save recovery");
+    assert_eq!(
+        store.delete_recovery("pid-1".to_owned()).await.ok(),
+        Some(true)
+    );
+    assert_eq!(store.recovery("pid-1", 0).await.ok(), Some(None));
+    store.close().await;
+}
+
+async fn reopening_the_store_keeps_everything_and_continues_the_sequence(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let room = Conversation::room("general");
+    let dm = Conversation::direct("id-a", "id-b");
+    let before_restart = {
+        let store = db.open().await;
+        for i in 1..=5 {
+            append(
+                &*store,
+                new_message(&room, "alice", &format!("m{i}"), Some(&format!("c{i}"))),
+            )
+            .await;
+        }
+        append(&*store, new_message(&dm, "a", "psst", None)).await;
+        store
+            .create_room(RoomRecord {
+                name: "general".to_owned(),
+                created_at_ms: 1,
+            })
+            .await
+            .expect("create room");
+        store
+            .save_session(SessionRecord {
+                token_hash: "h".to_owned(),
+                user_id: "id-alice".to_owned(),
+                name: "alice".to_owned(),
+                expires_at_ms: i64::MAX,
+            })
+            .await
+            .expect("save session");
+        let messages = everything(&*store, &room).await;
+        store.close().await;
+        messages
+    };
+
+    let store = db.open().await;
+    assert_eq!(everything(&*store, &room).await, before_restart);
+    assert_eq!(store.last_seq(&room).await.ok(), Some(5));
+    assert_eq!(
+        append(&*store, new_message(&room, "bob", "after", None))
+            .await
+            .seq,
+        6
+    );
+    assert_eq!(
+        append(&*store, new_message(&dm, "b", "back", None))
+            .await
+            .seq,
+        2
+    );
+    let resent = store
+        .append(new_message(&room, "alice", "m3", Some("c3")))
+        .await
+        .expect("resend after restart");
+    assert!(resent.duplicate);
+    assert_eq!(resent.message, before_restart[2]);
+    assert_eq!(store.room_exists("general").await.ok(), Some(true));
+    assert!(matches!(store.session("h", 0).await, Ok(Some(_))));
+    store.close().await;
+}
+
+async fn a_closed_store_refuses_writes_and_bad_input_is_refused(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let room = Conversation::room("general");
+    let too_long = "x".repeat(MAX_CLIENT_ID_LEN + 1);
+    assert!(matches!(
+        store
+            .append(new_message(&room, "a", "hi", Some(&too_long)))
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.append(new_message(&room, "a", "hi", Some(""))).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    // PostgreSQL cannot store NUL in text: refused up front on every backend, so that one
+    // client cannot fail the batch other clients' messages share.
+    assert!(matches!(
+        store
+            .append(new_message(&room, "a", "nul\0byte", None))
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    // Any other text is stored exactly.
+    let tricky = "'; DROP TABLE messages; -- <b>é😀</b>\u{7f}\n\tend";
+    assert_eq!(
+        append(&*store, new_message(&room, "a", tricky, None))
+            .await
+            .body,
+        tricky
+    );
+    assert_eq!(
+        store.latest(&room, 1).await.expect("latest")[0].body,
+        tricky
+    );
+
+    store.close().await;
+    assert!(matches!(
+        store.append(new_message(&room, "a", "late", None)).await,
+        Err(StoreError::Closed)
+    ));
+}
+
+/// How many acknowledged appends the crash test waits for before killing the child.
+const ACKS_BEFORE_KILL: usize = 300;
+
+async fn every_acknowledged_message_survives_kill_9_of_the_writing_process(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let room = Conversation::room("crash");
+    // Create the schema before the child starts, so the child only appends.
+    db.open().await.close().await;
+
+    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "crash_probe_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PROBE_URL_ENV, &db.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the crash probe");
+    let stdout = child.stdout.take().expect("child stdout");
+    // Read acks on a thread: the pipe is blocking, and the deadline must hold even if the
+    // child prints nothing.
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(ack) = line.strip_prefix("acked ")
+                && acks_tx.send(ack.to_owned()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut acked: BTreeMap<String, i64> = BTreeMap::new();
+    let wait = tokio::time::timeout(Duration::from_secs(60), async {
+        while acked.len() < ACKS_BEFORE_KILL {
+            let Some(line) = acks_rx.recv().await else {
+                break;
+            };
+            let (seq, client_id) = line.split_once(' ').expect("ack line: <seq> <client id>");
+            acked.insert(client_id.to_owned(), seq.parse().expect("seq"));
+        }
+    })
+    .await;
+    // SIGKILL, by PID, while the child is still appending.
+    child.kill().expect("kill -9 the probe");
+    let status = child.wait().expect("reap the probe");
+    assert!(
+        wait.is_ok(),
+        "the probe acknowledged only {} appends in time",
+        acked.len()
+    );
+    assert!(
+        !status.success(),
+        "the probe must have been killed, not finished"
+    );
+    // Acks printed before the kill but not read yet count too.
+    let _ = reader.join();
+    while let Ok(line) = acks_rx.try_recv() {
+        if let Some((seq, client_id)) = line.split_once(' ') {
+            acked.insert(client_id.to_owned(), seq.parse().expect("seq"));
+        }
+    }
+
+    let store = db.open().await;
+    let stored = everything(&*store, &room).await;
+    let expected: Vec<i64> = (1..=stored.len() as i64).collect();
+    assert_eq!(seqs(&stored), expected, "gapless after the crash");
+    let by_client_id: BTreeMap<String, i64> = stored
+        .iter()
+        .map(|m| {
+            (
+                m.client_id.clone().expect("probe messages have client ids"),
+                m.seq,
+            )
+        })
+        .collect();
+    assert_eq!(by_client_id.len(), stored.len(), "no message stored twice");
+    for (client_id, seq) in &acked {
+        assert_eq!(
+            by_client_id.get(client_id),
+            Some(seq),
+            "acked {client_id} lost"
+        );
+    }
+    // Sequences continue after the crash.
+    let next = append(&*store, new_message(&room, "after", "crash", None)).await;
+    assert_eq!(next.seq, stored.len() as i64 + 1);
+    store.close().await;
+}
+
+/// Where the crash probe child writes; set only by the crash test.
+const PROBE_URL_ENV: &str = "CHINWAG_STORE_PROBE_URL";
+
+/// The child half of the crash test: appends from 16 tasks, printing `acked <seq> <client id>`
+/// for every acknowledged append, until it is killed (or, bounded, after 200,000 appends).
+/// Does nothing when run on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by every_acknowledged_message_survives_kill_9_of_the_writing_process"]
+async fn crash_probe_child() {
+    let Ok(url) = std::env::var(PROBE_URL_ENV) else {
+        return;
+    };
+    let store = open_store_with(&url, StoreOptions::default())
+        .await
+        .expect("open the store");
+    let room = Conversation::room("crash");
+    let producers: Vec<_> = (0..16)
+        .map(|producer| {
+            let (store, room) = (store.clone(), room.clone());
+            tokio::spawn(async move {
+                for i in 0..12_500 {
+                    let client_id = format!("p{producer}-{i}");
+                    let message = new_message(&room, "probe", "payload", Some(&client_id));
+                    let appended = store.append(message).await.expect("append");
+                    println!("acked {} {client_id}", appended.message.seq);
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.await.expect("producer");
+    }
+}
+
+macro_rules! behaviours {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    tokio::time::timeout(super::TEST_TIMEOUT, super::$name(super::Backend::Sqlite))
+                        .await
+                        .expect("the test timed out");
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if super::postgres_skipped() {
+                        eprintln!("skipped: CHINWAG_TEST_POSTGRES=skip");
+                        return;
+                    }
+                    tokio::time::timeout(super::TEST_TIMEOUT, super::$name(super::Backend::Postgres))
+                        .await
+                        .expect("the test timed out");
+                }
+            )*
+        }
+    };
+}
+
+behaviours!(
+    appends_get_gapless_sequences_per_conversation_from_one,
+    concurrent_appends_from_many_tasks_get_gapless_sequences,
+    resending_a_client_id_returns_the_original_message,
+    latest_before_and_after_page_exactly,
+    direct_conversations_are_independent_of_rooms_and_each_other,
+    rooms_are_registered_once_and_listed_by_name,
+    sessions_and_recovery_records_round_trip_and_expire,
+    reopening_the_store_keeps_everything_and_continues_the_sequence,
+    a_closed_store_refuses_writes_and_bad_input_is_refused,
+    every_acknowledged_message_survives_kill_9_of_the_writing_process,
+);
