@@ -76,7 +76,7 @@ class Recorder {
       };
       const timer = setTimeout(() => {
         done();
-        const seen = JSON.stringify(this.events.slice(-20)).slice(0, 4_000);
+        const seen = JSON.stringify(this.events.slice(-20), shorten).slice(0, 4_000);
         reject(new Error(`timed out after ${ms} ms waiting for ${what}; last events: ${seen}`));
       }, ms);
       const done = () => {
@@ -105,6 +105,11 @@ class Recorder {
     );
     return entry.args;
   }
+}
+
+/** JSON.stringify replacer keeping failure messages readable when payloads are huge. */
+function shorten(key, value) {
+  return typeof value === 'string' && value.length > 200 ? `${value.slice(0, 200)}…(${value.length} chars)` : value;
 }
 
 module.exports = { nextEvent, withTimeout, Recorder, DEFAULT_TIMEOUT_MS };
