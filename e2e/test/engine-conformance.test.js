@@ -5,7 +5,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startConformance } = require('../lib/server');
-const { nextEvent } = require('../lib/wait');
+const { nextEvent, withTimeout } = require('../lib/wait');
 const {
   connect,
   connected,
@@ -100,6 +100,34 @@ describe('engine conformance example with real clients', () => {
           socket.close();
         });
 
+        it('echoes 100 quick emits in the order they were sent', async () => {
+          const socket = track(await open(version, server.url, { mode }));
+          const received = [];
+          const all = new Promise((resolve) => {
+            socket.on('message-back', (n) => {
+              received.push(n);
+              if (received.length === 100) resolve();
+            });
+          });
+          // Emitted in one go: over polling they travel as batched payloads, and during the
+          // upgrade mode some may cross the transport switch.
+          for (let n = 0; n < 100; n++) socket.emit('message', n);
+          await withTimeout(all, 10_000, `100 message-back events (got ${received.length})`);
+          assert.deepEqual(received, Array.from({ length: 100 }, (_, n) => n));
+          socket.close();
+        });
+
+        it('round-trips a 500 kB message under the 1 MB maxPayload', async () => {
+          const socket = track(await open(version, server.url, { mode }));
+          const big = 'x'.repeat(500_000);
+          const back = nextEvent(socket, 'message-back');
+          socket.emit('message', big);
+          const [got] = await back;
+          assert.equal(got.length, big.length);
+          assert.equal(got, big);
+          socket.close();
+        });
+
         if (mode === 'upgrade') {
           it('really upgrades from polling to websocket and keeps working afterwards', async () => {
             const socket = track(connect(version, server.url, { mode }));
@@ -179,4 +207,22 @@ describe('engine conformance example with real clients', () => {
       await doomed.stop();
     }
   });
+
+  for (const version of CLIENT_VERSIONS) {
+    for (const mode of ['websocket', 'polling']) {
+      it(`closes a ${version} ${mode} connection that sends more than maxPayload, and only that one`, async () => {
+        const bystander = track(await open(version, server.url, { mode }));
+        const offender = track(await open(version, server.url, { mode }));
+        const dropped = nextEvent(offender, 'disconnect', 15_000, 'the oversized sender to be disconnected');
+        offender.emit('message', 'y'.repeat(1_100_000));
+        const [reason] = await dropped;
+        assert.ok(
+          ['transport close', 'transport error', 'io server disconnect'].includes(reason),
+          `unexpected disconnect reason ${reason}`,
+        );
+        assert.deepEqual(await emitWithAck(bystander, 'message-with-ack', ['still here']), ['still here']);
+        bystander.close();
+      });
+    }
+  }
 });
