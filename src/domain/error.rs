@@ -24,6 +24,20 @@ pub enum ErrorCode {
     MessageTooLong,
     /// The room name is empty, too long or has characters outside the allowed set.
     InvalidRoom,
+    /// No room has this name.
+    UnknownRoom,
+    /// `room:create` of a room that exists.
+    RoomExists,
+    /// The user is not a member of the room.
+    NotInRoom,
+    /// Nobody present has this name.
+    UnknownUser,
+    /// The session token is unknown or expired.
+    InvalidToken,
+    /// Too much, too fast (or too many of something).
+    RateLimited,
+    /// History could not be read or written; the cause is in the server log.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -39,6 +53,13 @@ impl ErrorCode {
             Self::InvalidMessage => "invalid_message",
             Self::MessageTooLong => "message_too_long",
             Self::InvalidRoom => "invalid_room",
+            Self::UnknownRoom => "unknown_room",
+            Self::RoomExists => "room_exists",
+            Self::NotInRoom => "not_in_room",
+            Self::UnknownUser => "unknown_user",
+            Self::InvalidToken => "invalid_token",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
         }
     }
 }

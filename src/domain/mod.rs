@@ -12,6 +12,7 @@
 //! - [`directory`]: [`Directory`], the named connections with unique names.
 //! - [`lobby`]: [`Lobby`], the default room's rules, returning [`Outgoing`] notices.
 
+pub mod community;
 pub mod directory;
 pub mod error;
 pub mod lobby;

@@ -1,0 +1,1195 @@
+//! [`Community`]: who is here — users, their sockets and rooms — and who receives what.
+//!
+//! One user may have several sockets (tabs) speaking the full protocol; a tutorial socket is
+//! a user of its own. Every user is in the default room `general`. Operations return the
+//! notices to deliver as values ([`Outgoing`]); the socket layer turns them into emits.
+//!
+//! Time is an input (milliseconds), never read here: a user whose last full-protocol socket
+//! left stays present for a grace period, and [`Community::sweep`] ends the ones whose grace
+//! has run out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
+
+use super::error::{DomainError, ErrorCode};
+use super::message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
+use super::name::{NameKey, SERVER_NAME, UserName};
+use super::room::RoomName;
+
+/// A stable user identity: a session's user id, or a tutorial socket's own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which protocol a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The classic tutorial's `addUser`/`sendChat` (one socket per user, no grace period).
+    Tutorial,
+    /// The full protocol of PROTOCOL.md section 2.
+    Full,
+}
+
+/// Limits the community enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest message, in characters.
+    pub max_message_chars: usize,
+    /// How long a user whose last socket left is still considered present, in milliseconds.
+    pub presence_grace_ms: u64,
+    /// Most rooms that may exist.
+    pub max_rooms: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
+            presence_grace_ms: 5_000,
+            max_rooms: 10_000,
+        }
+    }
+}
+
+/// Who a notice goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience<C> {
+    /// One socket.
+    Socket(C),
+    /// Every named tutorial socket (they all live in `general`), but `except`.
+    Tutorial { except: Option<C> },
+    /// Every full-protocol socket of the room's members.
+    Room(RoomName),
+    /// Every full-protocol socket of the room's members but this one.
+    RoomExcept(RoomName, C),
+    /// Every full-protocol socket of one user.
+    User(UserId),
+    /// Every full-protocol socket.
+    Everyone,
+}
+
+/// Who a tutorial chat line is from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Speaker {
+    /// The server itself ("Server" on the wire).
+    Server,
+    User(UserName),
+}
+
+impl Speaker {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Server => SERVER_NAME,
+            Self::User(name) => name.as_str(),
+        }
+    }
+}
+
+/// Where a stored message belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Room(RoomName),
+    /// A direct conversation between two users.
+    Direct {
+        from: UserId,
+        to: UserId,
+        to_name: UserName,
+    },
+}
+
+/// A message as stored: what both protocols deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub place: Place,
+    pub seq: i64,
+    pub timestamp_ms: i64,
+    pub from: UserName,
+    pub text: String,
+    pub client_id: Option<String>,
+}
+
+/// Something a client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Tutorial `updateChat(speaker, text)`.
+    Chat { from: Speaker, text: String },
+    /// Tutorial `updateUsers(map)`: every present user, in arrival order.
+    Users(Vec<UserName>),
+    /// Full `message:new` / `dm:new`.
+    Message(Message),
+    /// Full `room:member`.
+    RoomMember {
+        room: RoomName,
+        name: UserName,
+        joined: bool,
+    },
+    /// Full `presence`.
+    Presence { name: UserName, online: bool },
+    /// Full `typing` (volatile).
+    Typing {
+        room: RoomName,
+        name: UserName,
+        typing: bool,
+    },
+}
+
+/// One notice and its audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing<C> {
+    pub to: Audience<C>,
+    pub notice: Notice,
+}
+
+/// A validated message, ready to be stored; after storing, [`Community::posted`] says who
+/// receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub author: UserId,
+    pub author_name: UserName,
+    pub place: Place,
+    pub body: MessageBody,
+}
+
+/// A room and how many of its members are here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub name: RoomName,
+    pub members: usize,
+    pub online: usize,
+}
+
+/// A room member and whether they have a socket open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub name: UserName,
+    pub online: bool,
+}
+
+#[derive(Debug)]
+struct User<C> {
+    name: UserName,
+    protocol: Protocol,
+    sockets: BTreeSet<C>,
+    rooms: BTreeSet<RoomName>,
+    arrival: u64,
+    /// When the last socket left (grace period running), in milliseconds.
+    away_since: Option<u64>,
+}
+
+/// Users, sockets and rooms of one chat server, with its rules.
+#[derive(Debug)]
+pub struct Community<C> {
+    users: HashMap<UserId, User<C>>,
+    /// Which user holds each name.
+    names: HashMap<NameKey, UserId>,
+    /// Which user each named socket belongs to.
+    sockets: HashMap<C, UserId>,
+    /// Every room and its members.
+    rooms: BTreeMap<RoomName, BTreeSet<UserId>>,
+    next_arrival: u64,
+    limits: Limits,
+}
+
+/// What [`Community::connect`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connected<C> {
+    /// The user's name (a resumed session keeps the name it had).
+    pub name: UserName,
+    /// The user's rooms, which this socket should follow.
+    pub rooms: Vec<RoomName>,
+    pub notices: Vec<Outgoing<C>>,
+}
+
+impl<C: Clone + Ord + Hash> Community<C> {
+    pub fn new(limits: Limits) -> Self {
+        let mut rooms = BTreeMap::new();
+        rooms.insert(RoomName::general(), BTreeSet::new());
+        Self {
+            users: HashMap::new(),
+            names: HashMap::new(),
+            sockets: HashMap::new(),
+            rooms,
+            next_arrival: 0,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Make rooms known (e.g. the ones in history at startup).
+    pub fn restore_rooms(&mut self, rooms: impl IntoIterator<Item = RoomName>) {
+        for room in rooms {
+            self.rooms.entry(room).or_default();
+        }
+    }
+
+    /// A tutorial socket's `addUser(raw_name)`; `user` is the id it will have.
+    pub fn add_tutorial(
+        &mut self,
+        socket: &C,
+        user: UserId,
+        raw_name: &str,
+    ) -> Result<Vec<Outgoing<C>>, DomainError> {
+        let name = UserName::parse(raw_name)?;
+        if let Some(current) = self.name_of(socket) {
+            if current.key() == name.key() {
+                return Ok(Vec::new());
+            }
+            return Err(DomainError::new(
+                ErrorCode::AlreadyNamed,
+                format!("you are already in the chat as {current}"),
+            ));
+        }
+        self.claim_name(&name, &user)?;
+        self.insert_user(socket, user, name.clone(), Protocol::Tutorial);
+        let mut notices = vec![Outgoing {
+            to: Audience::Socket(socket.clone()),
+            notice: server_says("you have connected".to_owned()),
+        }];
+        notices.extend(self.arrival_notices(&name, Some(socket)));
+        Ok(notices)
+    }
+
+    /// A full-protocol socket of `user` connects, wanting `raw_name`. A user already present
+    /// (another tab, or back within the grace period) keeps its name and rooms, and nobody
+    /// is told; a new user is announced.
+    pub fn connect(
+        &mut self,
+        socket: &C,
+        user: UserId,
+        raw_name: &str,
+    ) -> Result<Connected<C>, DomainError> {
+        if let Some(present) = self.users.get_mut(&user) {
+            present.sockets.insert(socket.clone());
+            present.away_since = None;
+            let connected = Connected {
+                name: present.name.clone(),
+                rooms: present.rooms.iter().cloned().collect(),
+                notices: Vec::new(),
+            };
+            self.sockets.insert(socket.clone(), user);
+            return Ok(connected);
+        }
+        let name = UserName::parse(raw_name)?;
+        self.claim_name(&name, &user)?;
+        self.insert_user(socket, user, name.clone(), Protocol::Full);
+        Ok(Connected {
+            name: name.clone(),
+            rooms: vec![RoomName::general()],
+            notices: self.arrival_notices(&name, None),
+        })
+    }
+
+    /// A socket is gone. A tutorial user leaves at once; a full user whose last socket this
+    /// was starts its grace period at `now_ms` (see [`Community::sweep`]).
+    pub fn disconnect(&mut self, socket: &C, now_ms: u64) -> Vec<Outgoing<C>> {
+        let Some(user_id) = self.sockets.remove(socket) else {
+            return Vec::new();
+        };
+        let Some(user) = self.users.get_mut(&user_id) else {
+            return Vec::new();
+        };
+        user.sockets.remove(socket);
+        if !user.sockets.is_empty() {
+            return Vec::new();
+        }
+        match user.protocol {
+            Protocol::Tutorial => self.remove_user(&user_id),
+            Protocol::Full => {
+                user.away_since = Some(now_ms);
+                Vec::new()
+            }
+        }
+    }
+
+    /// End the users whose grace period is over at `now_ms`; returns their departures.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<Outgoing<C>> {
+        let grace = self.limits.presence_grace_ms;
+        let expired: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|(_, user)| {
+                user.away_since
+                    .is_some_and(|since| now_ms.saturating_sub(since) >= grace)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired.iter().flat_map(|id| self.remove_user(id)).collect()
+    }
+
+    /// Whether some user's grace period is running (the caller then schedules a sweep).
+    pub fn has_away_users(&self) -> bool {
+        self.users.values().any(|user| user.away_since.is_some())
+    }
+
+    /// Validate a message from `socket` to `room` before it is stored.
+    pub fn draft_for_room(
+        &self,
+        socket: &C,
+        room: &RoomName,
+        raw_text: &str,
+    ) -> Result<Draft, DomainError> {
+        let (author, user) = self.speaker(socket)?;
+        if !self.rooms.contains_key(room) {
+            return Err(unknown_room());
+        }
+        if !user.rooms.contains(room) {
+            return Err(DomainError::new(
+                ErrorCode::NotInRoom,
+                format!("join #{room} first"),
+            ));
+        }
+        let body = MessageBody::parse(raw_text, self.limits.max_message_chars)?;
+        Ok(Draft {
+            author: author.clone(),
+            author_name: user.name.clone(),
+            place: Place::Room(room.clone()),
+            body,
+        })
+    }
+
+    /// Validate a direct message from `socket` to the user called `raw_to`.
+    pub fn draft_direct(
+        &self,
+        socket: &C,
+        raw_to: &str,
+        raw_text: &str,
+    ) -> Result<Draft, DomainError> {
+        let (author, user) = self.speaker(socket)?;
+        let (to, to_name) = self.user_named(raw_to)?;
+        let body = MessageBody::parse(raw_text, self.limits.max_message_chars)?;
+        Ok(Draft {
+            author: author.clone(),
+            author_name: user.name.clone(),
+            place: Place::Direct {
+                from: author.clone(),
+                to,
+                to_name,
+            },
+            body,
+        })
+    }
+
+    /// Who receives a stored message.
+    pub fn posted(&self, message: Message) -> Vec<Outgoing<C>> {
+        match &message.place {
+            Place::Room(room) => {
+                let mut notices = Vec::with_capacity(2);
+                if *room == RoomName::general() {
+                    notices.push(Outgoing {
+                        to: Audience::Tutorial { except: None },
+                        notice: Notice::Chat {
+                            from: Speaker::User(message.from.clone()),
+                            text: message.text.clone(),
+                        },
+                    });
+                }
+                notices.push(Outgoing {
+                    to: Audience::Room(room.clone()),
+                    notice: Notice::Message(message),
+                });
+                notices
+            }
+            Place::Direct { from, to, .. } => {
+                let mut notices = vec![Outgoing {
+                    to: Audience::User(from.clone()),
+                    notice: Notice::Message(message.clone()),
+                }];
+                if to != from {
+                    notices.push(Outgoing {
+                        to: Audience::User(to.clone()),
+                        notice: Notice::Message(message.clone()),
+                    });
+                }
+                notices
+            }
+        }
+    }
+
+    /// A user creates a room (and joins it).
+    pub fn create_room(
+        &mut self,
+        socket: &C,
+        raw_room: &str,
+    ) -> Result<(RoomName, Vec<Outgoing<C>>), DomainError> {
+        let room = RoomName::parse(raw_room)?;
+        self.speaker(socket)?;
+        if self.rooms.contains_key(&room) {
+            return Err(DomainError::new(
+                ErrorCode::RoomExists,
+                format!("#{room} exists already"),
+            ));
+        }
+        if self.rooms.len() >= self.limits.max_rooms {
+            return Err(DomainError::new(
+                ErrorCode::RateLimited,
+                "there are too many rooms",
+            ));
+        }
+        self.rooms.insert(room.clone(), BTreeSet::new());
+        let notices = self.join_room(socket, room.as_str())?.1;
+        Ok((room, notices))
+    }
+
+    /// A user joins a room; its other members hear of it. Joining twice changes nothing.
+    pub fn join_room(
+        &mut self,
+        socket: &C,
+        raw_room: &str,
+    ) -> Result<(RoomName, Vec<Outgoing<C>>), DomainError> {
+        let room = RoomName::parse(raw_room)?;
+        let user_id = self.speaker(socket)?.0.clone();
+        let members = self.rooms.get_mut(&room).ok_or_else(unknown_room)?;
+        if !members.insert(user_id.clone()) {
+            return Ok((room, Vec::new()));
+        }
+        let Some(user) = self.users.get_mut(&user_id) else {
+            return Ok((room, Vec::new()));
+        };
+        user.rooms.insert(room.clone());
+        let notice = Notice::RoomMember {
+            room: room.clone(),
+            name: user.name.clone(),
+            joined: true,
+        };
+        Ok((
+            room.clone(),
+            vec![Outgoing {
+                to: Audience::Room(room),
+                notice,
+            }],
+        ))
+    }
+
+    /// A user leaves a room (not `general`); the remaining members hear of it.
+    pub fn leave_room(
+        &mut self,
+        socket: &C,
+        raw_room: &str,
+    ) -> Result<(RoomName, Vec<Outgoing<C>>), DomainError> {
+        let room = RoomName::parse(raw_room)?;
+        let user_id = self.speaker(socket)?.0.clone();
+        if room == RoomName::general() {
+            return Err(DomainError::new(
+                ErrorCode::InvalidRoom,
+                "#general cannot be left",
+            ));
+        }
+        let members = self.rooms.get_mut(&room).ok_or_else(unknown_room)?;
+        if !members.remove(&user_id) {
+            return Err(DomainError::new(
+                ErrorCode::NotInRoom,
+                format!("you are not in #{room}"),
+            ));
+        }
+        let Some(user) = self.users.get_mut(&user_id) else {
+            return Ok((room, Vec::new()));
+        };
+        user.rooms.remove(&room);
+        let notice = Notice::RoomMember {
+            room: room.clone(),
+            name: user.name.clone(),
+            joined: false,
+        };
+        Ok((
+            room.clone(),
+            vec![Outgoing {
+                to: Audience::Room(room),
+                notice,
+            }],
+        ))
+    }
+
+    /// A typing indicator for a room the user is in.
+    pub fn typing(
+        &self,
+        socket: &C,
+        raw_room: &str,
+        typing: bool,
+    ) -> Result<Vec<Outgoing<C>>, DomainError> {
+        let room = RoomName::parse(raw_room)?;
+        let (_, user) = self.speaker(socket)?;
+        if !user.rooms.contains(&room) {
+            return Err(DomainError::new(
+                ErrorCode::NotInRoom,
+                format!("join #{room} first"),
+            ));
+        }
+        let notice = Notice::Typing {
+            room: room.clone(),
+            name: user.name.clone(),
+            typing,
+        };
+        Ok(vec![Outgoing {
+            to: Audience::RoomExcept(room, socket.clone()),
+            notice,
+        }])
+    }
+
+    /// Every room with its member counts, by name.
+    pub fn rooms(&self) -> Vec<RoomSummary> {
+        self.rooms
+            .iter()
+            .map(|(name, members)| RoomSummary {
+                name: name.clone(),
+                members: members.len(),
+                online: members.iter().filter(|id| self.is_online(id)).count(),
+            })
+            .collect()
+    }
+
+    /// A room's members, in arrival order.
+    pub fn members(&self, raw_room: &str) -> Result<Vec<MemberView>, DomainError> {
+        let room = RoomName::parse(raw_room)?;
+        let members = self.rooms.get(&room).ok_or_else(unknown_room)?;
+        let mut users: Vec<(&UserId, &User<C>)> = members
+            .iter()
+            .filter_map(|id| self.users.get(id).map(|user| (id, user)))
+            .collect();
+        users.sort_by_key(|(_, user)| user.arrival);
+        Ok(users
+            .into_iter()
+            .map(|(id, user)| MemberView {
+                name: user.name.clone(),
+                online: self.is_online(id),
+            })
+            .collect())
+    }
+
+    /// Whether `room` exists.
+    pub fn room_exists(&self, room: &RoomName) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Whether the socket's user is in `room`.
+    pub fn is_in_room(&self, socket: &C, room: &RoomName) -> bool {
+        self.user_of(socket)
+            .is_some_and(|(_, user)| user.rooms.contains(room))
+    }
+
+    /// The name of a socket's user, if it has one.
+    pub fn name_of(&self, socket: &C) -> Option<&UserName> {
+        self.user_of(socket).map(|(_, user)| &user.name)
+    }
+
+    /// The user id of a socket, if it has one.
+    pub fn user_id_of(&self, socket: &C) -> Option<&UserId> {
+        self.sockets.get(socket)
+    }
+
+    /// The user called `raw_name` (any case), for direct messages.
+    pub fn user_named(&self, raw_name: &str) -> Result<(UserId, UserName), DomainError> {
+        let name = UserName::parse(raw_name)?;
+        let id = self.names.get(&name.key()).ok_or_else(|| {
+            DomainError::new(
+                ErrorCode::UnknownUser,
+                format!("nobody here is called {name}"),
+            )
+        })?;
+        let user = self.users.get(id).ok_or_else(|| {
+            DomainError::new(
+                ErrorCode::UnknownUser,
+                format!("nobody here is called {name}"),
+            )
+        })?;
+        Ok((id.clone(), user.name.clone()))
+    }
+
+    /// The protocol a socket speaks, if it has a name.
+    pub fn protocol_of(&self, socket: &C) -> Option<Protocol> {
+        self.user_of(socket).map(|(_, user)| user.protocol)
+    }
+
+    /// Number of present users.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    fn user_of(&self, socket: &C) -> Option<(&UserId, &User<C>)> {
+        let id = self.sockets.get(socket)?;
+        self.users.get(id).map(|user| (id, user))
+    }
+
+    fn speaker(&self, socket: &C) -> Result<(&UserId, &User<C>), DomainError> {
+        self.user_of(socket).ok_or_else(|| {
+            DomainError::new(
+                ErrorCode::NameRequired,
+                "choose a name before sending messages",
+            )
+        })
+    }
+
+    fn is_online(&self, id: &UserId) -> bool {
+        self.users
+            .get(id)
+            .is_some_and(|user| !user.sockets.is_empty())
+    }
+
+    fn claim_name(&mut self, name: &UserName, user: &UserId) -> Result<(), DomainError> {
+        match self.names.get(&name.key()) {
+            Some(holder) if holder != user => Err(DomainError::new(
+                ErrorCode::NameTaken,
+                format!("the name {name} is already taken, please choose another"),
+            )),
+            _ => {
+                self.names.insert(name.key(), user.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn insert_user(&mut self, socket: &C, id: UserId, name: UserName, protocol: Protocol) {
+        let general = RoomName::general();
+        self.rooms
+            .entry(general.clone())
+            .or_default()
+            .insert(id.clone());
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.users.insert(
+            id.clone(),
+            User {
+                name,
+                protocol,
+                sockets: BTreeSet::from([socket.clone()]),
+                rooms: BTreeSet::from([general]),
+                arrival,
+                away_since: None,
+            },
+        );
+        self.sockets.insert(socket.clone(), id);
+    }
+
+    fn remove_user(&mut self, id: &UserId) -> Vec<Outgoing<C>> {
+        let Some(user) = self.users.remove(id) else {
+            return Vec::new();
+        };
+        self.names.remove(&user.name.key());
+        for socket in &user.sockets {
+            self.sockets.remove(socket);
+        }
+        for room in &user.rooms {
+            if let Some(members) = self.rooms.get_mut(room) {
+                members.remove(id);
+            }
+        }
+        vec![
+            Outgoing {
+                to: Audience::Tutorial { except: None },
+                notice: Notice::Users(self.names_present()),
+            },
+            Outgoing {
+                to: Audience::Tutorial { except: None },
+                notice: server_says(format!("{} has disconnected.", user.name)),
+            },
+            Outgoing {
+                to: Audience::Everyone,
+                notice: Notice::Presence {
+                    name: user.name,
+                    online: false,
+                },
+            },
+        ]
+    }
+
+    /// What everyone else is told when `name` arrives (`newcomer`: a tutorial socket that
+    /// already got its own greeting).
+    fn arrival_notices(&self, name: &UserName, newcomer: Option<&C>) -> Vec<Outgoing<C>> {
+        vec![
+            Outgoing {
+                to: Audience::Tutorial {
+                    except: newcomer.cloned(),
+                },
+                notice: server_says(format!("{name} has connected")),
+            },
+            Outgoing {
+                to: Audience::Tutorial { except: None },
+                notice: Notice::Users(self.names_present()),
+            },
+            Outgoing {
+                to: Audience::Everyone,
+                notice: Notice::Presence {
+                    name: name.clone(),
+                    online: true,
+                },
+            },
+        ]
+    }
+
+    fn names_present(&self) -> Vec<UserName> {
+        let mut users: Vec<&User<C>> = self.users.values().collect();
+        users.sort_unstable_by_key(|user| user.arrival);
+        users.into_iter().map(|user| user.name.clone()).collect()
+    }
+}
+
+fn server_says(text: String) -> Notice {
+    Notice::Chat {
+        from: Speaker::Server,
+        text,
+    }
+}
+
+fn unknown_room() -> DomainError {
+    DomainError::new(ErrorCode::UnknownRoom, "no such room")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Community = super::Community<u32>;
+
+    fn community() -> Community {
+        Community::new(Limits::default())
+    }
+
+    fn name(raw: &str) -> UserName {
+        UserName::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"))
+    }
+
+    fn room(raw: &str) -> RoomName {
+        RoomName::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"))
+    }
+
+    fn user(socket: u32) -> UserId {
+        UserId::new(format!("u{socket}"))
+    }
+
+    fn chat(from: &str, text: &str) -> Notice {
+        let from = if from == SERVER_NAME {
+            Speaker::Server
+        } else {
+            Speaker::User(name(from))
+        };
+        Notice::Chat {
+            from,
+            text: text.to_owned(),
+        }
+    }
+
+    fn users(names: &[&str]) -> Notice {
+        Notice::Users(names.iter().map(|n| name(n)).collect())
+    }
+
+    fn tutorial_all() -> Audience<u32> {
+        Audience::Tutorial { except: None }
+    }
+
+    fn code<T: std::fmt::Debug>(result: Result<T, DomainError>) -> Option<ErrorCode> {
+        result.err().map(|e| e.code())
+    }
+
+    fn add(community: &mut Community, socket: u32, who: &str) {
+        if let Err(e) = community.add_tutorial(&socket, user(socket), who) {
+            panic!("{who}: {e}");
+        }
+    }
+
+    fn connect(community: &mut Community, socket: u32, id: &str, who: &str) -> Connected<u32> {
+        community
+            .connect(&socket, UserId::new(id), who)
+            .unwrap_or_else(|e| panic!("{who}: {e}"))
+    }
+
+    fn message(place: Place, seq: i64, from: &str, text: &str) -> Message {
+        Message {
+            id: format!("m{seq}"),
+            place,
+            seq,
+            timestamp_ms: 1_000,
+            from: name(from),
+            text: text.to_owned(),
+            client_id: None,
+        }
+    }
+
+    #[test]
+    fn a_tutorial_newcomer_is_greeted_announced_and_everyone_gets_the_list() {
+        let mut community = community();
+        add(&mut community, 1, "ann");
+        assert_eq!(
+            community.add_tutorial(&2, user(2), " bob "),
+            Ok(vec![
+                Outgoing {
+                    to: Audience::Socket(2),
+                    notice: chat("Server", "you have connected")
+                },
+                Outgoing {
+                    to: Audience::Tutorial { except: Some(2) },
+                    notice: chat("Server", "bob has connected"),
+                },
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: users(&["ann", "bob"])
+                },
+                Outgoing {
+                    to: Audience::Everyone,
+                    notice: Notice::Presence {
+                        name: name("bob"),
+                        online: true
+                    },
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_taken_name_is_refused_case_insensitively_and_the_list_stays_right() {
+        let mut community = community();
+        add(&mut community, 1, "Ann");
+        assert_eq!(
+            code(community.add_tutorial(&2, user(2), "aNN")),
+            Some(ErrorCode::NameTaken)
+        );
+        assert_eq!(
+            code(community.connect(&3, user(3), "ANN")),
+            Some(ErrorCode::NameTaken)
+        );
+        assert_eq!(community.user_count(), 1);
+        assert_eq!(community.name_of(&2), None);
+    }
+
+    #[test]
+    fn invalid_and_reserved_names_are_refused() {
+        let mut community = community();
+        assert_eq!(
+            code(community.add_tutorial(&1, user(1), "<b>x</b>")),
+            Some(ErrorCode::InvalidName)
+        );
+        assert_eq!(
+            code(community.add_tutorial(&1, user(1), "server")),
+            Some(ErrorCode::NameReserved)
+        );
+        assert_eq!(
+            code(community.connect(&1, user(1), "SERVER")),
+            Some(ErrorCode::NameReserved)
+        );
+        assert_eq!(community.user_count(), 0);
+    }
+
+    #[test]
+    fn adding_oneself_again_is_silent_and_renaming_is_refused() {
+        let mut community = community();
+        add(&mut community, 1, "ann");
+        assert_eq!(community.add_tutorial(&1, user(1), "ANN"), Ok(Vec::new()));
+        assert_eq!(
+            code(community.add_tutorial(&1, user(1), "bob")),
+            Some(ErrorCode::AlreadyNamed)
+        );
+        assert_eq!(community.name_of(&1), Some(&name("ann")));
+        assert!(
+            community.add_tutorial(&2, user(2), "bob").is_ok(),
+            "bob stayed free"
+        );
+    }
+
+    #[test]
+    fn sending_before_choosing_a_name_is_refused() {
+        let community = community();
+        let refused = community.draft_for_room(&1, &RoomName::general(), "hi");
+        assert_eq!(code(refused), Some(ErrorCode::NameRequired));
+    }
+
+    #[test]
+    fn a_message_is_validated_then_goes_to_tutorial_and_full_members_of_general() {
+        let mut community = Community::new(Limits {
+            max_message_chars: 5,
+            ..Limits::default()
+        });
+        add(&mut community, 1, "ann");
+        let general = RoomName::general();
+        assert_eq!(
+            code(community.draft_for_room(&1, &general, "")),
+            Some(ErrorCode::InvalidMessage)
+        );
+        assert_eq!(
+            code(community.draft_for_room(&1, &general, "123456")),
+            Some(ErrorCode::MessageTooLong)
+        );
+        let draft = community.draft_for_room(&1, &general, "<i>");
+        assert_eq!(draft.as_ref().map(|d| d.body.as_str()), Ok("<i>"));
+
+        let stored = message(Place::Room(general.clone()), 1, "ann", "<i>");
+        assert_eq!(
+            community.posted(stored.clone()),
+            vec![
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: chat("ann", "<i>")
+                },
+                Outgoing {
+                    to: Audience::Room(general),
+                    notice: Notice::Message(stored)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_message_in_another_room_reaches_only_that_rooms_full_members() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        assert!(community.create_room(&1, "rust").is_ok());
+        let stored = message(Place::Room(room("rust")), 1, "ann", "hi");
+        assert_eq!(
+            community.posted(stored.clone()),
+            vec![Outgoing {
+                to: Audience::Room(room("rust")),
+                notice: Notice::Message(stored)
+            }]
+        );
+    }
+
+    #[test]
+    fn only_members_may_post_in_a_room() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        connect(&mut community, 2, "b", "bob");
+        assert!(community.create_room(&1, "rust").is_ok());
+        assert_eq!(
+            code(community.draft_for_room(&2, &room("rust"), "hi")),
+            Some(ErrorCode::NotInRoom)
+        );
+        assert_eq!(
+            code(community.draft_for_room(&2, &room("nope"), "hi")),
+            Some(ErrorCode::UnknownRoom)
+        );
+    }
+
+    #[test]
+    fn a_departed_tutorial_user_is_announced_with_the_new_list() {
+        let mut community = community();
+        add(&mut community, 1, "ann");
+        add(&mut community, 2, "bob");
+        assert_eq!(
+            community.disconnect(&1, 0),
+            vec![
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: users(&["bob"])
+                },
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: chat("Server", "ann has disconnected.")
+                },
+                Outgoing {
+                    to: Audience::Everyone,
+                    notice: Notice::Presence {
+                        name: name("ann"),
+                        online: false
+                    },
+                },
+            ]
+        );
+        assert!(
+            community.add_tutorial(&3, user(3), "ann").is_ok(),
+            "the name is free again"
+        );
+        assert_eq!(
+            community.disconnect(&9, 0),
+            Vec::new(),
+            "an unnamed socket leaves silently"
+        );
+    }
+
+    #[test]
+    fn a_user_with_two_tabs_stays_online_until_the_last_one_closes_and_its_grace_ends() {
+        let mut community = community();
+        let first = connect(&mut community, 1, "a", "ann");
+        assert!(!first.notices.is_empty(), "the first tab announces ann");
+        let second = connect(&mut community, 2, "a", "whatever");
+        assert_eq!(second.name, name("ann"), "a resumed session keeps its name");
+        assert_eq!(second.notices, Vec::new(), "a second tab announces nothing");
+
+        assert_eq!(community.disconnect(&1, 1_000), Vec::new());
+        assert_eq!(
+            community.disconnect(&2, 2_000),
+            Vec::new(),
+            "the grace period starts"
+        );
+        assert_eq!(
+            community.sweep(6_999),
+            Vec::new(),
+            "still within 5 s of grace"
+        );
+        let gone = community.sweep(7_000);
+        assert!(gone.contains(&Outgoing {
+            to: Audience::Everyone,
+            notice: Notice::Presence {
+                name: name("ann"),
+                online: false
+            },
+        }));
+        assert_eq!(community.user_count(), 0);
+    }
+
+    #[test]
+    fn a_user_back_within_the_grace_period_is_never_announced_as_gone() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        assert!(community.create_room(&1, "rust").is_ok());
+        assert_eq!(community.disconnect(&1, 1_000), Vec::new());
+        let back = connect(&mut community, 2, "a", "ann");
+        assert_eq!(back.notices, Vec::new());
+        assert_eq!(
+            back.rooms,
+            vec![RoomName::general(), room("rust")],
+            "rooms are kept"
+        );
+        assert_eq!(community.sweep(100_000), Vec::new());
+    }
+
+    #[test]
+    fn rooms_are_created_joined_listed_and_left() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        connect(&mut community, 2, "b", "bob");
+        assert!(community.create_room(&1, "rust").is_ok());
+        assert_eq!(
+            code(community.create_room(&2, "rust")),
+            Some(ErrorCode::RoomExists)
+        );
+        assert_eq!(
+            code(community.create_room(&2, "a b")),
+            Some(ErrorCode::InvalidRoom)
+        );
+
+        let (_, joined) = community
+            .join_room(&2, "rust")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            joined,
+            vec![Outgoing {
+                to: Audience::Room(room("rust")),
+                notice: Notice::RoomMember {
+                    room: room("rust"),
+                    name: name("bob"),
+                    joined: true
+                },
+            }]
+        );
+        assert_eq!(
+            community.join_room(&2, "rust").map(|(_, n)| n),
+            Ok(Vec::new()),
+            "idempotent"
+        );
+        let listed = community.rooms();
+        assert_eq!(
+            listed,
+            vec![
+                RoomSummary {
+                    name: RoomName::general(),
+                    members: 2,
+                    online: 2
+                },
+                RoomSummary {
+                    name: room("rust"),
+                    members: 2,
+                    online: 2
+                },
+            ]
+        );
+        let members = community.members("rust").unwrap_or_default();
+        assert_eq!(
+            members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["ann", "bob"]
+        );
+
+        assert!(community.leave_room(&2, "rust").is_ok());
+        assert_eq!(
+            code(community.leave_room(&2, "rust")),
+            Some(ErrorCode::NotInRoom)
+        );
+        assert_eq!(
+            code(community.leave_room(&2, "general")),
+            Some(ErrorCode::InvalidRoom)
+        );
+        assert_eq!(
+            code(community.join_room(&2, "nope")),
+            Some(ErrorCode::UnknownRoom)
+        );
+    }
+
+    #[test]
+    fn a_direct_message_goes_to_every_socket_of_both_users() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        connect(&mut community, 2, "b", "bob");
+        let draft = community
+            .draft_direct(&1, "BOB", "psst")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let place = Place::Direct {
+            from: UserId::new("a"),
+            to: UserId::new("b"),
+            to_name: name("bob"),
+        };
+        assert_eq!(draft.place, place);
+        let stored = message(place, 1, "ann", "psst");
+        assert_eq!(
+            community.posted(stored.clone()),
+            vec![
+                Outgoing {
+                    to: Audience::User(UserId::new("a")),
+                    notice: Notice::Message(stored.clone())
+                },
+                Outgoing {
+                    to: Audience::User(UserId::new("b")),
+                    notice: Notice::Message(stored)
+                },
+            ]
+        );
+        assert_eq!(
+            code(community.draft_direct(&1, "nobody", "hi")),
+            Some(ErrorCode::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn typing_goes_to_the_rooms_other_sockets() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        assert_eq!(
+            community.typing(&1, "general", true),
+            Ok(vec![Outgoing {
+                to: Audience::RoomExcept(RoomName::general(), 1),
+                notice: Notice::Typing {
+                    room: RoomName::general(),
+                    name: name("ann"),
+                    typing: true
+                },
+            }])
+        );
+        assert_eq!(
+            code(community.typing(&9, "general", true)),
+            Some(ErrorCode::NameRequired)
+        );
+    }
+
+    #[test]
+    fn tutorial_users_see_full_users_arrive_in_the_list() {
+        let mut community = community();
+        add(&mut community, 1, "ann");
+        let connected = connect(&mut community, 2, "b", "bob");
+        assert!(connected.notices.contains(&Outgoing {
+            to: tutorial_all(),
+            notice: users(&["ann", "bob"])
+        }));
+        assert!(connected.notices.contains(&Outgoing {
+            to: Audience::Tutorial { except: None },
+            notice: chat("Server", "bob has connected"),
+        }));
+    }
+}
