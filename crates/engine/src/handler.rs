@@ -5,11 +5,16 @@
 //! `on_disconnect` after every earlier event.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::socket::Socket;
+use crate::conn::Conn;
+use crate::eio::Frame;
+use crate::sio::{self, PacketKind};
+use crate::socket::{EmitError, Socket};
 
 /// The application side of one namespace.
 pub trait Handler: Send + Sync + 'static {
@@ -27,8 +32,11 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ConnectError>> + Send;
 
     /// An EVENT (or BINARY_EVENT) from the client.
-    fn on_event(&self, socket: &Socket<Self::Data>, event: Event)
-    -> impl Future<Output = ()> + Send;
+    fn on_event(
+        &self,
+        socket: &Socket<Self::Data>,
+        event: Event,
+    ) -> impl Future<Output = ()> + Send;
 
     /// The socket left: client disconnect, transport close, ping timeout, server disconnect.
     fn on_disconnect(
@@ -42,13 +50,19 @@ pub trait Handler: Send + Sync + 'static {
 /// (and `data`, when set, on v5 clients).
 #[derive(Debug, Clone)]
 pub struct ConnectError {
+    /// Shown to the client as the error's message.
     pub message: String,
+    /// Extra details for v5 clients (`err.data`).
     pub data: Option<Value>,
 }
 
 impl ConnectError {
+    /// A refusal with `message` and no data.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), data: None }
+        Self {
+            message: message.into(),
+            data: None,
+        }
     }
 }
 
@@ -67,9 +81,58 @@ pub struct Event {
 }
 
 /// The way to answer one client-requested acknowledgement; sending consumes it.
-#[derive(Debug)]
 pub struct Ack {
-    pub(crate) _private: (),
+    conn: Arc<Conn>,
+    prefix: String,
+    id: u64,
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ack").field("id", &self.id).finish()
+    }
+}
+
+impl Ack {
+    pub(crate) fn new(conn: Arc<Conn>, nsp: &str, id: u64) -> Self {
+        Self {
+            conn,
+            prefix: sio::nsp_prefix(nsp),
+            id,
+        }
+    }
+    /// The ack id the client chose.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// Answer with `args` (must serialize to a JSON array: its elements are the ack's
+    /// arguments on the client).
+    pub fn send<A: Serialize + ?Sized>(self, args: &A) -> Result<(), EmitError> {
+        self.send_binary(args, Vec::new())
+    }
+    /// Answer with binary attachments referenced by placeholders in `args`.
+    pub fn send_binary<A: Serialize + ?Sized>(
+        self,
+        args: &A,
+        attachments: Vec<Bytes>,
+    ) -> Result<(), EmitError> {
+        let json = sio::args_json(args).ok_or(EmitError::InvalidArgs)?;
+        let kind = if attachments.is_empty() {
+            PacketKind::Ack
+        } else {
+            PacketKind::BinaryAck
+        };
+        let mut frames = Vec::with_capacity(1 + attachments.len());
+        frames.push(Frame::text(sio::encode(
+            kind,
+            &self.prefix,
+            attachments.len(),
+            Some(self.id),
+            &json,
+        )));
+        frames.extend(attachments.into_iter().map(Frame::Binary));
+        self.conn.push(&frames, false)
+    }
 }
 
 /// Why a socket left its namespace. Strings match socket.io's reasons.
@@ -92,6 +155,7 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// The reason as socket.io spells it.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::ClientNamespaceDisconnect => "client namespace disconnect",

@@ -31,12 +31,17 @@
 
 pub mod adapter;
 pub mod config;
+mod conn;
+mod eio;
 pub mod handler;
+mod ns;
 pub mod server;
+mod sio;
 pub mod socket;
+mod transport;
 
-pub use adapter::{Adapter, LocalAdapter};
+pub use adapter::{Adapter, BroadcastPacket, LocalAdapter};
 pub use config::EngineConfig;
 pub use handler::{Ack, ConnectError, DisconnectReason, Event, Handler};
 pub use server::{SocketIo, SocketIoBuilder};
-pub use socket::{BroadcastOperator, EmitError, Handshake, Socket, SocketId};
+pub use socket::{AckError, BroadcastOperator, EmitError, Handshake, Socket, SocketId};

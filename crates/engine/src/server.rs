@@ -1,52 +1,185 @@
 //! [`SocketIo`]: the engine's entry point. Build it with namespaces, mount its router.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::Notify;
+
+use crate::adapter::{Adapter, BroadcastPacket, LocalAdapter, NsCore, Targets};
 use crate::config::EngineConfig;
-use crate::handler::Handler;
-use crate::socket::BroadcastOperator;
+use crate::conn::Conn;
+use crate::eio::Frame;
+use crate::handler::{DisconnectReason, Handler};
+use crate::ns::{Namespace, NsDyn};
+use crate::socket::{BroadcastOperator, SocketId};
 
 /// Builder: configuration, namespaces, adapter.
 pub struct SocketIoBuilder {
-    _config: EngineConfig,
+    config: EngineConfig,
+    namespaces: HashMap<String, Arc<dyn NsDyn>>,
+    adapter: Arc<dyn Adapter>,
 }
 
 impl SocketIoBuilder {
     /// Register a namespace (e.g. `/`) and its handler. Unregistered namespaces are refused
     /// with CONNECT_ERROR `{"message":"Invalid namespace"}`.
-    pub fn namespace<H: Handler>(self, path: &str, handler: H) -> Self {
-        let _ = (path, handler);
-        todo!()
+    pub fn namespace<H: Handler>(mut self, path: &str, handler: H) -> Self {
+        let ns = Namespace {
+            core: Arc::new(NsCore::new(path)),
+            handler,
+        };
+        self.namespaces.insert(path.to_owned(), Arc::new(ns));
+        self
     }
+    /// Use a cluster adapter (default: [`LocalAdapter`]).
+    pub fn adapter<A: Adapter>(mut self, adapter: A) -> Self {
+        self.adapter = Arc::new(adapter);
+        self
+    }
+    /// Finish: the server is ready to be mounted with [`SocketIo::router`].
     pub fn build(self) -> SocketIo {
-        todo!()
+        SocketIo {
+            inner: Arc::new(ServerInner {
+                config: self.config,
+                namespaces: self.namespaces,
+                adapter: self.adapter,
+                sessions: Mutex::new(HashMap::new()),
+                sessions_changed: Notify::new(),
+                shutting_down: AtomicBool::new(false),
+                id_hasher: std::collections::hash_map::RandomState::new(),
+            }),
+        }
     }
+}
+
+/// State shared by every connection of one server.
+pub(crate) struct ServerInner {
+    pub(crate) config: EngineConfig,
+    pub(crate) namespaces: HashMap<String, Arc<dyn NsDyn>>,
+    pub(crate) adapter: Arc<dyn Adapter>,
+    /// Every open Engine.IO connection by sid (polling needs the lookup; shutdown and
+    /// `connection_count` need the set). A std `Mutex`: inserts, lookups and removals only.
+    sessions: Mutex<HashMap<Arc<str>, Arc<Conn>>>,
+    /// `notify_waiters` when a session is removed.
+    sessions_changed: Notify,
+    pub(crate) shutting_down: AtomicBool,
+    /// Keyed per process: socket ids derived from recovery pids cannot be forged.
+    id_hasher: std::collections::hash_map::RandomState,
+}
+
+impl ServerInner {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Conn>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn add_session(&self, conn: &Arc<Conn>) {
+        self.sessions().insert(conn.sid.clone(), conn.clone());
+    }
+    pub(crate) fn session(&self, sid: &str) -> Option<Arc<Conn>> {
+        self.sessions().get(sid).cloned()
+    }
+    pub(crate) fn remove_session(&self, sid: &str) {
+        self.sessions().remove(sid);
+        self.sessions_changed.notify_waiters();
+    }
+    /// The public socket id belonging to a recovery private id.
+    pub(crate) fn derive_socket_id(&self, pid: &str) -> SocketId {
+        let mut bytes = [0u8; 16];
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut hasher = self.id_hasher.build_hasher();
+            hasher.write_u8(i as u8);
+            hasher.write(pid.as_bytes());
+            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+        SocketId(URL_SAFE_NO_PAD.encode(bytes).into())
+    }
+}
+
+/// A fresh random id (Engine.IO sid, socket id, pid): 15 random bytes, base64url, 20 chars.
+pub(crate) fn random_id() -> String {
+    let bytes: [u8; 15] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `s` could be an id we issued (bounded length, base64url alphabet).
+pub(crate) fn looks_like_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A running Socket.IO server. Cheap to clone (shared inside).
 #[derive(Clone)]
-pub struct SocketIo {}
+pub struct SocketIo {
+    pub(crate) inner: Arc<ServerInner>,
+}
 
 impl SocketIo {
+    /// Start building a server with `config`.
     pub fn builder(config: EngineConfig) -> SocketIoBuilder {
-        SocketIoBuilder { _config: config }
+        SocketIoBuilder {
+            config,
+            namespaces: HashMap::new(),
+            adapter: Arc::new(LocalAdapter),
+        }
     }
     /// An axum router serving the Engine.IO endpoint at `config.path` (polling and WebSocket).
     /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so remote addresses
     /// are known.
     pub fn router(&self) -> axum::Router {
-        todo!()
+        crate::transport::router(self.inner.clone())
     }
     /// Broadcast from the server to a namespace (then narrow with `.to(room)`).
     pub fn of(&self, namespace: &str) -> Option<BroadcastOperator> {
-        let _ = namespace;
-        todo!()
+        let ns = self.inner.namespaces.get(namespace)?;
+        Some(BroadcastOperator::new(
+            ns.core().clone(),
+            self.inner.adapter.clone(),
+        ))
+    }
+    /// Deliver a broadcast published by another node's adapter to this node's sockets
+    /// (it is not published again).
+    pub fn deliver_remote(&self, packet: &BroadcastPacket) {
+        let Some(ns) = self.inner.namespaces.get(packet.namespace.as_str()) else {
+            return;
+        };
+        let Ok(text) = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(packet.text.clone())
+        else {
+            return;
+        };
+        let mut frames = vec![Frame::Text(text)];
+        frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
+        let targets = Targets {
+            rooms: &packet.rooms,
+            except: &packet.except,
+            except_socket: None,
+            volatile: packet.volatile,
+        };
+        ns.core().deliver(&targets, &frames);
     }
     /// Number of open Engine.IO connections.
     pub fn connection_count(&self) -> usize {
-        todo!()
+        self.inner.sessions().len()
     }
     /// Close every connection (handlers see `ServerShuttingDown`) and wait until every
-    /// `on_disconnect` has returned.
+    /// `on_disconnect` has returned. New connections are refused from now on.
     pub async fn shutdown(&self) {
-        todo!()
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let conns: Vec<Arc<Conn>> = self.inner.sessions().values().cloned().collect();
+        for conn in conns {
+            conn.close(DisconnectReason::ServerShuttingDown);
+        }
+        loop {
+            let changed = self.inner.sessions_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.inner.sessions().is_empty() {
+                return;
+            }
+            changed.await;
+        }
     }
 }

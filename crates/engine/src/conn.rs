@@ -1,0 +1,652 @@
+//! One Engine.IO connection: its outbox, its inbox of Socket.IO packets waiting for their
+//! handler, its heartbeat state and its namespace sockets.
+//!
+//! Who does what:
+//! - a *reader* (the WebSocket task, or a polling POST) decodes packets and calls
+//!   [`Conn::receive`]; acks and heartbeats are handled there, namespace packets go to the inbox;
+//! - a *dispatcher* (the WebSocket task, or the polling session's driver task; after close, the
+//!   cleanup task) runs inbox items one at a time: that is what keeps a socket's events in order;
+//! - a *writer* (the WebSocket task, or the pending polling GET) drains the outbox in batches.
+//!
+//! All mutable state sits behind one `std::sync::Mutex`: every critical section is a few
+//! pointer moves with no `.await` inside, so an async mutex would only add cost.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::eio::{Frame, Incoming, PacketType};
+use crate::handler::{DisconnectReason, Event};
+use crate::ns::SockDyn;
+use crate::server::ServerInner;
+use crate::sio::{self, PacketKind};
+use crate::socket::{EmitError, Handshake};
+
+/// Inbox bound in packets; a reader stops reading (WebSocket) or waits (polling) beyond it.
+const MAX_INBOX_PACKETS: usize = 128;
+
+/// Which transport currently carries the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Polling,
+    /// A WebSocket answered the probe; polling GETs are answered with noop.
+    Upgrading,
+    WebSocket,
+}
+
+/// A namespace-level packet waiting for the dispatcher.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Connect {
+        nsp: String,
+        auth: Value,
+    },
+    Disconnect {
+        nsp: String,
+    },
+    /// The application called `Socket::disconnect`: run its `on_disconnect` in order.
+    ServerDisconnect {
+        nsp: String,
+    },
+    Event {
+        nsp: String,
+        event: Event,
+    },
+}
+
+/// A BINARY_EVENT / BINARY_ACK waiting for its attachments.
+struct PartialPacket {
+    packet: sio::Packet,
+    attachments: Vec<Bytes>,
+    bytes: usize,
+}
+
+/// A protocol violation by the client: the connection is closed.
+#[derive(Debug)]
+pub(crate) struct ProtocolError(pub &'static str);
+
+struct State {
+    // --- outbox ---
+    /// Frames not yet handed to the transport; empty (unallocated) while idle.
+    out: VecDeque<Frame>,
+    out_bytes: usize,
+    /// While a namespace CONNECT is being decided, frames queued after this index wait so the
+    /// CONNECT reply can be inserted before them.
+    barrier: Option<usize>,
+    // --- lifecycle ---
+    closed: Option<DisconnectReason>,
+    /// The client sent the close packet (a pending poll then gets noop, not close).
+    closed_by_client: bool,
+    transport: Transport,
+    poll_pending: bool,
+    post_pending: bool,
+    // --- heartbeat ---
+    next_ping_at: Instant,
+    pong_deadline: Option<Instant>,
+    /// Engine.IO v3: the client pings; we close if none arrives in time.
+    last_client_ping: Instant,
+    connect_deadline: Option<Instant>,
+    // --- inbox ---
+    inbox: VecDeque<Inbound>,
+    busy: bool,
+    partial: Option<Box<PartialPacket>>,
+}
+
+/// One Engine.IO connection, shared by its transport task(s), its sockets and the session map.
+pub(crate) struct Conn {
+    /// Engine.IO session id.
+    pub(crate) sid: Arc<str>,
+    /// 3 or 4.
+    pub(crate) eio: u8,
+    /// v3 polling only: the client accepts the binary payload format (no `b64=1`).
+    pub(crate) v3_binary_polling: bool,
+    pub(crate) server: Arc<ServerInner>,
+    /// The opening request (auth is filled per namespace socket).
+    pub(crate) handshake: Handshake,
+    state: Mutex<State>,
+    /// Namespace sockets of this connection (usually one): looked up for acks and dispatch.
+    pub(crate) sockets: Mutex<Vec<Arc<dyn SockDyn>>>,
+    /// Wakes the writer: frames queued, transport changed, closed.
+    pub(crate) writer_wake: Notify,
+    /// Wakes the dispatcher: inbox item ready or the previous job finished.
+    pub(crate) dispatch_wake: Notify,
+    /// `notify_waiters` when a job finishes or the connection closes.
+    pub(crate) idle: Notify,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        server: Arc<ServerInner>,
+        eio: u8,
+        transport: Transport,
+        handshake: Handshake,
+        v3_binary_polling: bool,
+    ) -> Arc<Self> {
+        let now = Instant::now();
+        let config = &server.config;
+        let state = State {
+            out: VecDeque::new(),
+            out_bytes: 0,
+            barrier: None,
+            closed: None,
+            closed_by_client: false,
+            transport,
+            poll_pending: false,
+            post_pending: false,
+            next_ping_at: now + config.ping_interval,
+            pong_deadline: None,
+            last_client_ping: now,
+            connect_deadline: Some(now + config.connect_timeout),
+            inbox: VecDeque::new(),
+            busy: false,
+            partial: None,
+        };
+        Arc::new(Self {
+            sid: crate::server::random_id().into(),
+            eio,
+            v3_binary_polling,
+            server,
+            handshake,
+            state: Mutex::new(state),
+            sockets: Mutex::new(Vec::new()),
+            writer_wake: Notify::new(),
+            dispatch_wake: Notify::new(),
+            idle: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-updated in a way that
+        // matters more than losing the connection, so recover the guard.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The Engine.IO open packet for this connection.
+    pub(crate) fn open_packet(&self, upgrades: bool) -> String {
+        let config = &self.server.config;
+        let mut open = serde_json::json!({
+            "sid": &*self.sid,
+            "upgrades": if upgrades { vec!["websocket"] } else { vec![] },
+            "pingInterval": config.ping_interval.as_millis() as u64,
+            "pingTimeout": config.ping_timeout.as_millis() as u64,
+        });
+        if self.eio >= 4 {
+            open["maxPayload"] = config.max_payload.into();
+        }
+        format!("0{open}")
+    }
+
+    // ----- outbox -----
+
+    /// Queue frames (all or none). A volatile push is dropped when the outbox is not empty;
+    /// a push that does not fit closes the connection as a slow reader.
+    pub(crate) fn push(
+        self: &Arc<Self>,
+        frames: &[Frame],
+        volatile: bool,
+    ) -> Result<(), EmitError> {
+        let size: usize = frames.iter().map(Frame::len).sum();
+        {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return Err(EmitError::Closed);
+            }
+            if volatile && (!st.out.is_empty() || st.transport == Transport::Upgrading) {
+                return Ok(());
+            }
+            if st.out_bytes + size > self.server.config.max_outbound_bytes {
+                drop(st);
+                tracing::debug!(sid = %self.sid, "outbox full: disconnecting slow reader");
+                self.close(DisconnectReason::TransportError);
+                return Err(EmitError::Overflow);
+            }
+            st.out.extend(frames.iter().cloned());
+            st.out_bytes += size;
+        }
+        self.writer_wake.notify_one();
+        Ok(())
+    }
+
+    /// Take every frame that may be written now (those before a CONNECT barrier).
+    pub(crate) fn take_batch(&self) -> VecDeque<Frame> {
+        let mut st = self.lock();
+        let batch = match st.barrier {
+            None => std::mem::take(&mut st.out),
+            Some(n) => {
+                st.barrier = Some(0);
+                st.out.drain(..n).collect()
+            }
+        };
+        st.out_bytes -= batch.iter().map(Frame::len).sum::<usize>();
+        batch
+    }
+
+    pub(crate) fn has_writable_frames(&self) -> bool {
+        let st = self.lock();
+        match st.barrier {
+            None => !st.out.is_empty(),
+            Some(n) => n > 0,
+        }
+    }
+
+    /// Start holding back frames queued from now on (a namespace CONNECT is being decided).
+    pub(crate) fn set_barrier(&self) {
+        let mut st = self.lock();
+        st.barrier = Some(st.out.len());
+    }
+
+    /// Insert `reply` where the barrier stands and release the frames behind it.
+    pub(crate) fn release_barrier(&self, reply: Frame) {
+        {
+            let mut st = self.lock();
+            let at = st.barrier.take().unwrap_or(st.out.len()).min(st.out.len());
+            if st.closed.is_none() {
+                st.out_bytes += reply.len();
+                st.out.insert(at, reply);
+            }
+        }
+        self.writer_wake.notify_one();
+    }
+
+    // ----- lifecycle -----
+
+    pub(crate) fn closed(&self) -> Option<DisconnectReason> {
+        self.lock().closed
+    }
+
+    pub(crate) fn closed_by_client(&self) -> bool {
+        self.lock().closed_by_client
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
+        self.lock().transport
+    }
+
+    pub(crate) fn set_transport(&self, transport: Transport) {
+        self.lock().transport = transport;
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        self.writer_wake.notify_waiters();
+        self.writer_wake.notify_one();
+        self.dispatch_wake.notify_one();
+        self.idle.notify_waiters();
+    }
+
+    /// Close the connection (idempotent). Handlers see `reason` after every earlier event.
+    pub(crate) fn close(self: &Arc<Self>, reason: DisconnectReason) {
+        self.close_inner(reason, false);
+    }
+
+    /// The client sent the Engine.IO close packet.
+    pub(crate) fn close_by_client(self: &Arc<Self>) {
+        self.close_inner(DisconnectReason::TransportClose, true);
+    }
+
+    fn close_inner(self: &Arc<Self>, reason: DisconnectReason, by_client: bool) {
+        {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            st.closed = Some(reason);
+            st.closed_by_client = by_client;
+            st.barrier = None;
+        }
+        tracing::debug!(sid = %self.sid, reason = reason.as_str(), "connection closing");
+        self.wake_all();
+        tokio::spawn(cleanup(self.clone()));
+    }
+
+    /// Register a polling GET; false when one is already pending (a protocol violation).
+    pub(crate) fn begin_poll(&self) -> bool {
+        let mut st = self.lock();
+        !std::mem::replace(&mut st.poll_pending, true)
+    }
+    pub(crate) fn end_poll(&self) {
+        self.lock().poll_pending = false;
+    }
+    pub(crate) fn begin_post(&self) -> bool {
+        let mut st = self.lock();
+        !std::mem::replace(&mut st.post_pending, true)
+    }
+    pub(crate) fn end_post(&self) {
+        self.lock().post_pending = false;
+    }
+
+    // ----- heartbeat -----
+
+    /// Run due heartbeat and connect-timeout duties; returns when to call again, or `None`
+    /// once the connection is closed.
+    pub(crate) fn heartbeat_tick(self: &Arc<Self>) -> Option<Instant> {
+        let now = Instant::now();
+        let config = &self.server.config;
+        let mut send_ping = false;
+        let mut timeout = None;
+        let next = {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return None;
+            }
+            if st.connect_deadline.is_some_and(|deadline| now >= deadline) {
+                timeout = Some(DisconnectReason::TransportClose);
+            }
+            if self.eio >= 4 {
+                match st.pong_deadline {
+                    Some(deadline) if now >= deadline => {
+                        timeout = Some(DisconnectReason::PingTimeout)
+                    }
+                    Some(_) => {}
+                    None if now >= st.next_ping_at => {
+                        send_ping = true;
+                        st.pong_deadline = Some(now + config.ping_timeout);
+                        st.next_ping_at = now + config.ping_interval;
+                    }
+                    None => {}
+                }
+            } else if now >= st.last_client_ping + config.ping_interval + config.ping_timeout {
+                timeout = Some(DisconnectReason::PingTimeout);
+            }
+            let beat = if self.eio >= 4 {
+                st.pong_deadline.unwrap_or(st.next_ping_at)
+            } else {
+                st.last_client_ping + config.ping_interval + config.ping_timeout
+            };
+            st.connect_deadline.map_or(beat, |c| c.min(beat))
+        };
+        if let Some(reason) = timeout {
+            self.close(reason);
+            return None;
+        }
+        if send_ping {
+            let _ = self.push(&[Frame::text("2")], false);
+        }
+        Some(next)
+    }
+
+    /// Restart the ping schedule (a transport takes over the heartbeat).
+    pub(crate) fn reset_heartbeat(&self) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        if st.pong_deadline.is_none() {
+            st.next_ping_at = st.next_ping_at.max(now);
+        }
+        st.last_client_ping = now;
+    }
+
+    // ----- reading -----
+
+    /// Whether readers should wait before decoding more packets.
+    pub(crate) fn inbox_full(&self) -> bool {
+        self.lock().inbox.len() >= MAX_INBOX_PACKETS
+    }
+
+    /// Handle one packet from the client. An error means the connection must close.
+    pub(crate) fn receive(self: &Arc<Self>, packet: Incoming<'_>) -> Result<(), ProtocolError> {
+        match packet {
+            Incoming::Text(PacketType::Message, data) => self.receive_sio(data),
+            Incoming::Binary(data) => self.receive_attachment(data),
+            Incoming::Text(PacketType::Pong, _) => {
+                self.lock().pong_deadline = None;
+                Ok(())
+            }
+            Incoming::Text(PacketType::Ping, data) => {
+                if self.eio >= 4 {
+                    return Err(ProtocolError("unexpected ping"));
+                }
+                self.lock().last_client_ping = Instant::now();
+                let _ = self.push(&[Frame::text(format!("3{data}"))], false);
+                Ok(())
+            }
+            Incoming::Text(PacketType::Close, _) => {
+                self.close_by_client();
+                Ok(())
+            }
+            Incoming::Text(PacketType::Noop, _) => Ok(()),
+            Incoming::Text(PacketType::Open | PacketType::Upgrade, _) => {
+                Err(ProtocolError("unexpected packet type"))
+            }
+        }
+    }
+
+    fn receive_sio(self: &Arc<Self>, data: &str) -> Result<(), ProtocolError> {
+        let packet = sio::decode(data).map_err(|_| ProtocolError("invalid socket.io packet"))?;
+        if self.lock().partial.is_some() {
+            return Err(ProtocolError(
+                "text packet while binary attachments are expected",
+            ));
+        }
+        if matches!(packet.kind, PacketKind::BinaryEvent | PacketKind::BinaryAck)
+            && packet.attachments > 0
+        {
+            let capacity = packet.attachments.min(16);
+            self.lock().partial = Some(Box::new(PartialPacket {
+                packet,
+                attachments: Vec::with_capacity(capacity),
+                bytes: 0,
+            }));
+            return Ok(());
+        }
+        self.complete_packet(packet, Vec::new())
+    }
+
+    fn receive_attachment(self: &Arc<Self>, data: Bytes) -> Result<(), ProtocolError> {
+        let done = {
+            let mut st = self.lock();
+            let Some(partial) = st.partial.as_mut() else {
+                return Err(ProtocolError("unexpected binary message"));
+            };
+            partial.bytes += data.len();
+            if partial.bytes > self.server.config.max_payload {
+                return Err(ProtocolError("attachments too large"));
+            }
+            partial.attachments.push(data);
+            if partial.attachments.len() == partial.packet.attachments {
+                st.partial.take()
+            } else {
+                None
+            }
+        };
+        match done {
+            Some(partial) => {
+                let PartialPacket {
+                    packet,
+                    attachments,
+                    ..
+                } = *partial;
+                self.complete_packet(packet, attachments)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn complete_packet(
+        self: &Arc<Self>,
+        packet: sio::Packet,
+        attachments: Vec<Bytes>,
+    ) -> Result<(), ProtocolError> {
+        let sio::Packet {
+            kind,
+            nsp,
+            id,
+            data,
+            ..
+        } = packet;
+        let item = match kind {
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let args = match data {
+                    Value::Array(args) => args,
+                    _ => Vec::new(),
+                };
+                if let (Some(socket), Some(id)) = (self.socket(&nsp), id) {
+                    socket.on_ack(id, args);
+                }
+                return Ok(());
+            }
+            PacketKind::Connect => {
+                let auth = if self.eio >= 4 { data } else { Value::Null };
+                let auth = if auth.is_null() {
+                    Value::Object(Default::default())
+                } else {
+                    auth
+                };
+                Inbound::Connect { nsp, auth }
+            }
+            PacketKind::Disconnect => Inbound::Disconnect { nsp },
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let Value::Array(mut args) = data else {
+                    return Err(ProtocolError("event payload is not an array"));
+                };
+                let Value::String(name) = args.remove(0) else {
+                    return Err(ProtocolError("event name is not a string"));
+                };
+                let ack = id.map(|id| crate::handler::Ack::new(self.clone(), &nsp, id));
+                Inbound::Event {
+                    nsp,
+                    event: Event {
+                        name,
+                        args,
+                        attachments,
+                        ack,
+                    },
+                }
+            }
+            PacketKind::ConnectError => return Err(ProtocolError("unexpected CONNECT_ERROR")),
+        };
+        self.enqueue(item);
+        Ok(())
+    }
+
+    /// Queue a namespace packet for the dispatcher.
+    pub(crate) fn enqueue(&self, item: Inbound) {
+        self.lock().inbox.push_back(item);
+        self.dispatch_wake.notify_one();
+    }
+
+    pub(crate) fn socket(&self, nsp: &str) -> Option<Arc<dyn SockDyn>> {
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.iter().find(|s| s.nsp() == nsp).cloned()
+    }
+
+    fn remove_socket(&self, nsp: &str) -> Option<Arc<dyn SockDyn>> {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let index = sockets.iter().position(|s| s.nsp() == nsp)?;
+        Some(sockets.swap_remove(index))
+    }
+
+    pub(crate) fn add_socket(&self, socket: Arc<dyn SockDyn>) {
+        self.lock().connect_deadline = None;
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(socket);
+    }
+
+    // ----- dispatching -----
+
+    /// Take the next inbox item if no other job runs. After close only the cleanup task
+    /// (`after_close`) dispatches.
+    pub(crate) fn next_job(self: &Arc<Self>, after_close: bool) -> Option<Job> {
+        let mut st = self.lock();
+        if st.busy || (st.closed.is_some() && !after_close) {
+            return None;
+        }
+        let item = st.inbox.pop_front()?;
+        st.busy = true;
+        if st.inbox.is_empty() && st.inbox.capacity() > 16 {
+            st.inbox = VecDeque::new();
+        }
+        Some(Box::pin(dispatch(self.clone(), item)))
+    }
+
+    /// The current job finished: let the next one start.
+    pub(crate) fn job_done(&self) {
+        let more = {
+            let mut st = self.lock();
+            st.busy = false;
+            !st.inbox.is_empty()
+        };
+        if more {
+            self.dispatch_wake.notify_one();
+        }
+        self.idle.notify_waiters();
+    }
+
+    fn is_busy(&self) -> bool {
+        self.lock().busy
+    }
+}
+
+/// One dispatcher job: a handler call and its bookkeeping.
+pub(crate) type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+async fn dispatch(conn: Arc<Conn>, item: Inbound) {
+    match item {
+        Inbound::Connect { nsp, auth } => {
+            if conn.socket(&nsp).is_some() {
+                return; // duplicate CONNECT: ignored, as socket.io does
+            }
+            match conn.server.namespaces.get(nsp.as_str()) {
+                Some(ns) => ns.clone().connect(conn.clone(), auth).await,
+                None => {
+                    let reply =
+                        crate::ns::connect_error_frame(conn.eio, &nsp, "Invalid namespace", None);
+                    let _ = conn.push(&[reply], false);
+                }
+            }
+        }
+        Inbound::Disconnect { nsp } => {
+            if let Some(socket) = conn.remove_socket(&nsp) {
+                socket
+                    .on_disconnect(DisconnectReason::ClientNamespaceDisconnect)
+                    .await;
+            }
+        }
+        Inbound::ServerDisconnect { nsp } => {
+            if let Some(socket) = conn.remove_socket(&nsp) {
+                socket
+                    .on_disconnect(DisconnectReason::ServerNamespaceDisconnect)
+                    .await;
+            }
+        }
+        Inbound::Event { nsp, event } => match conn.socket(&nsp) {
+            Some(socket) => socket.on_event(event).await,
+            None => {
+                tracing::debug!(sid = %conn.sid, %nsp, "event for a namespace not joined: ignored")
+            }
+        },
+    }
+}
+
+/// After close: run every queued packet, then `on_disconnect` of every socket, then forget
+/// the session.
+async fn cleanup(conn: Arc<Conn>) {
+    loop {
+        let idle = conn.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if let Some(job) = conn.next_job(true) {
+            job.await;
+            conn.job_done();
+        } else if conn.is_busy() {
+            idle.await;
+        } else {
+            break;
+        }
+    }
+    let reason = conn.closed().unwrap_or(DisconnectReason::TransportClose);
+    let sockets = std::mem::take(&mut *conn.sockets.lock().unwrap_or_else(|e| e.into_inner()));
+    for socket in sockets {
+        socket.on_disconnect(reason).await;
+    }
+    conn.server.remove_session(&conn.sid);
+}
+
+/// How long a dispatcher may sleep when nothing is scheduled.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(3600);

@@ -1,0 +1,204 @@
+//! Namespaces: the type-erased bridge between the engine and each [`Handler`].
+//!
+//! The engine stores namespaces and sockets as trait objects ([`NsDyn`], [`SockDyn`]) so one
+//! connection can hold sockets of namespaces with different handler types. Handler futures are
+//! boxed once per call and polled by the connection's dispatcher, one at a time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::adapter::NsCore;
+use crate::conn::Conn;
+use crate::eio::Frame;
+use crate::handler::{DisconnectReason, Event, Handler};
+use crate::sio::{self, PacketKind};
+use crate::socket::{Socket, SocketId};
+
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A registered namespace, whatever its handler type.
+pub(crate) trait NsDyn: Send + Sync {
+    fn core(&self) -> &Arc<NsCore>;
+    /// Run the CONNECT of `conn` to this namespace: `on_connect`, then the reply.
+    fn connect(self: Arc<Self>, conn: Arc<Conn>, auth: Value) -> BoxFuture;
+}
+
+/// A connected namespace socket, whatever its handler type.
+pub(crate) trait SockDyn: Send + Sync {
+    fn nsp(&self) -> &str;
+    fn on_event(self: Arc<Self>, event: Event) -> BoxFuture;
+    /// Forget the socket (rooms, state) and run the handler's `on_disconnect`.
+    fn on_disconnect(self: Arc<Self>, reason: DisconnectReason) -> BoxFuture;
+    fn on_ack(&self, id: u64, args: Vec<Value>);
+}
+
+pub(crate) struct Namespace<H: Handler> {
+    pub(crate) core: Arc<NsCore>,
+    pub(crate) handler: H,
+}
+
+struct NsSocket<H: Handler> {
+    ns: Arc<Namespace<H>>,
+    socket: Arc<Socket<H::Data>>,
+}
+
+/// CONNECT_ERROR for `nsp`: v5 sends `{"message":...}` (plus `data`), v4 a JSON string.
+pub(crate) fn connect_error_frame(
+    eio: u8,
+    nsp: &str,
+    message: &str,
+    data: Option<&Value>,
+) -> Frame {
+    let json = if eio >= 4 {
+        let mut body = serde_json::json!({ "message": message });
+        if let Some(data) = data {
+            body["data"] = data.clone();
+        }
+        body.to_string()
+    } else {
+        Value::String(message.to_owned()).to_string()
+    };
+    Frame::text(sio::encode(
+        PacketKind::ConnectError,
+        &sio::nsp_prefix(nsp),
+        0,
+        None,
+        &json,
+    ))
+}
+
+impl<H: Handler> NsDyn for Namespace<H> {
+    fn core(&self) -> &Arc<NsCore> {
+        &self.core
+    }
+
+    fn connect(self: Arc<Self>, conn: Arc<Conn>, auth: Value) -> BoxFuture {
+        Box::pin(async move {
+            let core = self.core.clone();
+            let recovery = conn.server.config.connection_state_recovery;
+            let (id, pid) = socket_identity(&conn, &core, &auth, recovery);
+            let mut handshake = conn.handshake.clone();
+            handshake.auth = auth;
+            let socket = Arc::new(Socket::new(id, core.clone(), conn.clone(), handshake, pid));
+            core.add_member(socket.id(), conn.clone());
+            conn.set_barrier();
+            let result = self
+                .handler
+                .on_connect(&socket, &socket.handshake().auth)
+                .await;
+            match result {
+                Ok(()) if conn.closed().is_none() && socket.connected() => {
+                    socket.mark_connected();
+                    let reply = connect_reply(&conn, &core, &socket);
+                    conn.add_socket(Arc::new(NsSocket {
+                        ns: self.clone(),
+                        socket,
+                    }));
+                    conn.release_barrier(reply);
+                }
+                Ok(()) => {
+                    // Closed or disconnected during on_connect: nothing to announce.
+                    core.remove_member(socket.id());
+                    socket.mark_disconnected();
+                    conn.release_barrier(Frame::text("6"));
+                }
+                Err(refusal) => {
+                    core.remove_member(socket.id());
+                    socket.mark_disconnected();
+                    let frame = connect_error_frame(
+                        conn.eio,
+                        &core.path,
+                        &refusal.message,
+                        refusal.data.as_ref(),
+                    );
+                    conn.release_barrier(frame);
+                }
+            }
+        })
+    }
+}
+
+/// The socket id (and recovery pid) for a new socket.
+fn socket_identity(
+    conn: &Conn,
+    core: &NsCore,
+    auth: &Value,
+    recovery: bool,
+) -> (SocketId, Option<Arc<str>>) {
+    if conn.eio < 4 {
+        // socket.io 2.x clients compute their id as `nsp#engine-sid` (or the engine sid on `/`).
+        let id = if &*core.path == "/" {
+            conn.sid.to_string()
+        } else {
+            format!("{}#{}", core.path, conn.sid)
+        };
+        return (SocketId(id.into()), None);
+    }
+    if !recovery {
+        return (SocketId(crate::server::random_id().into()), None);
+    }
+    // Recovery: a returning client presents its private id; its public id derives from it,
+    // so the same pid yields the same socket id (unless that id is still connected).
+    let claimed = auth
+        .get("pid")
+        .and_then(Value::as_str)
+        .filter(|p| crate::server::looks_like_id(p));
+    if let Some(pid) = claimed {
+        let id = conn.server.derive_socket_id(pid);
+        if !core.has_member(&id) {
+            return (id, Some(pid.into()));
+        }
+    }
+    let pid = crate::server::random_id();
+    (conn.server.derive_socket_id(&pid), Some(pid.into()))
+}
+
+fn connect_reply<D: Send + Sync + 'static>(
+    conn: &Conn,
+    core: &NsCore,
+    socket: &Socket<D>,
+) -> Frame {
+    if conn.eio < 4 {
+        return Frame::text(sio::encode(PacketKind::Connect, &core.prefix, 0, None, ""));
+    }
+    let mut body = serde_json::json!({ "sid": socket.id().as_str() });
+    if let Some(pid) = socket.reply_pid() {
+        body["pid"] = Value::String(pid.to_string());
+    }
+    Frame::text(sio::encode(
+        PacketKind::Connect,
+        &core.prefix,
+        0,
+        None,
+        &body.to_string(),
+    ))
+}
+
+impl<H: Handler> SockDyn for NsSocket<H> {
+    fn nsp(&self) -> &str {
+        &self.ns.core.path
+    }
+
+    fn on_event(self: Arc<Self>, event: Event) -> BoxFuture {
+        Box::pin(async move {
+            if self.socket.connected() {
+                self.ns.handler.on_event(&self.socket, event).await;
+            }
+        })
+    }
+
+    fn on_disconnect(self: Arc<Self>, reason: DisconnectReason) -> BoxFuture {
+        Box::pin(async move {
+            self.ns.core.remove_member(self.socket.id());
+            self.socket.mark_disconnected();
+            self.ns.handler.on_disconnect(&self.socket, reason).await;
+        })
+    }
+
+    fn on_ack(&self, id: u64, args: Vec<Value>) {
+        self.socket.resolve_ack(id, args);
+    }
+}

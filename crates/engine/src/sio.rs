@@ -1,0 +1,280 @@
+//! Socket.IO packet codec (pure functions, no I/O).
+//!
+//! Text form: `<type>[<attachments>-][<namespace>,][<ack id>][<JSON data>]`, e.g.
+//! `2["chat","hi"]`, `2/admin,13["ping"]`, `51-["file",{"_placeholder":true,"num":0}]`.
+//! Binary attachments follow a BINARY_EVENT / BINARY_ACK as separate binary messages.
+
+use serde_json::Value;
+
+/// Largest accepted number of binary attachments announced by one packet.
+pub(crate) const MAX_ATTACHMENTS: usize = 1000;
+/// Ack ids are JavaScript numbers on the client: keep them within safe integers.
+const MAX_ACK_DIGITS: usize = 15;
+
+/// Socket.IO packet types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PacketKind {
+    Connect,
+    Disconnect,
+    Event,
+    Ack,
+    ConnectError,
+    BinaryEvent,
+    BinaryAck,
+}
+
+impl PacketKind {
+    fn from_char(c: u8) -> Option<Self> {
+        Some(match c {
+            b'0' => Self::Connect,
+            b'1' => Self::Disconnect,
+            b'2' => Self::Event,
+            b'3' => Self::Ack,
+            b'4' => Self::ConnectError,
+            b'5' => Self::BinaryEvent,
+            b'6' => Self::BinaryAck,
+            _ => return None,
+        })
+    }
+    fn as_char(self) -> char {
+        match self {
+            Self::Connect => '0',
+            Self::Disconnect => '1',
+            Self::Event => '2',
+            Self::Ack => '3',
+            Self::ConnectError => '4',
+            Self::BinaryEvent => '5',
+            Self::BinaryAck => '6',
+        }
+    }
+}
+
+/// Why a Socket.IO packet was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SioError {
+    UnknownType,
+    BadAttachments,
+    BadNamespace,
+    BadAckId,
+    BadPayload,
+}
+
+/// A decoded Socket.IO packet with its JSON data parsed and validated for its type.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Packet {
+    pub kind: PacketKind,
+    pub nsp: String,
+    pub attachments: usize,
+    pub id: Option<u64>,
+    /// `Null` when absent. Event/ack: an array; connect: an object or null.
+    pub data: Value,
+}
+
+/// Decode and validate one Socket.IO packet (the text after the Engine.IO `4`).
+pub(crate) fn decode(text: &str) -> Result<Packet, SioError> {
+    let bytes = text.as_bytes();
+    let kind = bytes
+        .first()
+        .copied()
+        .and_then(PacketKind::from_char)
+        .ok_or(SioError::UnknownType)?;
+    let mut i = 1;
+
+    let mut attachments = 0;
+    if matches!(kind, PacketKind::BinaryEvent | PacketKind::BinaryAck) {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start || i - start > 4 || bytes.get(i) != Some(&b'-') {
+            return Err(SioError::BadAttachments);
+        }
+        attachments = text[start..i]
+            .parse()
+            .map_err(|_| SioError::BadAttachments)?;
+        if attachments > MAX_ATTACHMENTS {
+            return Err(SioError::BadAttachments);
+        }
+        i += 1;
+    }
+
+    let mut nsp = "/";
+    if bytes.get(i) == Some(&b'/') {
+        let end = text[i..].find(',').map_or(bytes.len(), |p| i + p);
+        nsp = &text[i..end];
+        i = if end < bytes.len() { end + 1 } else { end };
+    }
+
+    let start = i;
+    while i < bytes.len() && bytes[i].is_ascii_digit() {
+        i += 1;
+    }
+    let id = if i > start {
+        if i - start > MAX_ACK_DIGITS {
+            return Err(SioError::BadAckId);
+        }
+        Some(text[start..i].parse().map_err(|_| SioError::BadAckId)?)
+    } else {
+        None
+    };
+
+    let rest = &text[i..];
+    let data = if rest.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(rest).map_err(|_| SioError::BadPayload)?
+    };
+
+    let valid = match kind {
+        PacketKind::Connect => data.is_null() || data.is_object(),
+        PacketKind::Disconnect => data.is_null(),
+        PacketKind::Event | PacketKind::BinaryEvent => {
+            matches!(&data, Value::Array(a) if matches!(a.first(), Some(Value::String(_))))
+        }
+        PacketKind::Ack | PacketKind::BinaryAck => id.is_some() && data.is_array(),
+        // Clients never send CONNECT_ERROR.
+        PacketKind::ConnectError => false,
+    };
+    if !valid {
+        return Err(SioError::BadPayload);
+    }
+    if nsp.len() > 256 {
+        return Err(SioError::BadNamespace);
+    }
+    Ok(Packet {
+        kind,
+        nsp: nsp.to_owned(),
+        attachments,
+        id,
+        data,
+    })
+}
+
+/// The namespace part of a packet: empty for `/`, else `/nsp,`.
+pub(crate) fn nsp_prefix(nsp: &str) -> String {
+    if nsp == "/" {
+        String::new()
+    } else {
+        format!("{nsp},")
+    }
+}
+
+/// Encode an Engine.IO message carrying a Socket.IO packet: `4<type>[n-][/nsp,][id]<json>`.
+/// `json` is already-serialized data (may be empty).
+pub(crate) fn encode(
+    kind: PacketKind,
+    prefix: &str,
+    attachments: usize,
+    id: Option<u64>,
+    json: &str,
+) -> String {
+    let mut out = String::with_capacity(json.len() + prefix.len() + 16);
+    out.push('4');
+    out.push(kind.as_char());
+    if matches!(kind, PacketKind::BinaryEvent | PacketKind::BinaryAck) {
+        out.push_str(&attachments.to_string());
+        out.push('-');
+    }
+    out.push_str(prefix);
+    if let Some(id) = id {
+        out.push_str(&id.to_string());
+    }
+    out.push_str(json);
+    out
+}
+
+/// Build the JSON array `[event, ...args]` from the event name and the serialized args array.
+/// Returns `None` when `args_json` is not an array.
+pub(crate) fn event_array(event: &str, args_json: &str) -> Option<String> {
+    let inner = args_json.strip_prefix('[')?.strip_suffix(']')?;
+    let name = serde_json::to_string(event).ok()?;
+    let mut out = String::with_capacity(name.len() + inner.len() + 3);
+    out.push('[');
+    out.push_str(&name);
+    if !inner.trim().is_empty() {
+        out.push(',');
+        out.push_str(inner);
+    }
+    out.push(']');
+    Some(out)
+}
+
+/// Serialize emit arguments; they must form a JSON array.
+pub(crate) fn args_json<A: serde::Serialize + ?Sized>(args: &A) -> Option<String> {
+    let json = serde_json::to_string(args).ok()?;
+    json.starts_with('[').then_some(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_connect_with_and_without_namespace_and_auth() {
+        let p = decode("0").unwrap();
+        assert_eq!(
+            (p.kind, p.nsp.as_str(), p.data),
+            (PacketKind::Connect, "/", Value::Null)
+        );
+        let p = decode("0/custom,{\"token\":\"abc\"}").unwrap();
+        assert_eq!(p.nsp, "/custom");
+        assert_eq!(p.data, json!({"token":"abc"}));
+        assert_eq!(decode("0/custom").unwrap().nsp, "/custom");
+        assert_eq!(decode("0[1]"), Err(SioError::BadPayload));
+    }
+
+    #[test]
+    fn decodes_events_acks_and_binary_headers() {
+        let p = decode("2456[\"message-with-ack\",1]").unwrap();
+        assert_eq!((p.kind, p.id), (PacketKind::Event, Some(456)));
+        let p = decode("52-/a,789[\"m\",{\"_placeholder\":true,\"num\":0}]").unwrap();
+        assert_eq!(
+            (p.kind, p.attachments, p.nsp.as_str(), p.id),
+            (PacketKind::BinaryEvent, 2, "/a", Some(789))
+        );
+        let p = decode("3/a,5[1]").unwrap();
+        assert_eq!(
+            (p.kind, p.id, p.data),
+            (PacketKind::Ack, Some(5), json!([1]))
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_packets() {
+        for bad in [
+            "",
+            "abc",
+            "2{}",
+            "2abc[\"m\"]",
+            "2[]",
+            "2[1]",
+            "3[1]",
+            "5[\"m\"]",
+            "1{}",
+            "4{}",
+            "9",
+            "2[\"m\"",
+            "59999999-[\"m\"]",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(decode("21234567890123456[\"m\"]"), Err(SioError::BadAckId));
+    }
+
+    #[test]
+    fn encodes_packets_like_socket_io() {
+        assert_eq!(
+            encode(PacketKind::Event, "", 0, None, "[\"a\"]"),
+            "42[\"a\"]"
+        );
+        assert_eq!(encode(PacketKind::Ack, "/c,", 0, Some(7), "[]"), "43/c,7[]");
+        assert_eq!(
+            encode(PacketKind::BinaryAck, "", 2, Some(789), "[]"),
+            "462-789[]"
+        );
+        assert_eq!(event_array("m", "[1,\"2\"]").unwrap(), "[\"m\",1,\"2\"]");
+        assert_eq!(event_array("m", "[]").unwrap(), "[\"m\"]");
+        assert_eq!(event_array("m", "{}"), None);
+    }
+}

@@ -1,0 +1,254 @@
+//! The HTTP side: request routing, handshake, errors, CORS. One handler serves the Engine.IO
+//! path; it validates the query and hands over to [`polling`] or [`ws`].
+//!
+//! Errors use socket.io's standard bodies: HTTP 400 with `{"code":N,"message":"..."}`
+//! (0 transport unknown, 1 session id unknown, 2 bad handshake method, 3 bad request,
+//! 5 unsupported protocol version) and 403 code 4 for a forbidden origin.
+
+pub(crate) mod polling;
+pub(crate) mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::Response;
+use axum::routing::any;
+use http::{HeaderValue, Method, StatusCode, header};
+use serde_json::Value;
+
+use crate::conn::Transport;
+use crate::server::ServerInner;
+use crate::socket::Handshake;
+
+/// Largest query string we parse (the request line is already bounded by hyper).
+const MAX_QUERY_PAIRS: usize = 64;
+
+pub(crate) fn router(server: Arc<ServerInner>) -> Router {
+    let path = server.config.path.clone();
+    let trimmed = path.trim_end_matches('/').to_owned();
+    let mut router = Router::new().route(&path, any(handle));
+    if !trimmed.is_empty() && trimmed != path {
+        router = router.route(&trimmed, any(handle));
+    }
+    router.with_state(server)
+}
+
+/// Socket.IO's standard error codes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EngineError {
+    UnknownTransport,
+    UnknownSid,
+    BadHandshakeMethod,
+    BadRequest,
+    Forbidden,
+    UnsupportedProtocolVersion,
+}
+
+impl EngineError {
+    pub(crate) fn response(self) -> Response {
+        let (status, code, message) = match self {
+            Self::UnknownTransport => (StatusCode::BAD_REQUEST, 0, "Transport unknown"),
+            Self::UnknownSid => (StatusCode::BAD_REQUEST, 1, "Session ID unknown"),
+            Self::BadHandshakeMethod => (StatusCode::BAD_REQUEST, 2, "Bad handshake method"),
+            Self::BadRequest => (StatusCode::BAD_REQUEST, 3, "Bad request"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, 4, "Forbidden"),
+            Self::UnsupportedProtocolVersion => {
+                (StatusCode::BAD_REQUEST, 5, "Unsupported protocol version")
+            }
+        };
+        let body = serde_json::json!({ "code": code, "message": message }).to_string();
+        plain_response(status, "application/json", body)
+    }
+}
+
+pub(crate) fn plain_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+async fn handle(State(server): State<Arc<ServerInner>>, req: Request) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allowed = match (&server.config.allowed_origins, &origin) {
+        (Some(list), Some(origin)) => origin.to_str().is_ok_and(|o| list.iter().any(|a| a == o)),
+        _ => true,
+    };
+    if !allowed {
+        return EngineError::Forbidden.response();
+    }
+    let mut response = if req.method() == Method::OPTIONS {
+        preflight(&req)
+    } else {
+        route(server, req).await
+    };
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+fn preflight(req: &Request) -> Response {
+    let mut response = plain_response(StatusCode::NO_CONTENT, "text/plain", Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    let requested = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        requested.unwrap_or_else(|| HeaderValue::from_static("content-type")),
+    );
+    response
+}
+
+async fn route(server: Arc<ServerInner>, req: Request) -> Response {
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    let param = |key: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let config = &server.config;
+    let websocket = match param("transport") {
+        Some("polling") if config.allow_polling => false,
+        Some("websocket") if config.allow_websocket => true,
+        _ => return EngineError::UnknownTransport.response(),
+    };
+
+    if let Some(sid) = param("sid") {
+        let Some(conn) = server.session(sid).filter(|c| c.closed().is_none()) else {
+            return EngineError::UnknownSid.response();
+        };
+        if websocket {
+            if !config.allow_upgrades || conn.transport() != Transport::Polling {
+                return EngineError::BadRequest.response();
+            }
+            return ws::accept(req, ws::Mode::Upgrade(conn));
+        }
+        if conn.transport() == Transport::WebSocket {
+            return EngineError::BadRequest.response();
+        }
+        return match *req.method() {
+            Method::GET => polling::get(conn).await,
+            Method::POST => polling::post(conn, req).await,
+            _ => EngineError::BadRequest.response(),
+        };
+    }
+
+    let eio = match param("EIO") {
+        Some("4") => 4,
+        Some("3") if config.allow_eio3 => 3,
+        _ => return EngineError::UnsupportedProtocolVersion.response(),
+    };
+    if req.method() != Method::GET {
+        return EngineError::BadHandshakeMethod.response();
+    }
+    if server
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return plain_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down",
+        );
+    }
+    let b64 = param("b64").is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
+    let handshake = Handshake {
+        remote_addr: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+        headers: req.headers().clone(),
+        query,
+        eio,
+        auth: Value::Null,
+    };
+    if websocket {
+        ws::accept(
+            req,
+            ws::Mode::Open {
+                server,
+                eio,
+                handshake,
+            },
+        )
+    } else {
+        polling::open(server, eio, handshake, b64)
+    }
+}
+
+/// Split and percent-decode a query string (bounded number of pairs).
+pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .take(MAX_QUERY_PAIRS)
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pairs_are_percent_decoded() {
+        let q = parse_query("EIO=4&transport=polling&name=J%C3%BCrgen+K&x&bad=%zz&end=%4");
+        assert_eq!(q[0], ("EIO".into(), "4".into()));
+        assert_eq!(q[2], ("name".into(), "Jürgen K".into()));
+        assert_eq!(q[3], ("x".into(), "".into()));
+        assert_eq!(q[4], ("bad".into(), "%zz".into()));
+        assert_eq!(q[5], ("end".into(), "%4".into()));
+    }
+}

@@ -1,0 +1,317 @@
+//! The WebSocket transport: one task per connection that reads frames, dispatches handlers,
+//! flushes the outbox in batches and keeps the heartbeat.
+//!
+//! Memory per idle connection is what this file is designed around: the task future holds
+//! the WebSocket with a small read buffer, the outbox stays unallocated while empty, and
+//! hyper's connection state is gone after the upgrade.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, StatusCode, header};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::EngineError;
+use crate::conn::{Conn, FAR_FUTURE, Inbound, Job, Transport};
+use crate::eio::{self, Frame, Incoming, PacketType};
+use crate::handler::DisconnectReason;
+use crate::server::ServerInner;
+use crate::socket::Handshake;
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Bytes tungstenite reads per syscall; small so idle connections stay small.
+const READ_BUFFER: usize = 128;
+/// Frames are gathered up to this size before a write (several frames per syscall).
+const WRITE_BUFFER: usize = 16 * 1024;
+/// How long a closing connection may spend flushing its last frames.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the WebSocket is opened.
+pub(crate) enum Mode {
+    /// A new Engine.IO connection over WebSocket.
+    Open {
+        server: Arc<ServerInner>,
+        eio: u8,
+        handshake: Handshake,
+    },
+    /// The upgrade of an existing polling session.
+    Upgrade(Arc<Conn>),
+}
+
+/// Answer the HTTP upgrade request and spawn the connection task.
+pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
+    let headers = req.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| is_upgrade && version_ok)
+    else {
+        return EngineError::BadRequest.response();
+    };
+    let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let max_payload = match &mode {
+        Mode::Open { server, .. } => server.config.max_payload,
+        Mode::Upgrade(conn) => conn.server.config.max_payload,
+    };
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_message_size(Some(max_payload))
+            .max_frame_size(Some(max_payload));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        match mode {
+            Mode::Open {
+                server,
+                eio,
+                handshake,
+            } => open(server, eio, handshake, ws).await,
+            Mode::Upgrade(conn) => upgrade(conn, ws).await,
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept_key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+async fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, mut ws: Ws) {
+    let conn = Conn::new(server.clone(), eio, Transport::WebSocket, handshake, false);
+    if ws
+        .send(Message::text(conn.open_packet(false)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    server.add_session(&conn);
+    if eio == 3 {
+        conn.enqueue(Inbound::Connect {
+            nsp: "/".into(),
+            auth: serde_json::json!({}),
+        });
+    }
+    run(conn, ws).await;
+}
+
+/// The upgrade of a polling session: probe, then `5`, then this task owns the connection.
+async fn upgrade(conn: Arc<Conn>, mut ws: Ws) {
+    let config = &conn.server.config;
+    let probe_timeout = config.ping_interval + config.ping_timeout;
+    loop {
+        let message = match tokio::time::timeout(probe_timeout, ws.next()).await {
+            Ok(Some(Ok(message))) => message,
+            _ => break,
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        match (text.as_str(), conn.transport()) {
+            ("2probe", Transport::Polling) => {
+                if ws.send(Message::text("3probe")).await.is_err() {
+                    break;
+                }
+                // Pending and new polls now answer with noop so the client can pause polling.
+                conn.set_transport(Transport::Upgrading);
+            }
+            ("5", Transport::Upgrading) => {
+                conn.set_transport(Transport::WebSocket);
+                conn.reset_heartbeat();
+                return run(conn, ws).await;
+            }
+            _ => break,
+        }
+    }
+    // The upgrade failed: the session goes on over polling.
+    if conn.transport() == Transport::Upgrading {
+        conn.set_transport(Transport::Polling);
+    }
+}
+
+/// What a received WebSocket message asks of the loop.
+enum Step {
+    Continue,
+    Close(DisconnectReason, Option<CloseCode>),
+}
+
+fn on_message(conn: &Arc<Conn>, message: Option<Result<Message, WsError>>) -> Step {
+    let incoming = match message {
+        None => return Step::Close(DisconnectReason::TransportClose, None),
+        Some(Err(WsError::Capacity(_))) => {
+            return Step::Close(DisconnectReason::TransportError, Some(CloseCode::Size));
+        }
+        Some(Err(WsError::Utf8(_))) => {
+            return Step::Close(DisconnectReason::TransportError, Some(CloseCode::Invalid));
+        }
+        Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_))) => {
+            return Step::Close(DisconnectReason::TransportClose, None);
+        }
+        Some(Err(_)) => {
+            return Step::Close(DisconnectReason::TransportError, Some(CloseCode::Protocol));
+        }
+        Some(Ok(Message::Close(_))) => return Step::Close(DisconnectReason::TransportClose, None),
+        Some(Ok(Message::Text(text))) => match eio::decode_text(text.as_str()) {
+            Ok(Incoming::Text(kind, data)) => {
+                return match conn.receive(Incoming::Text(kind, data)) {
+                    Ok(()) if kind == PacketType::Close => {
+                        Step::Close(DisconnectReason::TransportClose, None)
+                    }
+                    Ok(()) => Step::Continue,
+                    Err(e) => {
+                        tracing::debug!(sid = %conn.sid, reason = e.0, "closing on invalid packet");
+                        Step::Close(DisconnectReason::ParseError, None)
+                    }
+                };
+            }
+            _ => return Step::Close(DisconnectReason::ParseError, None),
+        },
+        Some(Ok(Message::Binary(data))) => {
+            if conn.eio >= 4 {
+                Incoming::Binary(data)
+            } else {
+                // v3 binary frames start with the packet type byte (4: message).
+                match data.first() {
+                    Some(4) => Incoming::Binary(data.slice(1..)),
+                    _ => return Step::Close(DisconnectReason::ParseError, None),
+                }
+            }
+        }
+        Some(Ok(_)) => return Step::Continue, // ping/pong frames: tungstenite answers them
+    };
+    match conn.receive(incoming) {
+        Ok(()) => Step::Continue,
+        Err(_) => Step::Close(DisconnectReason::ParseError, None),
+    }
+}
+
+fn to_message(eio: u8, frame: Frame) -> Message {
+    match frame {
+        Frame::Text(text) => Message::Text(text),
+        Frame::Binary(data) if eio >= 4 => Message::Binary(data),
+        Frame::Binary(data) => {
+            let mut prefixed = Vec::with_capacity(data.len() + 1);
+            prefixed.push(4);
+            prefixed.extend_from_slice(&data);
+            Message::Binary(prefixed.into())
+        }
+    }
+}
+
+/// Write every writable queued frame, then flush once.
+async fn flush(conn: &Conn, ws: &mut Ws) -> Result<(), WsError> {
+    let batch = conn.take_batch();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    for frame in batch {
+        ws.feed(to_message(conn.eio, frame)).await?;
+    }
+    ws.flush().await
+}
+
+/// Resolves once the connection is closed.
+async fn closed(conn: &Conn) {
+    loop {
+        let idle = conn.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if conn.closed().is_some() {
+            return;
+        }
+        idle.await;
+    }
+}
+
+/// The connection loop: read, dispatch, write, heartbeat — one task.
+async fn run(conn: Arc<Conn>, mut ws: Ws) {
+    let mut job: Option<Job> = None;
+    let mut next_tick = conn.heartbeat_tick();
+    let mut close_code = None;
+    loop {
+        if conn.closed().is_some() {
+            break;
+        }
+        if job.is_none() {
+            job = conn.next_job(false);
+        }
+        let running = job.is_some();
+        let reading = !conn.inbox_full();
+        let wake_at = next_tick.unwrap_or_else(|| Instant::now() + FAR_FUTURE);
+        tokio::select! {
+            _ = async { if let Some(j) = job.as_mut() { j.await } }, if running => {
+                job = None;
+                conn.job_done();
+            }
+            _ = conn.writer_wake.notified() => {}
+            _ = conn.dispatch_wake.notified(), if !running => {}
+            message = ws.next(), if reading => {
+                if let Step::Close(reason, code) = on_message(&conn, message) {
+                    close_code = code;
+                    if reason == DisconnectReason::TransportClose && code.is_none() {
+                        conn.close_by_client();
+                    } else {
+                        conn.close(reason);
+                    }
+                    break;
+                }
+            }
+            _ = sleep_until(wake_at) => {
+                next_tick = conn.heartbeat_tick();
+            }
+        }
+        if conn.has_writable_frames() {
+            let written = tokio::select! {
+                result = flush(&conn, &mut ws) => result.is_ok(),
+                _ = closed(&conn) => false,
+            };
+            if !written {
+                conn.close(DisconnectReason::TransportError);
+                break;
+            }
+        }
+    }
+    // Closed: send what is queued (CONNECT_ERROR, DISCONNECT…) and a close frame, bounded in time.
+    let goodbye = async {
+        flush(&conn, &mut ws).await?;
+        let frame = close_code.map(|code| CloseFrame {
+            code,
+            reason: "".into(),
+        });
+        ws.close(frame).await
+    };
+    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, goodbye).await;
+    drop(ws);
+    // Finish the handler we were running; the cleanup task dispatches the rest.
+    if let Some(job) = job {
+        job.await;
+        conn.job_done();
+    }
+}
