@@ -45,6 +45,8 @@ pub(crate) enum Inbound {
     Connect {
         nsp: String,
         auth: Value,
+        /// v4 (socket.io 2.x) clients append `?query` to a namespace CONNECT.
+        query: Vec<(String, String)>,
     },
     Disconnect {
         nsp: String,
@@ -496,7 +498,18 @@ impl Conn {
                 } else {
                     auth
                 };
-                Inbound::Connect { nsp, auth }
+                match nsp.split_once('?') {
+                    Some((path, query)) if self.eio < 4 => Inbound::Connect {
+                        nsp: path.to_owned(),
+                        auth,
+                        query: crate::transport::parse_query(query),
+                    },
+                    _ => Inbound::Connect {
+                        nsp,
+                        auth,
+                        query: Vec::new(),
+                    },
+                }
             }
             PacketKind::Disconnect => Inbound::Disconnect { nsp },
             PacketKind::Event | PacketKind::BinaryEvent => {
@@ -588,12 +601,12 @@ pub(crate) type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + S
 
 async fn dispatch(conn: Arc<Conn>, item: Inbound) {
     match item {
-        Inbound::Connect { nsp, auth } => {
+        Inbound::Connect { nsp, auth, query } => {
             if conn.socket(&nsp).is_some() {
                 return; // duplicate CONNECT: ignored, as socket.io does
             }
             match conn.server.namespaces.get(nsp.as_str()) {
-                Some(ns) => ns.clone().connect(conn.clone(), auth).await,
+                Some(ns) => ns.clone().connect(conn.clone(), auth, query).await,
                 None => {
                     let reply =
                         crate::ns::connect_error_frame(conn.eio, &nsp, "Invalid namespace", None);

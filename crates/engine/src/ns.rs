@@ -23,7 +23,12 @@ pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) trait NsDyn: Send + Sync {
     fn core(&self) -> &Arc<NsCore>;
     /// Run the CONNECT of `conn` to this namespace: `on_connect`, then the reply.
-    fn connect(self: Arc<Self>, conn: Arc<Conn>, auth: Value) -> BoxFuture;
+    fn connect(
+        self: Arc<Self>,
+        conn: Arc<Conn>,
+        auth: Value,
+        query: Vec<(String, String)>,
+    ) -> BoxFuture;
 }
 
 /// A connected namespace socket, whatever its handler type.
@@ -75,13 +80,19 @@ impl<H: Handler> NsDyn for Namespace<H> {
         &self.core
     }
 
-    fn connect(self: Arc<Self>, conn: Arc<Conn>, auth: Value) -> BoxFuture {
+    fn connect(
+        self: Arc<Self>,
+        conn: Arc<Conn>,
+        auth: Value,
+        query: Vec<(String, String)>,
+    ) -> BoxFuture {
         Box::pin(async move {
             let core = self.core.clone();
             let recovery = conn.server.config.connection_state_recovery;
             let (id, pid) = socket_identity(&conn, &core, &auth, recovery);
             let mut handshake = conn.handshake.clone();
             handshake.auth = auth;
+            handshake.query.extend(query);
             let socket = Arc::new(Socket::new(id, core.clone(), conn.clone(), handshake, pid));
             core.add_member(socket.id(), conn.clone());
             conn.set_barrier();

@@ -343,6 +343,12 @@ impl<D: Send + Sync + 'static> Socket<D> {
         ok
     }
 
+    /// The recovery private id this socket was given (with `connection_state_recovery`):
+    /// record it to recognise the client when it comes back with `{pid, offset}`.
+    pub fn pid(&self) -> Option<&str> {
+        self.pid.as_deref()
+    }
+
     /// The `pid` the CONNECT reply carries: the client's if restored, else a fresh one.
     pub(crate) fn reply_pid(&self) -> Option<String> {
         let pid = self.pid.as_ref()?;

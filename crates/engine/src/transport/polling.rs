@@ -34,6 +34,7 @@ pub(crate) fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, b64:
         conn.enqueue(Inbound::Connect {
             nsp: "/".into(),
             auth: serde_json::json!({}),
+            query: Vec::new(),
         });
     }
     tokio::spawn(driver(conn.clone()));

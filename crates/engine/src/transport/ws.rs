@@ -117,6 +117,7 @@ async fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, mut ws: W
         conn.enqueue(Inbound::Connect {
             nsp: "/".into(),
             auth: serde_json::json!({}),
+            query: Vec::new(),
         });
     }
     run(conn, ws).await;

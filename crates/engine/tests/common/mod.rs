@@ -52,6 +52,9 @@ impl Handler for Recorder {
         if let Some(message) = auth.get("refuse").and_then(Value::as_str) {
             return Err(ConnectError::new(message));
         }
+        if auth.get("pid").is_some() {
+            socket.restore_session();
+        }
         self.record(Seen::Connect(socket.namespace().to_owned(), auth.clone()));
         let _ = socket.emit("auth", &[auth]);
         Ok(())
