@@ -13,7 +13,19 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
-use super::writer::{WriteConnection, WriterHandle};
+use super::writer::{ClientKey, WriteConnection, WriterHandle, row_placeholders};
+
+/// A message row with its conversation key in front.
+type KeyedMessageRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+);
 use super::{
     Appended, Conversation, Durability, HistoryStore, MessageRow, NewMessage, RecoveryRecord,
     RoomRecord, SessionRecord, StoreError, StoreFuture, StoreOptions, StoredMessage,
@@ -110,8 +122,6 @@ const BEFORE: &str = "SELECT seq, id, author_id, author_name, body, client_id, t
      FROM messages WHERE conversation = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
 const AFTER: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
      FROM messages WHERE conversation = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3";
-const BY_CLIENT_ID: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
-     FROM messages WHERE conversation = ?1 AND author_id = ?2 AND client_id = ?3";
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation = ?1";
 
 impl HistoryStore for SqliteStore {
@@ -297,43 +307,65 @@ impl WriteConnection for SqliteWriter {
             .map_err(StoreError::db("reading the last sequence"))
     }
 
-    async fn insert_message(&mut self, key: &str, m: &StoredMessage) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO messages \
-             (conversation, seq, id, author_id, author_name, body, client_id, timestamp_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (conversation, author_id, client_id) WHERE client_id IS NOT NULL \
-             DO NOTHING",
-        )
-        .bind(key)
-        .bind(m.seq)
-        .bind(&m.id)
-        .bind(&m.author.user_id)
-        .bind(&m.author.name)
-        .bind(&m.body)
-        .bind(&m.client_id)
-        .bind(m.timestamp_ms)
-        .execute(&mut self.0)
-        .await
-        .map_err(StoreError::db("storing a message"))?;
-        Ok(result.rows_affected() == 1)
+    async fn find_by_client_ids(
+        &mut self,
+        keys: &[ClientKey<'_>],
+    ) -> Result<Vec<(String, MessageRow)>, StoreError> {
+        let sql = format!(
+            "SELECT m.conversation, m.seq, m.id, m.author_id, m.author_name, m.body, \
+             m.client_id, m.timestamp_ms FROM (VALUES {}) AS v JOIN messages m \
+             ON m.conversation = v.column1 AND m.author_id = v.column2 \
+             AND m.client_id = v.column3 WHERE m.client_id IS NOT NULL",
+            row_placeholders(keys.len(), 3, false)
+        );
+        let mut query = sqlx::query_as(&sql);
+        for wanted in keys {
+            query = query
+                .bind(wanted.key)
+                .bind(wanted.author_id)
+                .bind(wanted.client_id);
+        }
+        let rows: Vec<KeyedMessageRow> = query
+            .fetch_all(&mut self.0)
+            .await
+            .map_err(StoreError::db("looking up resent messages"))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(key, seq, id, author_id, name, body, client_id, timestamp_ms)| {
+                    (
+                        key,
+                        (seq, id, author_id, name, body, client_id, timestamp_ms),
+                    )
+                },
+            )
+            .collect())
     }
 
-    async fn find_by_client_id(
-        &mut self,
-        conversation: &Conversation,
-        key: &str,
-        author_id: &str,
-        client_id: &str,
-    ) -> Result<Option<StoredMessage>, StoreError> {
-        let row: Option<MessageRow> = sqlx::query_as(BY_CLIENT_ID)
-            .bind(key)
-            .bind(author_id)
-            .bind(client_id)
-            .fetch_optional(&mut self.0)
+    async fn insert_messages(&mut self, rows: &[(&str, &StoredMessage)]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO messages \
+             (conversation, seq, id, author_id, author_name, body, client_id, timestamp_ms) \
+             VALUES {}",
+            row_placeholders(rows.len(), 8, false)
+        );
+        let mut query = sqlx::query(&sql);
+        for (key, m) in rows {
+            query = query
+                .bind(*key)
+                .bind(m.seq)
+                .bind(&m.id)
+                .bind(&m.author.user_id)
+                .bind(&m.author.name)
+                .bind(&m.body)
+                .bind(&m.client_id)
+                .bind(m.timestamp_ms);
+        }
+        query
+            .execute(&mut self.0)
             .await
-            .map_err(StoreError::db("looking up a resent message"))?;
-        Ok(row.map(|row| message_from_row(conversation, row)))
+            .map(drop)
+            .map_err(StoreError::db("storing messages"))
     }
 
     async fn create_room(&mut self, room: &RoomRecord) -> Result<bool, StoreError> {

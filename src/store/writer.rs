@@ -19,13 +19,25 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{
-    Appended, Conversation, MAX_CLIENT_ID_LEN, NewMessage, RecoveryRecord, RoomRecord,
-    SessionRecord, StoreError, StoreOptions, StoredMessage,
+    Appended, MAX_CLIENT_ID_LEN, MessageRow, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
+    StoreError, StoreOptions, StoredMessage, message_from_row,
 };
 
 /// The largest message body the store accepts, in bytes: a backstop far above the chat's own
 /// (configurable) limit, so that no caller can make one transaction arbitrarily large.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Rows per multi-row statement. A power of two: statements are issued in power-of-two sizes
+/// only, so each connection prepares at most 9 shapes of them; 256 rows × 8 columns stays far
+/// below both backends' limits on bound parameters.
+pub(crate) const MAX_ROWS_PER_STATEMENT: usize = 256;
+
+/// An idempotency key: who resent what where.
+pub(crate) struct ClientKey<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) author_id: &'a str,
+    pub(crate) client_id: &'a str,
+}
 
 /// Conversations whose last sequence is cached; past this the cache starts over (it is only a
 /// cache: the database has the truth, and this writer is its only writer).
@@ -40,20 +52,18 @@ pub(crate) trait WriteConnection: Send + 'static {
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
     /// The last committed sequence of a conversation, 0 if none.
     fn last_seq(&mut self, key: &str) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    /// Inserts a message; `false` if its `client_id` is taken by the same author in the same
-    /// conversation (nothing inserted). Any other collision is an error.
-    fn insert_message(
+    /// The stored messages matching any of these idempotency keys, with their conversation
+    /// keys. At most [`MAX_ROWS_PER_STATEMENT`] keys per call.
+    fn find_by_client_ids(
         &mut self,
-        key: &str,
-        message: &StoredMessage,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn find_by_client_id(
+        keys: &[ClientKey<'_>],
+    ) -> impl Future<Output = Result<Vec<(String, MessageRow)>, StoreError>> + Send;
+    /// Inserts messages with one statement (any collision is an error). At most
+    /// [`MAX_ROWS_PER_STATEMENT`] rows per call.
+    fn insert_messages(
         &mut self,
-        conversation: &Conversation,
-        key: &str,
-        author_id: &str,
-        client_id: &str,
-    ) -> impl Future<Output = Result<Option<StoredMessage>, StoreError>> + Send;
+        rows: &[(&str, &StoredMessage)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn create_room(
         &mut self,
         room: &RoomRecord,
@@ -262,10 +272,21 @@ impl<C: WriteConnection> Writer<C> {
 
     /// Applies `writes` in one transaction and answers each caller after the commit; if
     /// anything fails, every caller of the batch gets the error and nothing is kept.
+    ///
+    /// Appends are applied together, after the other writes of the batch (they touch other
+    /// tables, and all of it commits at once): a few multi-row statements instead of one
+    /// statement per message, which is what makes a batch cheap.
     async fn commit_batch(&mut self, writes: Vec<WriteOp>) {
+        let mut appends = Vec::new();
+        let mut append_replies = Vec::new();
         let mut applied = Vec::with_capacity(writes.len());
         let mut failure = self.connection.begin().await.err();
         for write in writes {
+            if let WriteOp::Append(message, reply) = write {
+                appends.push(message);
+                append_replies.push(reply);
+                continue;
+            }
             if let Some(error) = &failure {
                 fail(write, error.clone());
                 continue;
@@ -275,18 +296,35 @@ impl<C: WriteConnection> Writer<C> {
                 Err(error) => failure = Some(error),
             }
         }
+        if failure.is_none() && !appends.is_empty() {
+            match self.append_all(appends).await {
+                Ok(results) => applied.extend(
+                    append_replies
+                        .drain(..)
+                        .zip(results)
+                        .map(|(reply, appended)| Applied::Append(reply, appended)),
+                ),
+                Err(error) => failure = Some(error),
+            }
+        }
         if failure.is_none() {
             failure = self.connection.commit().await.err();
         }
         match failure {
-            None => applied.into_iter().for_each(Applied::succeed),
+            None => {
+                tracing::trace!(writes = applied.len(), "history batch committed");
+                applied.into_iter().for_each(Applied::succeed);
+            }
             Some(error) => {
-                tracing::error!(%error, writes = applied.len(), "history batch failed, rolled back");
+                tracing::error!(%error, writes = applied.len() + append_replies.len(), "history batch failed, rolled back");
                 self.connection.rollback().await;
                 // Sequences applied in this batch were not committed: reload them.
                 self.last_seqs.clear();
                 for done in applied {
                     done.fail(error.clone());
+                }
+                for reply in append_replies {
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }
@@ -309,9 +347,11 @@ impl<C: WriteConnection> Writer<C> {
         }
         let connection = &mut self.connection;
         match write {
-            WriteOp::Append(message, reply) => {
-                let result = self.append(message).await;
-                answer(reply, result, Applied::Append).await
+            WriteOp::Append(_, reply) => {
+                // `commit_batch` applies appends together; answering keeps the caller from
+                // hanging if that ever changes.
+                let _ = reply.send(Err(StoreError::Closed));
+                Err(StoreError::Closed)
             }
             WriteOp::CreateRoom(room, reply) => {
                 let result = connection.create_room(&room).await;
@@ -345,54 +385,135 @@ impl<C: WriteConnection> Writer<C> {
         }
     }
 
-    async fn append(&mut self, message: NewMessage) -> Result<Appended, StoreError> {
-        let key = message.conversation.storage_key();
-        let last = match self.last_seqs.get(&key) {
-            Some(&seq) => seq,
-            None => self.connection.last_seq(&key).await?,
-        };
+    /// Stores a batch of messages, in order; the results are in the same order.
+    async fn append_all(&mut self, messages: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         if self.last_seqs.len() >= MAX_CACHED_CONVERSATIONS {
-            // Safe mid-batch: the transaction reads its own writes when a key is reloaded.
             self.last_seqs.clear();
         }
-        let stored = StoredMessage {
-            id: message_id(message.sent_at_ms),
-            conversation: message.conversation,
-            seq: last + 1,
-            author: message.author,
-            body: message.body,
-            client_id: message.client_id,
-            timestamp_ms: message.sent_at_ms,
-        };
-        if self.connection.insert_message(&key, &stored).await? {
-            self.last_seqs.insert(key, stored.seq);
-            return Ok(Appended {
+        let keys: Vec<String> = messages
+            .iter()
+            .map(|message| message.conversation.storage_key())
+            .collect();
+
+        // 1. Messages stored before under the idempotency keys of this batch (resends).
+        let mut originals: HashMap<(String, String, String), StoredMessage> = HashMap::new();
+        let wanted: Vec<ClientKey<'_>> = messages
+            .iter()
+            .zip(&keys)
+            .filter_map(|(message, key)| {
+                Some(ClientKey {
+                    key,
+                    author_id: &message.author.user_id,
+                    client_id: message.client_id.as_deref()?,
+                })
+            })
+            .collect();
+        let conversations: HashMap<&str, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| (key.as_str(), index))
+            .collect();
+        for chunk in power_of_two_chunks(&wanted, MAX_ROWS_PER_STATEMENT) {
+            for (key, row) in self.connection.find_by_client_ids(chunk).await? {
+                let Some(&index) = conversations.get(key.as_str()) else {
+                    continue;
+                };
+                let original = message_from_row(&messages[index].conversation, row);
+                let client_id = original.client_id.clone().unwrap_or_default();
+                let identity = (key, original.author.user_id.clone(), client_id);
+                originals.insert(identity, original);
+            }
+        }
+        drop((wanted, conversations));
+
+        // 2. Sequences for the new ones; a key repeated within the batch is a resend too.
+        let mut results = Vec::with_capacity(messages.len());
+        let mut fresh = Vec::new();
+        for (message, key) in messages.into_iter().zip(keys) {
+            let identity = message.client_id.as_ref().map(|client_id| {
+                (
+                    key.clone(),
+                    message.author.user_id.clone(),
+                    client_id.clone(),
+                )
+            });
+            if let Some(original) = identity.as_ref().and_then(|id| originals.get(id)) {
+                results.push(Appended {
+                    message: original.clone(),
+                    duplicate: true,
+                });
+                continue;
+            }
+            let last = match self.last_seqs.get(&key) {
+                Some(&seq) => seq,
+                None => self.connection.last_seq(&key).await?,
+            };
+            let stored = StoredMessage {
+                id: message_id(message.sent_at_ms),
+                conversation: message.conversation,
+                seq: last + 1,
+                author: message.author,
+                body: message.body,
+                client_id: message.client_id,
+                timestamp_ms: message.sent_at_ms,
+            };
+            self.last_seqs.insert(key.clone(), stored.seq);
+            if let Some(identity) = identity {
+                originals.insert(identity, stored.clone());
+            }
+            fresh.push((key, results.len()));
+            results.push(Appended {
                 message: stored,
                 duplicate: false,
             });
         }
-        // The client id was stored before (maybe earlier in this very batch): a resend.
-        self.last_seqs.insert(key.clone(), last);
-        let client_id = stored.client_id.as_deref().unwrap_or_default();
-        let original = self
-            .connection
-            .find_by_client_id(
-                &stored.conversation,
-                &key,
-                &stored.author.user_id,
-                client_id,
-            )
-            .await?;
-        match original {
-            Some(message) => Ok(Appended {
-                message,
-                duplicate: true,
-            }),
-            None => Err(StoreError::Conflict(
-                "insert refused but no original message found",
-            )),
+
+        // 3. Insert the new ones, a few statements for the whole batch.
+        let rows: Vec<(&str, &StoredMessage)> = fresh
+            .iter()
+            .map(|(key, index)| (key.as_str(), &results[*index].message))
+            .collect();
+        for chunk in power_of_two_chunks(&rows, MAX_ROWS_PER_STATEMENT) {
+            self.connection.insert_messages(chunk).await?;
         }
+        Ok(results)
     }
+}
+
+/// Splits `items` into slices whose lengths are powers of two, at most `max` (itself a power
+/// of two), largest first: 37 items → 32, 4, 1.
+fn power_of_two_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let fits = rest.len().min(max);
+        let size = 1 << (usize::BITS - 1 - fits.leading_zeros());
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Placeholders of a multi-row statement: `(?,?),(?,?)` or, `numbered`, `($1,$2),($3,$4)`.
+pub(crate) fn row_placeholders(rows: usize, columns: usize, numbered: bool) -> String {
+    let mut sql = String::with_capacity(rows * columns * 4);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ",(" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push(',');
+            }
+            if numbered {
+                sql.push_str(&format!("${}", row * columns + column + 1));
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Answers a write that was not applied because its batch failed before it.
@@ -427,7 +548,21 @@ fn message_id(timestamp_ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::message_id;
+    use super::{message_id, power_of_two_chunks, row_placeholders};
+
+    #[test]
+    fn batches_are_cut_into_power_of_two_statements() {
+        let items: Vec<u32> = (0..37).collect();
+        let sizes: Vec<usize> = power_of_two_chunks(&items, 16).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [16, 16, 4, 1]);
+        assert_eq!(power_of_two_chunks(&items[..0], 16).count(), 0);
+    }
+
+    #[test]
+    fn placeholders_number_rows_and_columns() {
+        assert_eq!(row_placeholders(2, 2, false), "(?,?),(?,?)");
+        assert_eq!(row_placeholders(2, 3, true), "($1,$2,$3),($4,$5,$6)");
+    }
 
     #[test]
     fn message_ids_are_26_characters_unique_and_sorted_by_time() {
