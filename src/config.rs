@@ -1,7 +1,6 @@
 //! [`Config`]: every setting of the `chinwag` binary, from flags or environment variables.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -48,9 +47,24 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_MAX_MESSAGE_CHARS", default_value_t = DEFAULT_MAX_MESSAGE_CHARS)]
     pub max_message_chars: usize,
 
-    /// SQLite file for message history (created on first run).
+    /// Message history: a SQLite file path (created on first run) or a `postgres://` URL.
     #[arg(long, env = "CHINWAG_DB", default_value = "chinwag.db")]
-    pub db: PathBuf,
+    pub db: String,
+
+    /// Keep no history: messages are numbered in memory and not stored (no scrollback or
+    /// catch-up). For measuring what durability costs.
+    #[arg(long, env = "CHINWAG_NO_HISTORY")]
+    pub no_history: bool,
+
+    /// Acknowledge messages once they survive a crash of chinwag, without waiting for the
+    /// disk (fsync): faster, but a power loss may lose the last acknowledged messages.
+    #[arg(long, env = "CHINWAG_RELAXED_DURABILITY")]
+    pub relaxed_durability: bool,
+
+    /// How long a user whose last connection dropped still counts as present, in
+    /// milliseconds (a quick reconnect is not announced as leaving).
+    #[arg(long, env = "CHINWAG_PRESENCE_GRACE_MS", default_value_t = 5_000)]
+    pub presence_grace_ms: u64,
 
     /// Longest wait for connections to close on shutdown, in milliseconds.
     #[arg(long, env = "CHINWAG_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
@@ -69,7 +83,10 @@ impl Config {
             ping_timeout_ms: 20_000,
             max_payload: 1_000_000,
             max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
-            db: PathBuf::from("chinwag.db"),
+            db: "chinwag.db".to_owned(),
+            no_history: false,
+            relaxed_durability: false,
+            presence_grace_ms: 5_000,
             shutdown_grace_ms: 10_000,
         }
     }

@@ -24,27 +24,52 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 pub use config::Config;
-use domain::Limits;
+use domain::{Limits, RoomName};
 use http::origin::OriginPolicy;
+pub use socket::history::History;
 use socket::{Chat, ChatHandler};
+use store::Durability;
 
-/// Serve chinwag on `listener` until `shutdown` completes, then shut down in order: stop
-/// accepting connections, close every socket (their disconnect handlers run), wait for open
-/// HTTP exchanges to finish (bounded by `config.shutdown_grace`), return.
-///
-/// Tests call this with a listener on port 0.
+/// Serve chinwag on `listener` until `shutdown` completes: open the history named by the
+/// configuration, then [`serve`].
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let chat = Arc::new(Chat::new(Limits {
-        max_message_chars: config.max_message_chars,
-    }));
+    let history = open_history(&config).await?;
+    serve(listener, config, history, shutdown).await
+}
+
+/// Serve chinwag on `listener` with `history` until `shutdown` completes, then shut down in
+/// order: stop accepting connections, close every socket (their disconnect handlers run),
+/// wait for open HTTP exchanges to finish (bounded by `config.shutdown_grace`), flush and
+/// close the history, return.
+///
+/// Tests call this with a listener on port 0 (opening the history first, outside the
+/// spawned task: the SQL driver's open future is not `Send`).
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    history: History,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let chat = Arc::new(Chat::new(limits(&config), history));
+    let known_rooms = chat.history.rooms().await.map_err(std::io::Error::other)?;
+    chat.community().restore_rooms(
+        known_rooms
+            .iter()
+            .filter_map(|name| RoomName::parse(name).ok()),
+    );
     let io = SocketIo::builder(engine_config(&config))
         .namespace("/", ChatHandler::new(Arc::clone(&chat)))
         .build();
-    let app = http::router(&io, chat, OriginPolicy::new(&config.allowed_origins));
+    chat.start(io.clone());
+    let app = http::router(
+        &io,
+        Arc::clone(&chat),
+        OriginPolicy::new(&config.allowed_origins),
+    );
 
     let (stop_accepting, accepting_stopped) = oneshot::channel::<()>();
     let server = axum::serve(
@@ -83,8 +108,35 @@ pub async fn run(
         Ok(Err(panic)) => return Err(std::io::Error::other(panic)),
         Err(_) => warn!(?grace, "HTTP connections did not all finish in time"),
     }
+    info!("shutting down: flushing history");
+    chat.history.close().await;
     info!("shut down");
     Ok(())
+}
+
+/// The store named by `--db`, or memory with `--no-history`.
+pub async fn open_history(config: &Config) -> std::io::Result<History> {
+    if config.no_history {
+        info!("history is off: messages are not stored");
+        return Ok(History::Memory(Default::default()));
+    }
+    let durability = if config.relaxed_durability {
+        Durability::ProcessCrash
+    } else {
+        Durability::Full
+    };
+    let store = store::open_store(&config.db, durability)
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(History::Durable(store))
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_message_chars: config.max_message_chars,
+        presence_grace_ms: config.presence_grace_ms,
+        ..Limits::default()
+    }
 }
 
 /// The engine's settings, from ours. Origins are checked in front of the engine (see

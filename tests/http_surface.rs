@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chinwag::Config;
 use support::{TestApp, http_get};
 
 #[tokio::test]
@@ -103,7 +102,7 @@ async fn browsers_from_foreign_origins_are_refused_and_localhost_is_allowed() {
 
 #[tokio::test]
 async fn configured_origins_are_allowed() {
-    let mut config = Config::defaults();
+    let mut config = support::test_config();
     config.allowed_origins = vec!["https://chat.example".to_owned()];
     let app = TestApp::start_with(config).await;
     let handshake = "/socket.io/?EIO=4&transport=polling";
@@ -130,7 +129,7 @@ async fn shutdown_closes_open_sockets_and_returns() {
 #[tokio::test]
 async fn the_binary_prints_its_port_serves_and_exits_zero_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
-        .args(["--port", "0", "--host", "127.0.0.1"])
+        .args(["--port", "0", "--host", "127.0.0.1", "--no-history"])
         .env_remove("PORT")
         .env_remove("HOST")
         .stdout(Stdio::piped())

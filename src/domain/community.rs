@@ -568,6 +568,14 @@ impl<C: Clone + Ord + Hash> Community<C> {
             .collect())
     }
 
+    /// The ids of a room's members (empty for an unknown room).
+    pub fn member_ids(&self, room: &RoomName) -> Vec<&UserId> {
+        self.rooms
+            .get(room)
+            .map(|members| members.iter().collect())
+            .unwrap_or_default()
+    }
+
     /// Whether `room` exists.
     pub fn room_exists(&self, room: &RoomName) -> bool {
         self.rooms.contains_key(room)

@@ -9,20 +9,20 @@
 //! - [`name`]: [`UserName`] (validated display name) and [`NameKey`] (its comparison form).
 //! - [`room`]: [`RoomName`], and the default room `general`.
 //! - [`message`]: [`MessageBody`] and its length limit.
-//! - [`directory`]: [`Directory`], the named connections with unique names.
-//! - [`lobby`]: [`Lobby`], the default room's rules, returning [`Outgoing`] notices.
+//! - [`community`]: [`Community`] — users, their sockets and rooms, presence, and who
+//!   receives what, returned as [`Outgoing`] notices.
 
 pub mod community;
-pub mod directory;
 pub mod error;
-pub mod lobby;
 pub mod message;
 pub mod name;
 pub mod room;
 
-pub use directory::{Added, Directory};
+pub use community::{
+    Audience, Community, Connected, Draft, Limits, MemberView, Message, Notice, Outgoing, Place,
+    Protocol, RoomSummary, Speaker, UserId,
+};
 pub use error::{DomainError, ErrorCode};
-pub use lobby::{Audience, Limits, Lobby, Notice, Outgoing, Speaker};
 pub use message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
 pub use name::{MAX_NAME_CHARS, NameKey, SERVER_NAME, UserName};
 pub use room::{GENERAL, RoomName};

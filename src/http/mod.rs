@@ -77,11 +77,11 @@ async fn file(asset: &'static Asset, headers: HeaderMap) -> Response {
     asset.respond(&headers)
 }
 
-/// Liveness and a glance at the load: `{"status":"ok","connections":N,"members":M}`.
+/// Liveness and a glance at the load: `{"status":"ok","connections":N,"users":M}`.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({
         "status": "ok",
         "connections": state.io.connection_count(),
-        "members": state.chat.member_count(),
+        "users": state.chat.user_count(),
     }))
 }

@@ -1,52 +1,136 @@
 //! The socket layer: chat event handlers over the engine.
 //!
-//! Handlers are thin: they pick the arguments out of an event, call the domain ([`Lobby`]),
-//! and turn the notices it returns into emits. The rules live in [`crate::domain`].
+//! Handlers are thin: they pick the arguments out of an event, call the domain
+//! ([`Community`]), store what must be stored ([`History`]), and deliver the notices the
+//! domain returns. The rules live in [`crate::domain`].
 //!
 //! # Layout
-//! - this file: [`ChatHandler`], the engine [`Handler`] of namespace `/`, with every event it
-//!   understands registered in one `match`.
+//! - this file: [`Chat`] (shared state) and [`ChatHandler`], the engine [`Handler`] of
+//!   namespace `/`, with every event registered in one `match`.
 //! - [`tutorial`]: the classic tutorial's protocol (`addUser`/`sendChat` in, `updateChat`/
-//!   `updateUsers` out, in camelCase or lowercase).
+//!   `updateUsers` out, camelCase or lowercase).
+//! - [`full`]: the full protocol of PROTOCOL.md section 2 (identity, rooms, history, DMs).
+//! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
+//! - [`history`]: the durable store (or memory when history is off) behind one handle.
 
+pub mod deliver;
+pub mod full;
+pub mod history;
 pub mod tutorial;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use engine::{ConnectError, DisconnectReason, Event, Handler, Socket, SocketId};
+use engine::{ConnectError, DisconnectReason, Event, Handler, Socket, SocketId, SocketIo};
 use serde_json::Value;
 use tracing::debug;
 
-use crate::domain::{Limits, Lobby};
+use crate::domain::{Community, Limits, Message, Protocol};
+use history::History;
 use tutorial::Spelling;
 
+/// How often users whose grace period has run out are announced as gone.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
 /// State shared by every socket of the chat.
-#[derive(Debug)]
 pub struct Chat {
-    /// The default room's members and rules. A std `Mutex`: every critical section is short
-    /// and synchronous (domain call + non-blocking emits), never held across an `.await`.
-    /// Emitting while holding it is deliberate: every member then sees roster changes and
-    /// messages in one and the same order.
-    lobby: Mutex<Lobby<SocketId>>,
+    /// Users, sockets and rooms. A std `Mutex`: every critical section is short and
+    /// synchronous (domain call + non-blocking emits), never held across an `.await`.
+    /// Emitting while holding it is deliberate: every client then sees arrivals, departures
+    /// and messages in one and the same order.
+    community: Mutex<Community<SocketId>>,
+    /// Messages and sessions.
+    pub history: History,
+    /// The engine, for broadcasts; set once right after it is built (it owns our handler).
+    io: OnceLock<SocketIo>,
 }
 
 impl Chat {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, history: History) -> Self {
         Self {
-            lobby: Mutex::new(Lobby::new(limits)),
+            community: Mutex::new(Community::new(limits)),
+            history,
+            io: OnceLock::new(),
         }
     }
 
-    /// Lock the lobby. A panic while it was held cannot leave it half-updated (domain calls
-    /// mutate only after validating), so a poisoned lock is still safe to use.
-    fn lobby(&self) -> MutexGuard<'_, Lobby<SocketId>> {
-        self.lobby.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Hand over the engine once built, and start announcing users whose grace period ends.
+    pub fn start(self: &Arc<Self>, io: SocketIo) {
+        let _ = self.io.set(io);
+        let chat: Weak<Chat> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(chat) = chat.upgrade() else { return };
+                chat.sweep();
+            }
+        });
     }
 
-    /// Number of people who have chosen a name.
-    pub fn member_count(&self) -> usize {
-        self.lobby().member_count()
+    /// Lock the community. The domain validates before it mutates, so a panic while the lock
+    /// was held cannot leave it half-updated: a poisoned lock is still safe to use.
+    pub(crate) fn community(&self) -> MutexGuard<'_, Community<SocketId>> {
+        self.community
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
+
+    pub(crate) fn io(&self) -> Option<&SocketIo> {
+        self.io.get()
+    }
+
+    /// Number of users present.
+    pub fn user_count(&self) -> usize {
+        self.community().user_count()
+    }
+
+    /// Deliver a stored message to everyone who should see it.
+    pub(crate) fn post(&self, message: Message) {
+        let community = self.community();
+        let notices = community.posted(message);
+        if let Some(io) = self.io() {
+            deliver::deliver(io, &community, None, &notices);
+        }
+    }
+
+    pub(crate) fn is_full_protocol(&self, socket: &Socket<Connection>) -> bool {
+        self.community().protocol_of(socket.id()) == Some(Protocol::Full)
+    }
+
+    fn disconnect(&self, socket: &Socket<Connection>) {
+        let mut community = self.community();
+        let notices = community.disconnect(socket.id(), now_ms_u64());
+        socket.data().set_spelling(None);
+        if let Some(io) = self.io() {
+            deliver::deliver(io, &community, None, &notices);
+        }
+    }
+
+    fn sweep(&self) {
+        let mut community = self.community();
+        if !community.has_away_users() {
+            return;
+        }
+        let notices = community.sweep(now_ms_u64());
+        if let Some(io) = self.io() {
+            deliver::deliver(io, &community, None, &notices);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (the store's timestamps).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+fn now_ms_u64() -> u64 {
+    u64::try_from(now_ms()).unwrap_or(0)
 }
 
 /// Per-socket state, created empty when a socket connects.
@@ -57,17 +141,17 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn spelling(&self) -> Option<Spelling> {
+    pub(crate) fn spelling(&self) -> Option<Spelling> {
         *self.spelling.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set_spelling(&self, spelling: Option<Spelling>) {
+    pub(crate) fn set_spelling(&self, spelling: Option<Spelling>) {
         *self.spelling.lock().unwrap_or_else(PoisonError::into_inner) = spelling;
     }
 }
 
 /// The engine handler of namespace `/`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChatHandler {
     chat: Arc<Chat>,
 }
@@ -83,26 +167,44 @@ impl Handler for ChatHandler {
 
     async fn on_connect(
         &self,
-        _socket: &Socket<Connection>,
-        _auth: &Value,
+        socket: &Socket<Connection>,
+        auth: &Value,
     ) -> Result<(), ConnectError> {
-        // Tutorial clients name themselves later with `addUser`.
-        Ok(())
+        // With a name or token: a full-protocol user. Without: a tutorial client, which
+        // names itself later with `addUser`.
+        full::connect(&self.chat, socket, auth).await
     }
 
     async fn on_event(&self, socket: &Socket<Connection>, event: Event) {
         let chat = &self.chat;
-        match event.name.as_str() {
-            "addUser" => tutorial::add_user(chat, socket, Spelling::CamelCase, &event.args),
-            "adduser" => tutorial::add_user(chat, socket, Spelling::Lowercase, &event.args),
-            "sendChat" => tutorial::send_chat(chat, socket, Spelling::CamelCase, &event.args),
-            "sendchat" => tutorial::send_chat(chat, socket, Spelling::Lowercase, &event.args),
-            other => debug!(socket = %socket.id(), event = other, "ignored unknown event"),
+        let Event {
+            name, args, ack, ..
+        } = event;
+        match name.as_str() {
+            "addUser" => tutorial::add_user(chat, socket, Spelling::CamelCase, &args),
+            "adduser" => tutorial::add_user(chat, socket, Spelling::Lowercase, &args),
+            "sendChat" => tutorial::send_chat(chat, socket, Spelling::CamelCase, &args).await,
+            "sendchat" => tutorial::send_chat(chat, socket, Spelling::Lowercase, &args).await,
+            "room:list" => full::room_list(chat, socket, ack),
+            "room:create" => full::room_create(chat, socket, &args, ack).await,
+            "room:join" => full::room_join(chat, socket, &args, ack).await,
+            "room:leave" => full::room_leave(chat, socket, &args, ack),
+            "room:members" => full::room_members(chat, socket, &args, ack),
+            "message:send" => full::message_send(chat, socket, &args, ack).await,
+            "message:history" => full::message_history(chat, socket, &args, ack).await,
+            "sync" => full::sync(chat, socket, &args, ack).await,
+            "dm:send" => full::dm_send(chat, socket, &args, ack).await,
+            "dm:history" => full::dm_history(chat, socket, &args, ack).await,
+            "typing" => full::typing(chat, socket, &args),
+            other => {
+                debug!(socket = %socket.id(), event = other, "unknown event");
+                full::answer(ack, Err(full::unknown_event()));
+            }
         }
     }
 
     async fn on_disconnect(&self, socket: &Socket<Connection>, reason: DisconnectReason) {
         debug!(socket = %socket.id(), reason = reason.as_str(), "socket left");
-        tutorial::disconnect(&self.chat, socket);
+        self.chat.disconnect(socket);
     }
 }

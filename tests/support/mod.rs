@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +22,25 @@ use chinwag::Config;
 /// How long any single expected event may take before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
+/// The defaults, with history in a fresh SQLite file of this test's own.
+pub fn test_config() -> Config {
+    let mut config = Config::defaults();
+    config.db = temp_db_path();
+    config
+}
+
+/// A database path no other test uses (removed when the test process ends is not needed:
+/// it lives in the system's temporary directory).
+pub fn temp_db_path() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    let file = format!("chinwag-test-{}-{unique}.db", std::process::id());
+    std::env::temp_dir()
+        .join(file)
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// A running chinwag on 127.0.0.1 and a random port.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -29,7 +50,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start() -> Self {
-        Self::start_with(Config::defaults()).await
+        Self::start_with(test_config()).await
     }
 
     pub async fn start_with(config: Config) -> Self {
@@ -38,7 +59,10 @@ impl TestApp {
             .expect("bind a test port");
         let addr = listener.local_addr().expect("test listener address");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let server = tokio::spawn(chinwag::run(listener, config, async move {
+        let history = chinwag::open_history(&config)
+            .await
+            .expect("open the test history");
+        let server = tokio::spawn(chinwag::serve(listener, config, history, async move {
             let _ = stop.await;
         }));
         Self {
@@ -73,6 +97,10 @@ impl TestApp {
 /// One Socket.IO client speaking raw Engine.IO v4 / Socket.IO v5 text frames.
 pub struct Client {
     ws: WebSocketStream<TcpStream>,
+    /// Packets read while waiting for an ack, handed out by `next_packet` first.
+    pending: VecDeque<String>,
+    /// The id of the next acknowledgement request.
+    next_ack: u64,
 }
 
 impl Client {
@@ -94,7 +122,11 @@ impl Client {
         let (ws, _) = tokio_tungstenite::client_async(url, tcp)
             .await
             .expect("websocket handshake");
-        let mut client = Self { ws };
+        let mut client = Self {
+            ws,
+            pending: VecDeque::new(),
+            next_ack: 0,
+        };
         let open = client.next_packet().await;
         assert!(
             open.starts_with("0{"),
@@ -117,8 +149,55 @@ impl Client {
         self.send_raw(&format!("42{}", Value::Array(packet))).await;
     }
 
+    /// Connect to namespace `/` with a CONNECT auth payload (full protocol). Returns the
+    /// client and the `session` event's payload, or the CONNECT_ERROR payload.
+    pub async fn connect_with_auth(addr: SocketAddr, auth: Value) -> Result<(Self, Value), Value> {
+        let mut client = Self::open(addr).await;
+        client.send_raw(&format!("40{auth}")).await;
+        let reply = client.next_packet().await;
+        if let Some(error) = reply.strip_prefix("44") {
+            return Err(serde_json::from_str(error).expect("a JSON connect error"));
+        }
+        assert!(
+            reply.starts_with("40{"),
+            "expected a CONNECT reply, got {reply:?}"
+        );
+        let (event, mut args) = client.next_event().await;
+        assert_eq!(event, "session");
+        Ok((client, args.remove(0)))
+    }
+
+    /// Emit `event(payload)` asking for an ack, and wait for the ack's first argument.
+    /// Events that arrive meanwhile stay queued for `next_event`.
+    pub async fn request(&mut self, event: &str, payload: Value) -> Value {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.send_raw(&format!("42{id}{}", json!([event, payload])))
+            .await;
+        let prefix = format!("43{id}[");
+        let mut skipped = Vec::new();
+        let answer = loop {
+            let packet = self.read_packet().await;
+            if packet.starts_with(&prefix) {
+                let mut args: Vec<Value> =
+                    serde_json::from_str(&packet[prefix.len() - 1..]).expect("ack arguments");
+                break args.remove(0);
+            }
+            skipped.push(packet);
+        };
+        self.pending.extend(skipped);
+        answer
+    }
+
     /// The next Engine.IO packet other than a ping (pings are answered).
     pub async fn next_packet(&mut self) -> String {
+        if let Some(packet) = self.pending.pop_front() {
+            return packet;
+        }
+        self.read_packet().await
+    }
+
+    async fn read_packet(&mut self) -> String {
         loop {
             let frame = tokio::time::timeout(PATIENCE, self.ws.next())
                 .await

@@ -1,0 +1,210 @@
+//! Turning the domain's [`Outgoing`] notices into engine emits.
+//!
+//! Engine rooms used (names are private to this module and the join calls in this layer):
+//! - `tutorial:camelCase` / `tutorial:lowercase`: named tutorial sockets, by spelling;
+//! - `full`: every full-protocol socket (they are all in `general`);
+//! - `user:<id>`: every full-protocol socket of one user (tabs).
+//!
+//! A room other than `general` is reached as the union of its members' `user:` rooms, so a
+//! user's other tabs follow a room joined in one tab without any per-socket bookkeeping.
+
+use engine::{BroadcastOperator, EmitError, Socket, SocketId};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Value, json};
+use tracing::{debug, warn};
+
+use super::Connection;
+use super::tutorial::Spelling;
+use crate::domain::{
+    Audience, Community, Message, Notice, Outgoing, Place, RoomName, UserId, UserName,
+};
+
+/// Engine room of every full-protocol socket.
+pub const FULL_ROOM: &str = "full";
+
+/// Engine room of one user's full-protocol sockets.
+pub fn user_room(user: &UserId) -> String {
+    format!("user:{}", user.as_str())
+}
+
+/// Deliver `notices`. `io` reaches every socket; `actor` is the socket whose action produced
+/// them (the only one an `Audience::Socket` can name). Call with the community locked, so
+/// every client sees notices in one order.
+pub fn deliver(
+    io: &engine::SocketIo,
+    community: &Community<SocketId>,
+    actor: Option<&Socket<Connection>>,
+    notices: &[Outgoing<SocketId>],
+) {
+    for Outgoing { to, notice } in notices {
+        match to {
+            Audience::Socket(id) => {
+                if let Some(socket) = actor.filter(|socket| socket.id() == id) {
+                    to_socket(socket, notice);
+                }
+            }
+            Audience::Tutorial { except } => {
+                for spelling in Spelling::ALL {
+                    let Some(mut op) = namespace(io) else { return };
+                    op = op.to(spelling.room());
+                    if let Some(id) = except {
+                        op = op.except(id.as_str());
+                    }
+                    report(tutorial_emit(op, spelling, notice));
+                }
+            }
+            Audience::Room(room) => to_room(io, community, room, None, notice),
+            Audience::RoomExcept(room, id) => to_room(io, community, room, Some(id), notice),
+            Audience::User(user) => {
+                let Some(op) = namespace(io) else { return };
+                report(full_emit(op.to(&user_room(user)), notice, Some(user)));
+            }
+            Audience::Everyone => {
+                let Some(op) = namespace(io) else { return };
+                report(full_emit(op.to(FULL_ROOM), notice, None));
+            }
+        }
+    }
+}
+
+fn namespace(io: &engine::SocketIo) -> Option<BroadcastOperator> {
+    let op = io.of("/");
+    if op.is_none() {
+        warn!("namespace / is not registered");
+    }
+    op
+}
+
+fn to_room(
+    io: &engine::SocketIo,
+    community: &Community<SocketId>,
+    room: &RoomName,
+    except: Option<&SocketId>,
+    notice: &Notice,
+) {
+    let Some(mut op) = namespace(io) else { return };
+    if *room == RoomName::general() {
+        op = op.to(FULL_ROOM);
+    } else {
+        let members = community.member_ids(room);
+        if members.is_empty() {
+            return;
+        }
+        for user in members {
+            op = op.to(&user_room(user));
+        }
+    }
+    if let Some(id) = except {
+        op = op.except(id.as_str());
+    }
+    report(full_emit(op, notice, None));
+}
+
+/// A notice for the acting socket itself, in its protocol.
+fn to_socket(socket: &Socket<Connection>, notice: &Notice) {
+    let sent = match (socket.data().spelling(), notice) {
+        (Some(spelling), Notice::Chat { from, text }) => {
+            socket.emit(spelling.update_chat(), &(from.as_str(), text.as_str()))
+        }
+        (Some(spelling), Notice::Users(names)) => {
+            socket.emit(spelling.update_users(), &(UsersMap(names),))
+        }
+        _ => Ok(()),
+    };
+    emit_checked(socket.id(), sent);
+}
+
+fn tutorial_emit(
+    op: BroadcastOperator,
+    spelling: Spelling,
+    notice: &Notice,
+) -> Result<(), EmitError> {
+    match notice {
+        Notice::Chat { from, text } => {
+            op.emit(spelling.update_chat(), &(from.as_str(), text.as_str()))
+        }
+        Notice::Users(names) => op.emit(spelling.update_users(), &(UsersMap(names),)),
+        _ => Ok(()),
+    }
+}
+
+/// A full-protocol event. `recipient` is the user a direct message copy is for (its
+/// `with` field names the other side).
+fn full_emit(
+    op: BroadcastOperator,
+    notice: &Notice,
+    recipient: Option<&UserId>,
+) -> Result<(), EmitError> {
+    match notice {
+        Notice::Message(message) => match &message.place {
+            Place::Room(_) => op.emit("message:new", &(message_json(message, None),)),
+            Place::Direct { .. } => op.emit("dm:new", &(message_json(message, recipient),)),
+        },
+        Notice::RoomMember { room, name, joined } => op.emit(
+            "room:member",
+            &(json!({"room": room.as_str(), "name": name.as_str(), "joined": joined}),),
+        ),
+        Notice::Presence { name, online } => op.emit(
+            "presence",
+            &(json!({"name": name.as_str(), "online": online}),),
+        ),
+        Notice::Typing { room, name, typing } => op.volatile().emit(
+            "typing",
+            &(json!({"room": room.as_str(), "name": name.as_str(), "typing": typing}),),
+        ),
+        Notice::Chat { .. } | Notice::Users(_) => Ok(()),
+    }
+}
+
+/// The wire form of a live message (PROTOCOL.md, "A message object").
+pub fn message_json(message: &Message, recipient: Option<&UserId>) -> Value {
+    let mut value = json!({
+        "id": message.id,
+        "seq": message.seq,
+        "ts": message.timestamp_ms,
+        "from": message.from.as_str(),
+        "text": message.text,
+        "clientId": message.client_id,
+    });
+    match &message.place {
+        Place::Room(room) => value["room"] = json!(room.as_str()),
+        Place::Direct { from, to_name, .. } => {
+            // The other side, seen from the recipient.
+            let with = if recipient == Some(from) || recipient.is_none() {
+                to_name.as_str()
+            } else {
+                message.from.as_str()
+            };
+            value["with"] = json!(with);
+        }
+    }
+    value
+}
+
+fn report(sent: Result<(), EmitError>) {
+    if let Err(error) = sent {
+        warn!(?error, "broadcast failed");
+    }
+}
+
+pub fn emit_checked(id: &SocketId, sent: Result<(), EmitError>) {
+    match sent {
+        Ok(()) => {}
+        // Gone already, or disconnected as a slow reader: its disconnect handler cleans up.
+        Err(EmitError::Closed) => debug!(socket = %id, "emit to a closed socket"),
+        Err(error) => warn!(socket = %id, ?error, "emit failed"),
+    }
+}
+
+/// The tutorial's user list: an object whose keys and values are the names.
+pub struct UsersMap<'a>(pub &'a [UserName]);
+
+impl Serialize for UsersMap<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for name in self.0 {
+            map.serialize_entry(name.as_str(), name.as_str())?;
+        }
+        map.end()
+    }
+}

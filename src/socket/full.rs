@@ -1,0 +1,579 @@
+//! The full protocol (PROTOCOL.md section 2): identity at connect, rooms, durable messages
+//! with acknowledgements, history, catch-up, direct messages and typing.
+//!
+//! Every request that can fail is answered through its ack with `{"ok": true, ...}` or
+//! `{"error": {"code", "message"}}`; [`answer`] is the one place that shapes both.
+
+use engine::{Ack, ConnectError, Socket};
+use serde_json::{Map, Value, json};
+use tracing::debug;
+
+use super::deliver::{FULL_ROOM, deliver, emit_checked, user_room};
+use super::history::{Session, conversation_of, random_hex};
+use super::{Chat, Connection, now_ms};
+use crate::domain::{DomainError, ErrorCode, Place, RoomName, UserId, UserName};
+use crate::store::{Conversation, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, StoredMessage};
+
+/// Messages returned by a history read when the client names no limit.
+const DEFAULT_PAGE: u32 = 50;
+
+/// Most conversations one `sync` may name.
+const MAX_SYNC_CONVERSATIONS: usize = 100;
+
+/// Answer an ack (if the client asked for one) with a result.
+pub fn answer(ack: Option<Ack>, result: Result<Value, DomainError>) {
+    let body = match result {
+        Ok(Value::Object(mut fields)) => {
+            fields.insert("ok".to_owned(), Value::Bool(true));
+            Value::Object(fields)
+        }
+        Ok(_) => json!({"ok": true}),
+        Err(error) => {
+            debug!(code = error.code().as_str(), "request refused");
+            json!({"error": {"code": error.code().as_str(), "message": error.message()}})
+        }
+    };
+    match ack {
+        Some(ack) => {
+            if let Err(error) = ack.send(&(body,)) {
+                debug!(?error, "ack not delivered");
+            }
+        }
+        None => debug!("no ack requested; answer dropped"),
+    }
+}
+
+pub fn unknown_event() -> DomainError {
+    DomainError::new(ErrorCode::InvalidArgument, "unknown event")
+}
+
+/// A connecting socket: a full-protocol user when it brings a name or token (in the auth
+/// payload, or the query string for socket.io 2.x clients), else a tutorial client.
+pub async fn connect(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    auth: &Value,
+) -> Result<(), ConnectError> {
+    let credential = |key: &str| -> Option<String> {
+        match auth.get(key) {
+            Some(Value::String(value)) => Some(value.clone()),
+            Some(_) => Some(String::new()), // a wrong type fails validation below
+            None => socket.handshake().query_param(key).map(str::to_owned),
+        }
+    };
+    let now = now_ms();
+    let (token, user, wanted) = if let Some(token) = credential("token") {
+        let session = chat.history.session(&token, now).await.map_err(refusal)?;
+        let Some(session) = session else {
+            return Err(refusal(DomainError::new(
+                ErrorCode::InvalidToken,
+                "this session token is unknown or expired; connect with a name",
+            )));
+        };
+        (token, session.user, session.name)
+    } else if let Some(name) = credential("name") {
+        UserName::parse(&name).map_err(refusal)?;
+        (random_hex(32), UserId::new(random_hex(16)), name)
+    } else {
+        return Ok(());
+    };
+
+    // Persist the session before announcing anything, so `session` is the first event the
+    // client sees and its token works from then on.
+    let holder = chat.community().user_named(&wanted).ok().map(|(id, _)| id);
+    if holder.is_some_and(|holder| holder != user) {
+        let name = UserName::parse(&wanted).map_err(refusal)?;
+        return Err(refusal(DomainError::new(
+            ErrorCode::NameTaken,
+            format!("the name {name} is already taken, please choose another"),
+        )));
+    }
+    let session = Session {
+        user: user.clone(),
+        name: wanted.trim().to_owned(),
+    };
+    chat.history
+        .save_session(&token, &session, now)
+        .await
+        .map_err(refusal)?;
+
+    let mut community = chat.community();
+    let connected = community
+        .connect(socket.id(), user.clone(), &wanted)
+        .map_err(refusal)?;
+    socket.join(FULL_ROOM);
+    socket.join(&user_room(&user));
+    let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
+    let payload =
+        json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
+    emit_checked(socket.id(), socket.emit("session", &(payload,)));
+    if let Some(io) = chat.io() {
+        deliver(io, &community, None, &connected.notices);
+    }
+    Ok(())
+}
+
+fn refusal(error: DomainError) -> ConnectError {
+    ConnectError {
+        message: error.message().to_owned(),
+        data: Some(json!({"code": error.code().as_str(), "message": error.message()})),
+    }
+}
+
+/// `room:list`.
+pub fn room_list(chat: &Chat, socket: &Socket<Connection>, ack: Option<Ack>) {
+    let result = member_check(chat, socket).map(|()| {
+        let rooms: Vec<Value> = chat
+            .community()
+            .rooms()
+            .into_iter()
+            .map(|room| json!({"name": room.name.as_str(), "members": room.members, "online": room.online}))
+            .collect();
+        json!({"rooms": rooms})
+    });
+    answer(ack, result);
+}
+
+/// `room:create {room}`: recorded in history, then the creator joins it.
+pub async fn room_create(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    args: &[Value],
+    ack: Option<Ack>,
+) {
+    let result = async {
+        let request = Request::of(args)?;
+        let room = RoomName::parse(request.text("room")?)?;
+        member_check(chat, socket)?;
+        if chat.community().room_exists(&room) {
+            return Err(DomainError::new(
+                ErrorCode::RoomExists,
+                format!("#{room} exists already"),
+            ));
+        }
+        chat.history.create_room(room.as_str(), now_ms()).await?;
+        let mut community = chat.community();
+        let (room, notices) = community.create_room(socket.id(), room.as_str())?;
+        if let Some(io) = chat.io() {
+            deliver(io, &community, Some(socket), &notices);
+        }
+        Ok(json!({"room": room.as_str()}))
+    }
+    .await;
+    answer(ack, result);
+}
+
+/// `room:join {room, since?, limit?}`: membership, then the members and recent messages.
+pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
+    let result = async {
+        let request = Request::of(args)?;
+        let since = request.seq("since")?;
+        let limit = request.limit()?;
+        let room = {
+            let mut community = chat.community();
+            let (room, notices) = community.join_room(socket.id(), request.text("room")?)?;
+            if let Some(io) = chat.io() {
+                deliver(io, &community, Some(socket), &notices);
+            }
+            room
+        };
+        let conversation = Conversation::room(room.as_str());
+        let (messages, more) = match since {
+            Some(since) => page_after(chat, &conversation, since, limit).await?,
+            None => page_before(chat, &conversation, None, limit).await?,
+        };
+        let members = members_json(chat, room.as_str())?;
+        Ok(json!({"room": room.as_str(), "members": members, "messages": messages, "more": more}))
+    }
+    .await;
+    answer(ack, result);
+}
+
+/// `room:leave {room}`.
+pub fn room_leave(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
+    let result = Request::of(args).and_then(|request| {
+        let mut community = chat.community();
+        let (room, notices) = community.leave_room(socket.id(), request.text("room")?)?;
+        if let Some(io) = chat.io() {
+            deliver(io, &community, Some(socket), &notices);
+        }
+        Ok(json!({"room": room.as_str()}))
+    });
+    answer(ack, result);
+}
+
+/// `room:members {room}`.
+pub fn room_members(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
+    let result = Request::of(args).and_then(|request| {
+        member_check(chat, socket)?;
+        Ok(json!({"members": members_json(chat, request.text("room")?)?}))
+    });
+    answer(ack, result);
+}
+
+/// `message:send {room, text, clientId?}`: acknowledged once durable, then broadcast.
+pub async fn message_send(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    args: &[Value],
+    ack: Option<Ack>,
+) {
+    let request = match Request::of(args) {
+        Ok(request) => request,
+        Err(error) => return answer(ack, Err(error)),
+    };
+    let result = async {
+        let room = RoomName::parse(request.text("room")?)?;
+        let text = request.text("text")?;
+        let client_id = request.client_id()?;
+        let draft = chat.community().draft_for_room(socket.id(), &room, text)?;
+        chat.history.append(draft, client_id, now_ms()).await
+    }
+    .await;
+    acknowledge_and_post(chat, ack, result);
+}
+
+/// `dm:send {to, text, clientId?}`.
+pub async fn dm_send(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
+    let request = match Request::of(args) {
+        Ok(request) => request,
+        Err(error) => return answer(ack, Err(error)),
+    };
+    let result = async {
+        let to = request.text("to")?;
+        let text = request.text("text")?;
+        let client_id = request.client_id()?;
+        let draft = chat.community().draft_direct(socket.id(), to, text)?;
+        chat.history.append(draft, client_id, now_ms()).await
+    }
+    .await;
+    acknowledge_and_post(chat, ack, result);
+}
+
+fn acknowledge_and_post(
+    chat: &Chat,
+    ack: Option<Ack>,
+    result: Result<(crate::domain::Message, bool), DomainError>,
+) {
+    match result {
+        Ok((message, duplicate)) => {
+            let receipt = json!({"id": message.id, "seq": message.seq, "ts": message.timestamp_ms});
+            answer(ack, Ok(receipt));
+            // A resend after a lost ack was delivered the first time.
+            if !duplicate {
+                chat.post(message);
+            }
+        }
+        Err(error) => answer(ack, Err(error)),
+    }
+}
+
+/// `message:history {room, before?, limit?}`.
+pub async fn message_history(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    args: &[Value],
+    ack: Option<Ack>,
+) {
+    let result = async {
+        let request = Request::of(args)?;
+        let room = RoomName::parse(request.text("room")?)?;
+        member_check(chat, socket)?;
+        if !chat.community().room_exists(&room) {
+            return Err(DomainError::new(ErrorCode::UnknownRoom, "no such room"));
+        }
+        let conversation = Conversation::room(room.as_str());
+        let (messages, more) = page_before(
+            chat,
+            &conversation,
+            request.seq("before")?,
+            request.limit()?,
+        )
+        .await?;
+        Ok(json!({"messages": messages, "more": more}))
+    }
+    .await;
+    answer(ack, result);
+}
+
+/// `dm:history {with, before?, limit?}`.
+pub async fn dm_history(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    args: &[Value],
+    ack: Option<Ack>,
+) {
+    let result = async {
+        let request = Request::of(args)?;
+        let (conversation, _) = direct_conversation(chat, socket, request.text("with")?)?;
+        let (messages, more) = page_before(
+            chat,
+            &conversation,
+            request.seq("before")?,
+            request.limit()?,
+        )
+        .await?;
+        Ok(json!({"messages": messages, "more": more}))
+    }
+    .await;
+    answer(ack, result);
+}
+
+/// `sync {rooms: {room: lastSeq}, direct: {name: lastSeq}}`: exactly what was missed.
+pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
+    let result = async {
+        let request = Request::of(args)?;
+        member_check(chat, socket)?;
+        let rooms = request.seq_map("rooms")?;
+        let direct = request.seq_map("direct")?;
+        if rooms.len() + direct.len() > MAX_SYNC_CONVERSATIONS {
+            return Err(DomainError::new(
+                ErrorCode::InvalidArgument,
+                format!("sync at most {MAX_SYNC_CONVERSATIONS} conversations at once"),
+            ));
+        }
+        let mut more = false;
+        let mut room_pages = Map::new();
+        for (name, since) in rooms {
+            let room = RoomName::parse(&name)?;
+            if !chat.community().room_exists(&room) {
+                return Err(DomainError::new(
+                    ErrorCode::UnknownRoom,
+                    format!("no room #{room}"),
+                ));
+            }
+            let conversation = Conversation::room(room.as_str());
+            let (messages, page_more) =
+                page_after(chat, &conversation, since, MAX_PAGE_LIMIT).await?;
+            more |= page_more;
+            room_pages.insert(room.as_str().to_owned(), Value::Array(messages));
+        }
+        let mut direct_pages = Map::new();
+        for (name, since) in direct {
+            let (conversation, peer) = direct_conversation(chat, socket, &name)?;
+            let (messages, page_more) =
+                page_after(chat, &conversation, since, MAX_PAGE_LIMIT).await?;
+            more |= page_more;
+            direct_pages.insert(
+                peer.as_str().to_owned(),
+                Value::Array(with_peer(messages, &peer)),
+            );
+        }
+        Ok(json!({"rooms": room_pages, "direct": direct_pages, "more": more}))
+    }
+    .await;
+    answer(ack, result);
+}
+
+/// `typing {room, typing}`: volatile, no ack.
+pub fn typing(chat: &Chat, socket: &Socket<Connection>, args: &[Value]) {
+    let result = Request::of(args).and_then(|request| {
+        let typing = request
+            .fields
+            .get("typing")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let community = chat.community();
+        let notices = community.typing(socket.id(), request.text("room")?, typing)?;
+        if let Some(io) = chat.io() {
+            deliver(io, &community, Some(socket), &notices);
+        }
+        Ok(())
+    });
+    if let Err(error) = result {
+        debug!(socket = %socket.id(), code = error.code().as_str(), "typing refused");
+    }
+}
+
+fn member_check(chat: &Chat, socket: &Socket<Connection>) -> Result<(), DomainError> {
+    match chat.community().name_of(socket.id()) {
+        Some(_) => Ok(()),
+        None => Err(DomainError::new(
+            ErrorCode::NameRequired,
+            "connect with a name or token first",
+        )),
+    }
+}
+
+fn members_json(chat: &Chat, room: &str) -> Result<Vec<Value>, DomainError> {
+    Ok(chat
+        .community()
+        .members(room)?
+        .into_iter()
+        .map(|member| json!({"name": member.name.as_str(), "online": member.online}))
+        .collect())
+}
+
+/// The direct conversation between the socket's user and the user called `with`.
+fn direct_conversation(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    with: &str,
+) -> Result<(Conversation, UserName), DomainError> {
+    let community = chat.community();
+    let me = community.user_id_of(socket.id()).cloned().ok_or_else(|| {
+        DomainError::new(
+            ErrorCode::NameRequired,
+            "connect with a name or token first",
+        )
+    })?;
+    let (peer, peer_name) = community.user_named(with)?;
+    let place = Place::Direct {
+        from: me,
+        to: peer,
+        to_name: peer_name.clone(),
+    };
+    Ok((conversation_of(&place), peer_name))
+}
+
+/// Up to `limit` messages after `since`, and whether more follow.
+async fn page_after(
+    chat: &Chat,
+    conversation: &Conversation,
+    since: i64,
+    limit: u32,
+) -> Result<(Vec<Value>, bool), DomainError> {
+    let mut stored = chat
+        .history
+        .after(conversation, since, limit.saturating_add(1))
+        .await?;
+    let more = stored.len() > limit as usize;
+    stored.truncate(limit as usize);
+    Ok((stored.iter().map(stored_json).collect(), more))
+}
+
+/// Up to `limit` messages before `before` (or the latest), and whether older ones exist.
+async fn page_before(
+    chat: &Chat,
+    conversation: &Conversation,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<(Vec<Value>, bool), DomainError> {
+    let stored = chat.history.before(conversation, before, limit).await?;
+    let more = stored.first().is_some_and(|first| first.seq > 1);
+    Ok((stored.iter().map(stored_json).collect(), more))
+}
+
+/// The wire form of a message read from history.
+fn stored_json(message: &StoredMessage) -> Value {
+    let mut value = json!({
+        "id": message.id,
+        "seq": message.seq,
+        "ts": message.timestamp_ms,
+        "from": message.author.name,
+        "text": message.body,
+        "clientId": message.client_id,
+    });
+    if let Some(room) = message.conversation.as_room() {
+        value["room"] = json!(room);
+    }
+    value
+}
+
+fn with_peer(messages: Vec<Value>, peer: &UserName) -> Vec<Value> {
+    messages
+        .into_iter()
+        .map(|mut message| {
+            message["with"] = json!(peer.as_str());
+            message
+        })
+        .collect()
+}
+
+/// The object payload of a request, with typed field access.
+struct Request<'a> {
+    fields: &'a Map<String, Value>,
+}
+
+impl<'a> Request<'a> {
+    fn of(args: &'a [Value]) -> Result<Self, DomainError> {
+        match args.first() {
+            Some(Value::Object(fields)) => Ok(Self { fields }),
+            _ => Err(DomainError::new(
+                ErrorCode::InvalidArgument,
+                "the payload must be an object",
+            )),
+        }
+    }
+
+    fn text(&self, key: &str) -> Result<&'a str, DomainError> {
+        match self.fields.get(key) {
+            Some(Value::String(text)) => Ok(text),
+            _ => Err(DomainError::new(
+                ErrorCode::InvalidArgument,
+                format!("`{key}` must be text"),
+            )),
+        }
+    }
+
+    /// An optional sequence number (a non-negative integer).
+    fn seq(&self, key: &str) -> Result<Option<i64>, DomainError> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_i64()
+                .filter(|seq| *seq >= 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    DomainError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("`{key}` must be a sequence number"),
+                    )
+                }),
+        }
+    }
+
+    /// `limit`, default 50, clamped to 1..=1000.
+    fn limit(&self) -> Result<u32, DomainError> {
+        match self.fields.get("limit") {
+            None | Some(Value::Null) => Ok(DEFAULT_PAGE),
+            Some(value) => value
+                .as_u64()
+                .map(|limit| {
+                    u32::try_from(limit)
+                        .unwrap_or(MAX_PAGE_LIMIT)
+                        .clamp(1, MAX_PAGE_LIMIT)
+                })
+                .ok_or_else(|| {
+                    DomainError::new(
+                        ErrorCode::InvalidArgument,
+                        "`limit` must be a positive number",
+                    )
+                }),
+        }
+    }
+
+    fn client_id(&self) -> Result<Option<String>, DomainError> {
+        match self.fields.get("clientId") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_CLIENT_ID_LEN => {
+                Ok(Some(id.clone()))
+            }
+            Some(_) => Err(DomainError::new(
+                ErrorCode::InvalidArgument,
+                format!("`clientId` must be text of 1 to {MAX_CLIENT_ID_LEN} bytes"),
+            )),
+        }
+    }
+
+    /// An object of name → last sequence seen.
+    fn seq_map(&self, key: &str) -> Result<Vec<(String, i64)>, DomainError> {
+        let invalid = || {
+            DomainError::new(
+                ErrorCode::InvalidArgument,
+                format!("`{key}` must map names to sequence numbers"),
+            )
+        };
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Object(entries)) => entries
+                .iter()
+                .map(|(name, seq)| {
+                    let seq = seq.as_i64().filter(|seq| *seq >= 0).ok_or_else(invalid)?;
+                    Ok((name.clone(), seq))
+                })
+                .collect(),
+            Some(_) => Err(invalid()),
+        }
+    }
+}

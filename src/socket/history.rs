@@ -1,0 +1,267 @@
+//! [`History`]: where messages and sessions live — the durable store, or memory when history
+//! is turned off (`--no-history`, for measuring what durability costs).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+use tracing::error;
+
+use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, UserId};
+use crate::store::{
+    Author, Conversation, HistoryStore, NewMessage, RoomRecord, SessionRecord, StoreError,
+    StoredMessage,
+};
+
+/// How long a session token stays valid after its last use.
+pub const SESSION_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
+/// Most sessions kept when history is off (memory is the only place they live then).
+const MAX_MEMORY_SESSIONS: usize = 100_000;
+
+/// A session: who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: UserId,
+    pub name: String,
+}
+
+/// Message history and sessions behind one handle.
+pub enum History {
+    Durable(Arc<dyn HistoryStore>),
+    /// No durability: sequences and sessions in memory, no scrollback.
+    Memory(Mutex<MemoryHistory>),
+}
+
+#[derive(Default)]
+pub struct MemoryHistory {
+    last_seq: HashMap<Conversation, i64>,
+    sessions: HashMap<String, Session>,
+}
+
+/// The store's conversation for a draft's place.
+pub fn conversation_of(place: &Place) -> Conversation {
+    match place {
+        Place::Room(room) => Conversation::room(room.as_str()),
+        Place::Direct { from, to, .. } => Conversation::direct(from.as_str(), to.as_str()),
+    }
+}
+
+/// The hash under which a token is stored: the token itself is never stored or logged.
+pub fn token_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random identifier of `bytes` random bytes, hex-encoded.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0_u8; bytes];
+    rand::fill(buffer.as_mut_slice());
+    hex(&buffer)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The one error clients see when the store fails; the cause goes to the log.
+fn unavailable(context: &str, err: &StoreError) -> DomainError {
+    error!(%err, context, "history store failed");
+    DomainError::new(
+        ErrorCode::Unavailable,
+        "history is unavailable right now, please retry",
+    )
+}
+
+impl History {
+    /// Store a message; resolves once it is durable. Returns the message and whether it is a
+    /// resend of one stored before (same author, place and client id).
+    pub async fn append(
+        &self,
+        draft: Draft,
+        client_id: Option<String>,
+        now_ms: i64,
+    ) -> Result<(Message, bool), DomainError> {
+        let conversation = conversation_of(&draft.place);
+        match self {
+            Self::Durable(store) => {
+                let appended = store
+                    .append(NewMessage {
+                        conversation,
+                        author: Author {
+                            user_id: draft.author.as_str().to_owned(),
+                            name: draft.author_name.as_str().to_owned(),
+                        },
+                        body: draft.body.into_string(),
+                        client_id,
+                        sent_at_ms: now_ms,
+                    })
+                    .await
+                    .map_err(|err| unavailable("append", &err))?;
+                let stored = appended.message;
+                let message = Message {
+                    id: stored.id,
+                    place: draft.place,
+                    seq: stored.seq,
+                    timestamp_ms: stored.timestamp_ms,
+                    from: draft.author_name,
+                    text: stored.body,
+                    client_id: stored.client_id,
+                };
+                Ok((message, appended.duplicate))
+            }
+            Self::Memory(memory) => {
+                let seq = {
+                    let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
+                    let seq = memory.last_seq.entry(conversation).or_insert(0);
+                    *seq += 1;
+                    *seq
+                };
+                let message = Message {
+                    id: random_hex(13),
+                    place: draft.place,
+                    seq,
+                    timestamp_ms: now_ms,
+                    from: draft.author_name,
+                    text: draft.body.into_string(),
+                    client_id,
+                };
+                Ok((message, false))
+            }
+        }
+    }
+
+    /// Up to `limit` messages after `seq`, ascending (catch-up).
+    pub async fn after(
+        &self,
+        conversation: &Conversation,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, DomainError> {
+        match self {
+            Self::Durable(store) => store
+                .after(conversation, seq, limit)
+                .await
+                .map_err(|e| unavailable("after", &e)),
+            Self::Memory(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Up to `limit` messages before `seq` (or the latest when `None`), ascending.
+    pub async fn before(
+        &self,
+        conversation: &Conversation,
+        seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, DomainError> {
+        match (self, seq) {
+            (Self::Durable(store), Some(seq)) => store
+                .before(conversation, seq, limit)
+                .await
+                .map_err(|e| unavailable("before", &e)),
+            (Self::Durable(store), None) => store
+                .latest(conversation, limit)
+                .await
+                .map_err(|e| unavailable("latest", &e)),
+            (Self::Memory(_), _) => Ok(Vec::new()),
+        }
+    }
+
+    /// Record a new room.
+    pub async fn create_room(&self, name: &str, now_ms: i64) -> Result<(), DomainError> {
+        match self {
+            Self::Durable(store) => store
+                .create_room(RoomRecord {
+                    name: name.to_owned(),
+                    created_at_ms: now_ms,
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| unavailable("create_room", &e)),
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Every room recorded so far.
+    pub async fn rooms(&self) -> Result<Vec<String>, DomainError> {
+        match self {
+            Self::Durable(store) => store
+                .list_rooms()
+                .await
+                .map(|rooms| rooms.into_iter().map(|room| room.name).collect())
+                .map_err(|e| unavailable("list_rooms", &e)),
+            Self::Memory(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Remember that `token` belongs to `session` (extends its validity).
+    pub async fn save_session(
+        &self,
+        token: &str,
+        session: &Session,
+        now_ms: i64,
+    ) -> Result<(), DomainError> {
+        let token_hash = token_hash(token);
+        match self {
+            Self::Durable(store) => store
+                .save_session(SessionRecord {
+                    token_hash,
+                    user_id: session.user.as_str().to_owned(),
+                    name: session.name.clone(),
+                    expires_at_ms: now_ms.saturating_add(SESSION_TTL_MS),
+                })
+                .await
+                .map_err(|e| unavailable("save_session", &e)),
+            Self::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
+                if memory.sessions.len() >= MAX_MEMORY_SESSIONS {
+                    // Bounded: forget an arbitrary old session rather than grow forever.
+                    if let Some(key) = memory.sessions.keys().next().cloned() {
+                        memory.sessions.remove(&key);
+                    }
+                }
+                memory.sessions.insert(token_hash, session.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// The session `token` belongs to, if it is known and not expired.
+    pub async fn session(&self, token: &str, now_ms: i64) -> Result<Option<Session>, DomainError> {
+        let token_hash = token_hash(token);
+        match self {
+            Self::Durable(store) => Ok(store
+                .session(&token_hash, now_ms)
+                .await
+                .map_err(|e| unavailable("session", &e))?
+                .map(|record| Session {
+                    user: UserId::new(record.user_id),
+                    name: record.name,
+                })),
+            Self::Memory(memory) => {
+                let memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(memory.sessions.get(&token_hash).cloned())
+            }
+        }
+    }
+
+    /// Flush and close the store (part of shutdown).
+    pub async fn close(&self) {
+        if let Self::Durable(store) = self {
+            store.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_hash_is_stable_and_hides_the_token() {
+        let token = random_hex(32);
+        assert_eq!(token.len(), 64);
+        assert_eq!(token_hash(&token), token_hash(&token));
+        assert_ne!(token_hash(&token), token);
+        assert_ne!(random_hex(32), token, "tokens are random");
+    }
+}

@@ -1,0 +1,455 @@
+//! The full protocol (PROTOCOL.md section 2) over the wire: identity, rooms, durable
+//! messages with acks, history, catch-up, direct messages, presence and typing.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Client, TestApp, test_config};
+
+async fn join(app: &TestApp, name: &str) -> (Client, String) {
+    let (client, session) = Client::connect_with_auth(app.addr, json!({"name": name}))
+        .await
+        .unwrap_or_else(|error| panic!("{name} refused: {error}"));
+    assert_eq!(session["user"]["name"], json!(name));
+    assert_eq!(session["rooms"], json!(["general"]));
+    let token = session["token"].as_str().expect("a token").to_owned();
+    (client, token)
+}
+
+/// Skip events until one named `event` arrives; return its first argument.
+async fn next_named(client: &mut Client, event: &str) -> Value {
+    loop {
+        let (name, mut args) = client.next_event().await;
+        if name == event {
+            return args.remove(0);
+        }
+    }
+}
+
+fn code(answer: &Value) -> &str {
+    answer["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error, got {answer}"))
+}
+
+#[tokio::test]
+async fn a_name_at_connect_gives_a_token_that_reclaims_the_same_user() {
+    let app = TestApp::start().await;
+    let (_ann, token) = join(&app, "ann").await;
+    let (_tab, session) = Client::connect_with_auth(app.addr, json!({"token": token}))
+        .await
+        .expect("the token is accepted");
+    assert_eq!(session["user"]["name"], json!("ann"));
+    assert_eq!(session["token"], json!(token));
+
+    let refused = Client::connect_with_auth(app.addr, json!({"token": "not-a-token"})).await;
+    assert_eq!(
+        refused.err().map(|e| e["data"]["code"].clone()),
+        Some(json!("invalid_token"))
+    );
+    let taken = Client::connect_with_auth(app.addr, json!({"name": "ANN"})).await;
+    assert_eq!(
+        taken.err().map(|e| e["data"]["code"].clone()),
+        Some(json!("name_taken"))
+    );
+    let invalid = Client::connect_with_auth(app.addr, json!({"name": "<b>"})).await;
+    assert_eq!(
+        invalid.err().map(|e| e["data"]["code"].clone()),
+        Some(json!("invalid_name"))
+    );
+}
+
+#[tokio::test]
+async fn a_message_is_acknowledged_with_its_sequence_then_broadcast_to_the_room() {
+    let app = TestApp::start().await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (mut bob, _) = join(&app, "bob").await;
+    for seq in 1..=3 {
+        let text = format!("<b>hello</b> {seq}");
+        let ack = ann
+            .request("message:send", json!({"room": "general", "text": text}))
+            .await;
+        assert_eq!(ack["ok"], json!(true), "{ack}");
+        assert_eq!(ack["seq"], json!(seq));
+        let message = next_named(&mut bob, "message:new").await;
+        assert_eq!(message["id"], ack["id"]);
+        assert_eq!(
+            (message["room"].clone(), message["seq"].clone()),
+            (json!("general"), json!(seq))
+        );
+        assert_eq!(
+            (message["from"].clone(), message["text"].clone()),
+            (json!("ann"), json!(text))
+        );
+        assert_eq!(
+            next_named(&mut ann, "message:new").await["seq"],
+            json!(seq),
+            "the sender too"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_resend_with_the_same_client_id_is_not_stored_or_broadcast_twice() {
+    let app = TestApp::start().await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (mut bob, _) = join(&app, "bob").await;
+    let send = json!({"room": "general", "text": "once", "clientId": "c-1"});
+    let first = ann.request("message:send", send.clone()).await;
+    let again = ann.request("message:send", send).await;
+    assert_eq!(
+        (first["id"].clone(), first["seq"].clone()),
+        (again["id"].clone(), again["seq"].clone())
+    );
+    let next = ann
+        .request("message:send", json!({"room": "general", "text": "twice"}))
+        .await;
+    assert_eq!(next["seq"], json!(2));
+    assert_eq!(
+        next_named(&mut bob, "message:new").await["text"],
+        json!("once")
+    );
+    assert_eq!(
+        next_named(&mut bob, "message:new").await["text"],
+        json!("twice"),
+        "no duplicate"
+    );
+    let history = ann
+        .request("message:history", json!({"room": "general"}))
+        .await;
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn tutorial_and_full_clients_see_each_others_messages() {
+    let app = TestApp::start().await;
+    let mut tutorial = app.client().await;
+    tutorial.join_as("tut").await;
+    let (mut full, _) = join(&app, "full").await;
+    tutorial
+        .expect("updateChat", json!(["Server", "full has connected"]))
+        .await;
+    tutorial
+        .expect("updateUsers", json!([{"tut": "tut", "full": "full"}]))
+        .await;
+
+    tutorial
+        .emit("sendChat", json!(["from the tutorial"]))
+        .await;
+    tutorial
+        .expect("updateChat", json!(["tut", "from the tutorial"]))
+        .await;
+    let message = next_named(&mut full, "message:new").await;
+    assert_eq!(
+        (message["from"].clone(), message["text"].clone()),
+        (json!("tut"), json!("from the tutorial"))
+    );
+
+    let ack = full
+        .request(
+            "message:send",
+            json!({"room": "general", "text": "from the app"}),
+        )
+        .await;
+    assert_eq!(ack["seq"], json!(2));
+    tutorial
+        .expect("updateChat", json!(["full", "from the app"]))
+        .await;
+}
+
+#[tokio::test]
+async fn rooms_are_created_joined_listed_and_messages_stay_in_their_room() {
+    let app = TestApp::start().await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (mut bob, _) = join(&app, "bob").await;
+    let (mut cy, _) = join(&app, "cy").await;
+    assert_eq!(
+        ann.request("room:create", json!({"room": "rust"})).await["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        code(&bob.request("room:create", json!({"room": "rust"})).await),
+        "room_exists"
+    );
+    assert_eq!(
+        code(&bob.request("room:create", json!({"room": "a b"})).await),
+        "invalid_room"
+    );
+    assert_eq!(
+        code(
+            &bob.request("message:send", json!({"room": "rust", "text": "hi"}))
+                .await
+        ),
+        "not_in_room"
+    );
+
+    let created = next_named(&mut ann, "room:member").await;
+    assert_eq!(
+        created,
+        json!({"room": "rust", "name": "ann", "joined": true})
+    );
+    let joined = bob.request("room:join", json!({"room": "rust"})).await;
+    assert_eq!(
+        joined["members"],
+        json!([{"name": "ann", "online": true}, {"name": "bob", "online": true}])
+    );
+    let notice = next_named(&mut ann, "room:member").await;
+    assert_eq!(
+        notice,
+        json!({"room": "rust", "name": "bob", "joined": true})
+    );
+
+    let listed = cy.request("room:list", json!({})).await;
+    assert_eq!(
+        listed["rooms"],
+        json!([{"name": "general", "members": 3, "online": 3}, {"name": "rust", "members": 2, "online": 2}])
+    );
+    bob.request("message:send", json!({"room": "rust", "text": "rusty"}))
+        .await;
+    assert_eq!(
+        next_named(&mut ann, "message:new").await["room"],
+        json!("rust")
+    );
+    // cy is not in #rust: the next message cy sees is the one in #general.
+    ann.request(
+        "message:send",
+        json!({"room": "general", "text": "everyone"}),
+    )
+    .await;
+    assert_eq!(
+        next_named(&mut cy, "message:new").await["text"],
+        json!("everyone")
+    );
+
+    assert_eq!(
+        bob.request("room:leave", json!({"room": "rust"})).await["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        code(&bob.request("room:leave", json!({"room": "general"})).await),
+        "invalid_room"
+    );
+    assert_eq!(
+        code(&bob.request("room:join", json!({"room": "nope"})).await),
+        "unknown_room"
+    );
+}
+
+#[tokio::test]
+async fn history_pages_backwards_and_join_since_returns_what_was_missed() {
+    let app = TestApp::start().await;
+    let (mut ann, _) = join(&app, "ann").await;
+    for index in 1..=30 {
+        ann.request(
+            "message:send",
+            json!({"room": "general", "text": format!("m{index}")}),
+        )
+        .await;
+    }
+    let latest = ann
+        .request("message:history", json!({"room": "general", "limit": 10}))
+        .await;
+    let seqs = |page: &Value| -> Vec<i64> {
+        page["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["seq"].as_i64())
+            .collect()
+    };
+    assert_eq!(seqs(&latest), (21..=30).collect::<Vec<_>>());
+    assert_eq!(latest["more"], json!(true));
+    let older = ann
+        .request(
+            "message:history",
+            json!({"room": "general", "before": 21, "limit": 10}),
+        )
+        .await;
+    assert_eq!(seqs(&older), (11..=20).collect::<Vec<_>>());
+    let since = ann
+        .request("room:join", json!({"room": "general", "since": 25}))
+        .await;
+    assert_eq!(seqs(&since), (26..=30).collect::<Vec<_>>());
+    assert_eq!(since["more"], json!(false));
+}
+
+#[tokio::test]
+async fn a_client_that_reconnects_catches_up_exactly_what_it_missed_even_after_a_restart() {
+    let mut config = test_config();
+    config.presence_grace_ms = 100;
+    let app = TestApp::start_with(config.clone()).await;
+    let (mut ann, ann_token) = join(&app, "ann").await;
+    let (mut bob, bob_token) = join(&app, "bob").await;
+    let seen = bob
+        .request("message:send", json!({"room": "general", "text": "seen"}))
+        .await["seq"]
+        .as_i64()
+        .expect("seq");
+    bob.drop_abruptly();
+    for index in 0..1_000 {
+        ann.request(
+            "message:send",
+            json!({"room": "general", "text": format!("missed {index}")}),
+        )
+        .await;
+    }
+    let catch_up = |answer: &Value| -> Vec<String> {
+        answer["rooms"]["general"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let expected: Vec<String> = (0..1_000).map(|index| format!("missed {index}")).collect();
+    let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"token": bob_token.clone()}))
+        .await
+        .expect("bob is back");
+    let answer = bob
+        .request("sync", json!({"rooms": {"general": seen}}))
+        .await;
+    assert_eq!(catch_up(&answer), expected);
+    assert_eq!(answer["more"], json!(false));
+
+    // After a restart on the same history file, the token and the history are still there.
+    drop(bob);
+    drop(ann);
+    app.stop().await.expect("clean stop");
+    let app = TestApp::start_with(config).await;
+    let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"token": bob_token}))
+        .await
+        .expect("the session survives a restart");
+    let answer = bob
+        .request("sync", json!({"rooms": {"general": seen}}))
+        .await;
+    assert_eq!(catch_up(&answer), expected);
+    let (_ann, _) = Client::connect_with_auth(app.addr, json!({"token": ann_token}))
+        .await
+        .expect("ann too");
+}
+
+#[tokio::test]
+async fn a_user_with_two_tabs_stays_online_until_the_last_one_closes() {
+    let mut config = test_config();
+    config.presence_grace_ms = 200;
+    let app = TestApp::start_with(config).await;
+    let (mut watcher, _) = join(&app, "watcher").await;
+    let own = next_named(&mut watcher, "presence").await;
+    assert_eq!(own, json!({"name": "watcher", "online": true}));
+    let (tab1, token) = join(&app, "ann").await;
+    assert_eq!(
+        next_named(&mut watcher, "presence").await,
+        json!({"name": "ann", "online": true})
+    );
+    let (tab2, _) = Client::connect_with_auth(app.addr, json!({"token": token}))
+        .await
+        .expect("tab 2");
+
+    tab1.drop_abruptly();
+    // Nothing about ann while tab 2 is open: the next presence news is about cy.
+    let (_cy, _) = join(&app, "cy").await;
+    assert_eq!(
+        next_named(&mut watcher, "presence").await,
+        json!({"name": "cy", "online": true})
+    );
+
+    tab2.drop_abruptly();
+    assert_eq!(
+        next_named(&mut watcher, "presence").await,
+        json!({"name": "ann", "online": false})
+    );
+}
+
+#[tokio::test]
+async fn direct_messages_reach_both_users_and_have_their_own_history() {
+    let app = TestApp::start().await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (mut bob, _) = join(&app, "bob").await;
+    let ack = ann
+        .request("dm:send", json!({"to": "BOB", "text": "psst"}))
+        .await;
+    assert_eq!(ack["seq"], json!(1), "{ack}");
+    let received = next_named(&mut bob, "dm:new").await;
+    assert_eq!(
+        (received["from"].clone(), received["with"].clone()),
+        (json!("ann"), json!("ann"))
+    );
+    let echoed = next_named(&mut ann, "dm:new").await;
+    assert_eq!(echoed["with"], json!("bob"));
+    let history = bob.request("dm:history", json!({"with": "ann"})).await;
+    assert_eq!(history["messages"][0]["text"], json!("psst"));
+    assert_eq!(
+        code(
+            &ann.request("dm:send", json!({"to": "nobody", "text": "?"}))
+                .await
+        ),
+        "unknown_user"
+    );
+}
+
+#[tokio::test]
+async fn typing_reaches_the_others_in_the_room() {
+    let app = TestApp::start().await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (mut bob, _) = join(&app, "bob").await;
+    ann.emit("typing", json!([{"room": "general", "typing": true}]))
+        .await;
+    assert_eq!(
+        next_named(&mut bob, "typing").await,
+        json!({"room": "general", "name": "ann", "typing": true})
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_coded_error() {
+    let app = TestApp::start().await;
+    let (mut ann, _) = join(&app, "ann").await;
+    for payload in [
+        json!("general"),
+        json!(42),
+        json!([]),
+        json!({"room": 1, "text": "x"}),
+    ] {
+        assert_eq!(
+            code(&ann.request("message:send", payload).await),
+            "invalid_argument"
+        );
+    }
+    let long = "x".repeat(4_001);
+    assert_eq!(
+        code(
+            &ann.request("message:send", json!({"room": "general", "text": long}))
+                .await
+        ),
+        "message_too_long"
+    );
+    assert_eq!(
+        code(
+            &ann.request("message:send", json!({"room": "general", "text": ""}))
+                .await
+        ),
+        "invalid_message"
+    );
+    assert_eq!(
+        code(
+            &ann.request("message:send", json!({"room": "nope", "text": "x"}))
+                .await
+        ),
+        "unknown_room"
+    );
+    assert_eq!(
+        code(&ann.request("no:such-event", json!({})).await),
+        "invalid_argument"
+    );
+    let limit = json!({"room": "general", "limit": "ten"});
+    assert_eq!(
+        code(&ann.request("message:history", limit).await),
+        "invalid_argument"
+    );
+
+    let mut tutorial = app.client().await;
+    assert_eq!(
+        code(&tutorial.request("room:list", json!({})).await),
+        "name_required"
+    );
+}
