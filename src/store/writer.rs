@@ -548,7 +548,22 @@ fn message_id(timestamp_ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{message_id, power_of_two_chunks, row_placeholders};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::store::{Author, Conversation};
+
+    #[test]
+    fn message_ids_are_26_characters_unique_and_sorted_by_time() {
+        let early = message_id(1_000);
+        let late = message_id(2_000);
+        assert_eq!(early.len(), 26);
+        assert!(early < late);
+        assert_ne!(message_id(1_000), message_id(1_000));
+    }
 
     #[test]
     fn batches_are_cut_into_power_of_two_statements() {
@@ -564,12 +579,213 @@ mod tests {
         assert_eq!(row_placeholders(2, 3, true), "($1,$2,$3),($4,$5,$6)");
     }
 
-    #[test]
-    fn message_ids_are_26_characters_unique_and_sorted_by_time() {
-        let early = message_id(1_000);
-        let late = message_id(2_000);
-        assert_eq!(early.len(), 26);
-        assert!(early < late);
-        assert_ne!(message_id(1_000), message_id(1_000));
+    /// A database in memory whose commits can be held back or made to fail.
+    #[derive(Default)]
+    struct FakeDb {
+        committed: Vec<(String, StoredMessage)>,
+        pending: Vec<(String, StoredMessage)>,
+        commits: usize,
+        fail_next_commit: bool,
+        /// Commits started, including one waiting at the gate.
+        commits_started: usize,
+    }
+
+    struct FakeConnection {
+        db: Arc<Mutex<FakeDb>>,
+        /// Every commit takes a permit: none available holds commits back.
+        commit_gate: Arc<Semaphore>,
+    }
+
+    impl FakeConnection {
+        fn db(&self) -> std::sync::MutexGuard<'_, FakeDb> {
+            self.db.lock().expect("fake db lock")
+        }
+    }
+
+    impl WriteConnection for FakeConnection {
+        async fn begin(&mut self) -> Result<(), StoreError> {
+            self.db().pending.clear();
+            Ok(())
+        }
+        async fn commit(&mut self) -> Result<(), StoreError> {
+            self.db().commits_started += 1;
+            self.commit_gate.acquire().await.expect("gate").forget();
+            let mut db = self.db();
+            if std::mem::take(&mut db.fail_next_commit) {
+                return Err(StoreError::Conflict("injected commit failure"));
+            }
+            let pending = std::mem::take(&mut db.pending);
+            db.committed.extend(pending);
+            db.commits += 1;
+            Ok(())
+        }
+        async fn rollback(&mut self) {
+            self.db().pending.clear();
+        }
+        async fn last_seq(&mut self, key: &str) -> Result<i64, StoreError> {
+            let db = self.db();
+            let all = db.committed.iter().chain(&db.pending);
+            Ok(all
+                .filter(|(k, _)| k == key)
+                .map(|(_, m)| m.seq)
+                .max()
+                .unwrap_or(0))
+        }
+        async fn find_by_client_ids(
+            &mut self,
+            keys: &[ClientKey<'_>],
+        ) -> Result<Vec<(String, MessageRow)>, StoreError> {
+            let db = self.db();
+            let all = db.committed.iter().chain(&db.pending);
+            Ok(all
+                .filter(|(key, m)| {
+                    keys.iter().any(|wanted| {
+                        wanted.key == key
+                            && wanted.author_id == m.author.user_id
+                            && m.client_id.as_deref() == Some(wanted.client_id)
+                    })
+                })
+                .map(|(key, m)| {
+                    let row = (
+                        m.seq,
+                        m.id.clone(),
+                        m.author.user_id.clone(),
+                        m.author.name.clone(),
+                        m.body.clone(),
+                        m.client_id.clone(),
+                        m.timestamp_ms,
+                    );
+                    (key.clone(), row)
+                })
+                .collect())
+        }
+        async fn insert_messages(
+            &mut self,
+            rows: &[(&str, &StoredMessage)],
+        ) -> Result<(), StoreError> {
+            let mut db = self.db();
+            for (key, message) in rows {
+                db.pending.push(((*key).to_owned(), (*message).clone()));
+            }
+            Ok(())
+        }
+        async fn create_room(&mut self, _: &RoomRecord) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn save_session(&mut self, _: &SessionRecord) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn delete_session(&mut self, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn save_recovery(&mut self, _: &RecoveryRecord) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn delete_recovery(&mut self, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn purge_expired(&mut self, _: i64) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        async fn close(self) {}
+    }
+
+    fn fake_writer(permits: usize) -> (WriterHandle, Arc<Mutex<FakeDb>>, Arc<Semaphore>) {
+        let db = Arc::new(Mutex::new(FakeDb::default()));
+        let gate = Arc::new(Semaphore::new(permits));
+        let connection = FakeConnection {
+            db: db.clone(),
+            commit_gate: gate.clone(),
+        };
+        let handle = WriterHandle::spawn(connection, &StoreOptions::default());
+        (handle, db, gate)
+    }
+
+    fn message(body: &str, client_id: Option<&str>) -> NewMessage {
+        NewMessage {
+            conversation: Conversation::room("general"),
+            author: Author {
+                user_id: "u1".to_owned(),
+                name: "ann".to_owned(),
+            },
+            body: body.to_owned(),
+            client_id: client_id.map(str::to_owned),
+            sent_at_ms: 1,
+        }
+    }
+
+    /// Lets other tasks run until `condition` holds; fails the test after 10 s.
+    async fn wait_until(condition: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !condition() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("condition not reached in time");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_consumes_no_sequence_and_fails_its_callers() {
+        let (writer, db, _gate) = fake_writer(Semaphore::MAX_PERMITS);
+        let first = writer.append(message("one", None)).await.expect("append");
+        assert_eq!(first.message.seq, 1);
+
+        db.lock().expect("lock").fail_next_commit = true;
+        assert!(matches!(
+            writer.append(message("lost", Some("c"))).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // The next message takes the sequence the failed one had; its client id is free.
+        let retried = writer
+            .append(message("lost", Some("c")))
+            .await
+            .expect("retry");
+        assert_eq!((retried.message.seq, retried.duplicate), (2, false));
+        let seqs: Vec<i64> = db
+            .lock()
+            .expect("lock")
+            .committed
+            .iter()
+            .map(|(_, m)| m.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2]);
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn appends_queued_during_a_commit_share_the_next_commit() {
+        const QUEUED: usize = 50;
+        let (writer, db, gate) = fake_writer(0);
+        let writer = Arc::new(writer);
+        // The first append's commit is held back by the gate...
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.append(message("first", None)).await }
+        });
+        wait_until(|| db.lock().expect("lock").commits_started == 1).await;
+        // ...while 50 more are queued behind it.
+        let queued: Vec<_> = (0..QUEUED)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.append(message(&format!("m{i}"), None)).await })
+            })
+            .collect();
+        wait_until(|| writer.queue.max_capacity() - writer.queue.capacity() == QUEUED).await;
+        gate.add_permits(Semaphore::MAX_PERMITS / 2);
+
+        assert_eq!(first.await.expect("task").expect("append").message.seq, 1);
+        let mut seqs = Vec::new();
+        for task in queued {
+            seqs.push(task.await.expect("task").expect("append").message.seq);
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..=QUEUED as i64 + 1).collect::<Vec<_>>());
+        assert_eq!(
+            db.lock().expect("lock").commits,
+            2,
+            "one commit for all the queued appends"
+        );
+        writer.close().await;
     }
 }
