@@ -47,6 +47,11 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_MAX_MESSAGE_CHARS", default_value_t = DEFAULT_MAX_MESSAGE_CHARS)]
     pub max_message_chars: usize,
 
+    /// Messages per second one connection may send on average (bursts of twice that);
+    /// 0 for no limit (e.g. for benchmarks at saturation).
+    #[arg(long, env = "CHINWAG_MAX_MESSAGES_PER_SECOND", default_value_t = 100)]
+    pub max_messages_per_second: u32,
+
     /// Message history: a SQLite file path (created on first run) or a `postgres://` URL.
     #[arg(long, env = "CHINWAG_DB", default_value = "chinwag.db")]
     pub db: String,
@@ -85,6 +90,7 @@ impl Config {
             max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
             db: "chinwag.db".to_owned(),
             no_history: false,
+            max_messages_per_second: 100,
             relaxed_durability: false,
             presence_grace_ms: 5_000,
             shutdown_grace_ms: 10_000,

@@ -135,6 +135,7 @@ fn limits(config: &Config) -> Limits {
     Limits {
         max_message_chars: config.max_message_chars,
         presence_grace_ms: config.presence_grace_ms,
+        messages_per_second: config.max_messages_per_second,
         ..Limits::default()
     }
 }

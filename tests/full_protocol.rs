@@ -277,6 +277,7 @@ async fn history_pages_backwards_and_join_since_returns_what_was_missed() {
 async fn a_client_that_reconnects_catches_up_exactly_what_it_missed_even_after_a_restart() {
     let mut config = test_config();
     config.presence_grace_ms = 100;
+    config.max_messages_per_second = 0; // ann sends 1,000 messages as fast as acks come
     let app = TestApp::start_with(config.clone()).await;
     let (mut ann, ann_token) = join(&app, "ann").await;
     let (mut bob, bob_token) = join(&app, "bob").await;
@@ -451,5 +452,42 @@ async fn malformed_requests_get_a_coded_error() {
     assert_eq!(
         code(&tutorial.request("room:list", json!({})).await),
         "name_required"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_sending_too_fast_is_told_to_slow_down() {
+    let mut config = test_config();
+    config.max_messages_per_second = 1; // bursts of 2
+    config.no_history = true; // no disk time between messages: the refill stays below one
+    let app = TestApp::start_with(config).await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let send = json!({"room": "general", "text": "hi"});
+    assert_eq!(
+        ann.request("message:send", send.clone()).await["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        ann.request("message:send", send.clone()).await["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        code(&ann.request("message:send", send).await),
+        "rate_limited"
+    );
+
+    let mut tutorial = app.client().await;
+    tutorial.join_as("tut").await;
+    for _ in 0..3 {
+        tutorial.emit("sendChat", json!(["spam"])).await;
+    }
+    let mut reasons = Vec::new();
+    while reasons.len() < 3 {
+        let (_, args) = tutorial.next_event().await;
+        reasons.push(args[1].clone());
+    }
+    assert!(
+        reasons.contains(&json!("you are sending too fast, please slow down")),
+        "{reasons:?}"
     );
 }

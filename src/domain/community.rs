@@ -48,6 +48,8 @@ pub struct Limits {
     pub presence_grace_ms: u64,
     /// Most rooms that may exist.
     pub max_rooms: usize,
+    /// Sustained messages per second per connection (bursts of twice that); 0: unlimited.
+    pub messages_per_second: u32,
 }
 
 impl Default for Limits {
@@ -56,6 +58,7 @@ impl Default for Limits {
             max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
             presence_grace_ms: 5_000,
             max_rooms: 10_000,
+            messages_per_second: 100,
         }
     }
 }

@@ -226,6 +226,7 @@ pub async fn message_send(
         let room = RoomName::parse(request.text("room")?)?;
         let text = request.text("text")?;
         let client_id = request.client_id()?;
+        chat.take_message_token(socket)?;
         let draft = chat.community().draft_for_room(socket.id(), &room, text)?;
         chat.history.append(draft, client_id, now_ms()).await
     }
@@ -243,6 +244,7 @@ pub async fn dm_send(chat: &Chat, socket: &Socket<Connection>, args: &[Value], a
         let to = request.text("to")?;
         let text = request.text("text")?;
         let client_id = request.client_id()?;
+        chat.take_message_token(socket)?;
         let draft = chat.community().draft_direct(socket.id(), to, text)?;
         chat.history.append(draft, client_id, now_ms()).await
     }
@@ -373,6 +375,7 @@ pub fn typing(chat: &Chat, socket: &Socket<Connection>, args: &[Value]) {
             .get("typing")
             .and_then(Value::as_bool)
             .unwrap_or(true);
+        chat.take_message_token(socket)?;
         let community = chat.community();
         let notices = community.typing(socket.id(), request.text("room")?, typing)?;
         if let Some(io) = chat.io() {

@@ -25,7 +25,7 @@ use engine::{ConnectError, DisconnectReason, Event, Handler, Socket, SocketId, S
 use serde_json::Value;
 use tracing::debug;
 
-use crate::domain::{Community, Limits, Message, Protocol};
+use crate::domain::{Community, DomainError, Limits, Message, Protocol, RateLimit};
 use history::History;
 use tutorial::Spelling;
 
@@ -79,6 +79,15 @@ impl Chat {
 
     pub(crate) fn io(&self) -> Option<&SocketIo> {
         self.io.get()
+    }
+
+    /// Count one message from `socket` against its rate limit.
+    pub(crate) fn take_message_token(
+        &self,
+        socket: &Socket<Connection>,
+    ) -> Result<(), DomainError> {
+        let per_second = self.community().limits().messages_per_second;
+        socket.data().take_message_token(per_second)
     }
 
     /// Number of users present.
@@ -138,9 +147,19 @@ fn now_ms_u64() -> u64 {
 pub struct Connection {
     /// The event spelling this socket used to add itself; `None` until it has a name.
     spelling: Mutex<Option<Spelling>>,
+    /// How fast this socket may send messages; created on its first message.
+    rate: Mutex<Option<RateLimit>>,
 }
 
 impl Connection {
+    /// Count one message against this socket's rate limit.
+    pub(crate) fn take_message_token(&self, per_second: u32) -> Result<(), DomainError> {
+        let now = now_ms_u64();
+        let mut rate = self.rate.lock().unwrap_or_else(PoisonError::into_inner);
+        rate.get_or_insert_with(|| RateLimit::new(per_second, now))
+            .take(now)
+    }
+
     pub(crate) fn spelling(&self) -> Option<Spelling> {
         *self.spelling.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -94,9 +94,10 @@ pub async fn send_chat(chat: &Chat, socket: &Socket<Connection>, used: Spelling,
         Ok(text) => text,
         Err(error) => return refuse(socket, used, &error),
     };
-    let draft = chat
-        .community()
-        .draft_for_room(socket.id(), &RoomName::general(), text);
+    let draft = chat.take_message_token(socket).and_then(|()| {
+        chat.community()
+            .draft_for_room(socket.id(), &RoomName::general(), text)
+    });
     let posted = match draft {
         Ok(draft) => chat.history.append(draft, None, now_ms()).await,
         Err(error) => Err(error),
