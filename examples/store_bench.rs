@@ -1,7 +1,8 @@
 //! Acknowledged appends per second of the history store: group commit vs. one transaction per
 //! message, SQLite `synchronous=FULL` vs `NORMAL`, and PostgreSQL if one is reachable.
 //!
-//! `cargo run --release --example store_bench [-- --producers 64 --seconds 3 --postgres URL]`
+//! `cargo run --release --example store_bench [-- --producers 64 --seconds 3 --postgres URL
+//! --filter LABEL-PART]`
 //!
 //! Each configuration runs `producers` tasks appending to one room as fast as their acks come
 //! back, for at most `seconds` or `MAX_APPENDS` appends, on a fresh database that is removed
@@ -22,6 +23,8 @@ struct Args {
     producers: usize,
     seconds: u64,
     postgres: Option<String>,
+    /// Only configurations whose label contains this.
+    filter: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -29,6 +32,7 @@ fn parse_args() -> Result<Args, String> {
         producers: 64,
         seconds: 3,
         postgres: None,
+        filter: None,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
@@ -47,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
                     .clamp(1, 60)
             }
             "--postgres" => args.postgres = Some(value),
+            "--filter" => args.filter = Some(value),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -168,7 +173,11 @@ async fn main() {
         args.producers, args.seconds
     );
 
+    let wanted = |label: &str| args.filter.as_ref().is_none_or(|part| label.contains(part));
     for (label, durability, max_batch) in CONFIGURATIONS {
+        if !wanted(&format!("SQLite {label}")) {
+            continue;
+        }
         let dir = std::env::temp_dir().join(format!("chinwag-bench-{:x}", rand::random::<u64>()));
         let url = format!("sqlite://{}", dir.join("bench.db").display());
         match open_store_with(&url, options(durability, max_batch)).await {
@@ -182,7 +191,7 @@ async fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    let Some(admin_url) = args.postgres else {
+    let Some(admin_url) = args.postgres.clone() else {
         return;
     };
     for (label, durability, max_batch) in CONFIGURATIONS {
@@ -196,6 +205,9 @@ async fn main() {
         let label = label
             .replace("FULL", "synchronous_commit=on")
             .replace("NORMAL", "synchronous_commit=off");
+        if !wanted(&format!("PostgreSQL {label}")) {
+            continue;
+        }
         match open_store_with(&url, options(durability, max_batch)).await {
             Ok(store) => {
                 let outcome = run(store.clone(), args.producers, args.seconds).await;

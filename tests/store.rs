@@ -82,7 +82,11 @@ impl TestDb {
     }
 
     async fn open(&self) -> Arc<dyn HistoryStore> {
-        open_store(&self.url, Durability::Full)
+        self.open_with(Durability::Full).await
+    }
+
+    async fn open_with(&self, durability: Durability) -> Arc<dyn HistoryStore> {
+        open_store(&self.url, durability)
             .await
             .unwrap_or_else(|error| panic!("opening {}: {error}", self.url))
     }
@@ -500,7 +504,8 @@ async fn reopening_the_store_keeps_everything_and_continues_the_sequence(backend
         messages
     };
 
-    let store = db.open().await;
+    // Reopened with relaxed durability: the setting changes how commits wait, not the data.
+    let store = db.open_with(Durability::ProcessCrash).await;
     assert_eq!(everything(&*store, &room).await, before_restart);
     assert_eq!(store.last_seq(&room).await.ok(), Some(5));
     assert_eq!(
@@ -567,6 +572,26 @@ async fn a_closed_store_refuses_writes_and_bad_input_is_refused(backend: Backend
         store.append(new_message(&room, "a", "late", None)).await,
         Err(StoreError::Closed)
     ));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_that_hides_credentials() {
+    let result = open_store("postgres://chinwag:secret@127.0.0.1:1/db", Durability::Full).await;
+    let error = result.err().expect("nothing listens on port 1");
+    assert!(!error.to_string().contains("secret"), "{error}");
+    assert!(matches!(
+        open_store("mysql://h/db", Durability::Full).await.err(),
+        Some(StoreError::InvalidUrl(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_database_path_that_is_a_directory_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("chinwag-store-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let result = open_store(&dir.display().to_string(), Durability::Full).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(result.is_err(), "a directory cannot hold the history");
 }
 
 /// How many acknowledged appends the crash test waits for before killing the child.
