@@ -491,3 +491,30 @@ async fn a_connection_sending_too_fast_is_told_to_slow_down() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_drops_while_connecting_does_not_keep_its_name() {
+    let mut config = test_config();
+    config.presence_grace_ms = 200;
+    let app = TestApp::start_with(config).await;
+    // Drop the TCP connection right after the CONNECT: the server may still be storing the
+    // session (on_connect) when it notices.
+    let mut ghost = Client::open(app.addr).await;
+    ghost.send_raw(r#"40{"name":"ghost"}"#).await;
+    ghost.drop_abruptly();
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Client::connect_with_auth(app.addr, json!({"name": "ghost"})).await {
+            Ok(_) => break,
+            Err(error) => {
+                assert_eq!(error["data"]["code"], json!("name_taken"));
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the name was never freed"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

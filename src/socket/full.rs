@@ -101,6 +101,7 @@ pub async fn connect(
     let connected = community
         .connect(socket.id(), user.clone(), &wanted)
         .map_err(refusal)?;
+    chat.registered_on_connect(socket.id());
     socket.join(FULL_ROOM);
     socket.join(&user_room(&user));
     let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();

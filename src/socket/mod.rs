@@ -43,6 +43,10 @@ pub struct Chat {
     pub history: History,
     /// The engine, for broadcasts; set once right after it is built (it owns our handler).
     io: OnceLock<SocketIo>,
+    /// Sockets registered during `on_connect`, with the time, until the sweeper has seen
+    /// them in the engine. The engine skips `on_disconnect` for a connection that closes
+    /// while `on_connect` runs, so a socket it never confirmed must be removed here.
+    unconfirmed: Mutex<Vec<(SocketId, u64)>>,
 }
 
 impl Chat {
@@ -51,6 +55,7 @@ impl Chat {
             community: Mutex::new(Community::new(limits)),
             history,
             io: OnceLock::new(),
+            unconfirmed: Mutex::new(Vec::new()),
         }
     }
 
@@ -117,15 +122,56 @@ impl Chat {
         }
     }
 
+    /// Remember a socket registered during `on_connect` (see `unconfirmed`).
+    pub(crate) fn registered_on_connect(&self, socket: &SocketId) {
+        let mut unconfirmed = self
+            .unconfirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        unconfirmed.push((socket.clone(), now_ms_u64()));
+    }
+
     fn sweep(&self) {
+        let now = now_ms_u64();
+        let ghosts = self.unconfirmed_ghosts(now);
         let mut community = self.community();
-        if !community.has_away_users() {
-            return;
+        let mut notices = Vec::new();
+        for ghost in &ghosts {
+            debug!(socket = %ghost, "socket closed while connecting; forgetting it");
+            notices.extend(community.disconnect(ghost, now));
         }
-        let notices = community.sweep(now_ms_u64());
-        if let Some(io) = self.io() {
+        if community.has_away_users() {
+            notices.extend(community.sweep(now));
+        }
+        if let (false, Some(io)) = (notices.is_empty(), self.io()) {
             deliver::deliver(io, &community, None, &notices);
         }
+    }
+
+    /// Sockets registered at least a second ago that the engine does not know: their
+    /// connection closed during `on_connect`. Those it knows are confirmed and forgotten here.
+    fn unconfirmed_ghosts(&self, now: u64) -> Vec<SocketId> {
+        let Some(io) = self.io() else {
+            return Vec::new();
+        };
+        let mut unconfirmed = self
+            .unconfirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut ghosts = Vec::new();
+        unconfirmed.retain(|(socket, registered)| {
+            if now.saturating_sub(*registered) < 1_000 {
+                return true;
+            }
+            let known = io
+                .of("/")
+                .is_some_and(|namespace| !namespace.to(socket.as_str()).is_empty());
+            if !known {
+                ghosts.push(socket.clone());
+            }
+            false
+        });
+        ghosts
     }
 }
 
