@@ -7,10 +7,9 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
-const http = require('node:http');
 const path = require('node:path');
 const { startChinwag } = require('../lib/server');
+const { startStaticServer } = require('../lib/static');
 const { launchChromium, newContext, watchPage } = require('../lib/browser');
 const { ChatClient, hasConnected } = require('../lib/chat');
 
@@ -51,21 +50,6 @@ async function joinThroughPage(page, url, name) {
 async function sendThroughPage(page, text) {
   await page.locator('#data').fill(text);
   await page.locator('#data').press('Enter');
-}
-
-/** Serves the fixture page from a tiny static server on 127.0.0.1, port 0. */
-function startFixtureServer() {
-  const page = fs.readFileSync(FIXTURE);
-  const server = http.createServer((req, res) => {
-    if (new URL(req.url, 'http://fixture').pathname !== '/tutorial-like.html') {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(page);
-  });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => resolve(server));
-  });
 }
 
 describe('chat in Chromium', () => {
@@ -136,7 +120,9 @@ describe('chat in Chromium', () => {
   });
 
   it('a tutorial-like page (prompt, lowercase events) chats with a camelCase Node client', async () => {
-    const fixtureServer = await startFixtureServer();
+    const fixtureServer = await startStaticServer({
+      files: { '/tutorial-like.html': { file: FIXTURE, type: 'text/html; charset=utf-8' } },
+    });
     const context = await newContext(browser);
     try {
       const page = await context.newPage();
@@ -146,7 +132,7 @@ describe('chat in Chromium', () => {
         prompts.push(`${dialog.type()}: ${dialog.message()}`);
         await dialog.accept('Tutee');
       });
-      const { port } = fixtureServer.address();
+      const { port } = fixtureServer;
       // localhost is among chinwag's default allowed origins.
       const pageUrl = `http://localhost:${port}/tutorial-like.html?server=${encodeURIComponent(server.url)}`;
       await page.goto(pageUrl);
@@ -170,7 +156,7 @@ describe('chat in Chromium', () => {
       assert.deepEqual(problems, [], 'no script errors on the page');
     } finally {
       await context.close();
-      await new Promise((resolve) => fixtureServer.close(resolve));
+      await fixtureServer.close();
     }
   });
 });
