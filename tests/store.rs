@@ -554,6 +554,23 @@ async fn a_closed_store_refuses_writes_and_bad_input_is_refused(backend: Backend
             .await,
         Err(StoreError::InvalidInput(_))
     ));
+    let session = SessionRecord {
+        token_hash: "h".to_owned(),
+        user_id: "u".to_owned(),
+        name: "nul\0name".to_owned(),
+        expires_at_ms: 1,
+    };
+    assert!(matches!(
+        store.save_session(session).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    // Reads with a NUL find nothing (nothing can be stored that way) rather than failing.
+    assert_eq!(store.session("a\0b", 0).await.ok(), Some(None));
+    assert_eq!(store.recovery("a\0b", 0).await.ok(), Some(None));
+    assert_eq!(store.room_exists("a\0b").await.ok(), Some(false));
+    let nul_room = Conversation::room("a\0b");
+    assert_eq!(store.latest(&nul_room, 5).await.ok(), Some(Vec::new()));
+    assert_eq!(store.last_seq(&nul_room).await.ok(), Some(0));
     // Any other text is stored exactly.
     let tricky = "'; DROP TABLE messages; -- <b>é😀</b>\u{7f}\n\tend";
     assert_eq!(

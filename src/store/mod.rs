@@ -20,6 +20,8 @@
 //! - Appending again with the same `client_id` from the same author in the same conversation
 //!   returns the message stored the first time (same id and seq), flagged as a duplicate.
 //! - A read started after a write future resolved sees that write.
+//! - Dropping a write future after it was queued does not cancel the write: a message whose
+//!   sender went away may still be stored (a resend with its `client_id` then finds it).
 //! - Lists of messages are always in ascending sequence order, whatever the query direction.
 //!
 //! Only one process may write to a store at a time: the writer caches the last sequence of
@@ -39,6 +41,7 @@ use std::sync::Arc;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use writer::MAX_BODY_BYTES;
 
 /// The most messages one read returns; larger limits are clamped to it. Callers page with
 /// [`HistoryStore::before`] / [`HistoryStore::after`].

@@ -97,8 +97,12 @@ impl SqliteStore {
         limit: u32,
         newest_first: bool,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        let key = conversation.storage_key();
+        if key.contains('\0') {
+            return Ok(Vec::new()); // cannot be stored, so nothing is there
+        }
         let rows: Vec<MessageRow> = sqlx::query_as(sql)
-            .bind(conversation.storage_key())
+            .bind(key)
             .bind(seq)
             .bind(page_limit(limit))
             .fetch_all(&self.reads)
@@ -157,8 +161,12 @@ impl HistoryStore for SqliteStore {
 
     fn last_seq<'a>(&'a self, conversation: &'a Conversation) -> StoreFuture<'a, i64> {
         Box::pin(async move {
+            let key = conversation.storage_key();
+            if key.contains('\0') {
+                return Ok(0);
+            }
             sqlx::query_scalar(LAST_SEQ)
-                .bind(conversation.storage_key())
+                .bind(key)
                 .fetch_one(&self.reads)
                 .await
                 .map_err(StoreError::db("reading the last sequence"))
@@ -188,6 +196,9 @@ impl HistoryStore for SqliteStore {
 
     fn room_exists<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            if name.contains('\0') {
+                return Ok(false);
+            }
             let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms WHERE name = ?1")
                 .bind(name)
                 .fetch_one(&self.reads)
@@ -207,6 +218,9 @@ impl HistoryStore for SqliteStore {
         now_ms: i64,
     ) -> StoreFuture<'a, Option<SessionRecord>> {
         Box::pin(async move {
+            if token_hash.contains('\0') {
+                return Ok(None);
+            }
             let row: Option<(String, String, i64)> = sqlx::query_as(
                 "SELECT user_id, name, expires_at_ms FROM sessions \
                  WHERE token_hash = ?1 AND expires_at_ms > ?2",
@@ -239,6 +253,9 @@ impl HistoryStore for SqliteStore {
         now_ms: i64,
     ) -> StoreFuture<'a, Option<RecoveryRecord>> {
         Box::pin(async move {
+            if pid.contains('\0') {
+                return Ok(None);
+            }
             let row: Option<(String, String, i64)> = sqlx::query_as(
                 "SELECT user_id, state, expires_at_ms FROM recovery_sessions \
                  WHERE pid = ?1 AND expires_at_ms > ?2",

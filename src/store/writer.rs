@@ -135,6 +135,15 @@ impl Applied {
     }
 }
 
+/// PostgreSQL cannot store NUL in text, and one refused row would fail the whole batch it
+/// shares with other callers' writes: refuse it up front, the same way on every backend.
+fn reject_nul(texts: &[&str]) -> Result<(), StoreError> {
+    if texts.iter().any(|text| text.contains('\0')) {
+        return Err(StoreError::InvalidInput("text contains a NUL character"));
+    }
+    Ok(())
+}
+
 /// The stores' side of the writer: a bounded queue into the writer task.
 pub(crate) struct WriterHandle {
     queue: mpsc::Sender<WriteOp>,
@@ -179,40 +188,45 @@ impl WriterHandle {
         if message.body.len() > MAX_BODY_BYTES {
             return Err(StoreError::InvalidInput("message body is too large"));
         }
-        let texts = [
-            message.body.as_str(),
+        reject_nul(&[
+            &message.body,
             &message.author.user_id,
             &message.author.name,
             message.client_id.as_deref().unwrap_or_default(),
-        ];
-        if texts.iter().any(|text| text.contains('\0'))
-            || message.conversation.storage_key().contains('\0')
-        {
-            return Err(StoreError::InvalidInput("text contains a NUL character"));
-        }
+            &message.conversation.storage_key(),
+        ])?;
         self.request(|reply| WriteOp::Append(message, reply)).await
     }
 
     pub(crate) async fn create_room(&self, room: RoomRecord) -> Result<bool, StoreError> {
+        reject_nul(&[&room.name])?;
         self.request(|reply| WriteOp::CreateRoom(room, reply)).await
     }
 
     pub(crate) async fn save_session(&self, session: SessionRecord) -> Result<(), StoreError> {
+        reject_nul(&[&session.token_hash, &session.user_id, &session.name])?;
         self.request(|reply| WriteOp::SaveSession(session, reply))
             .await
     }
 
     pub(crate) async fn delete_session(&self, token_hash: String) -> Result<bool, StoreError> {
+        if token_hash.contains('\0') {
+            return Ok(false);
+        }
         self.request(|reply| WriteOp::DeleteSession(token_hash, reply))
             .await
     }
 
     pub(crate) async fn save_recovery(&self, recovery: RecoveryRecord) -> Result<(), StoreError> {
+        reject_nul(&[&recovery.pid, &recovery.user_id, &recovery.state])?;
         self.request(|reply| WriteOp::SaveRecovery(recovery, reply))
             .await
     }
 
     pub(crate) async fn delete_recovery(&self, pid: String) -> Result<bool, StoreError> {
+        if pid.contains('\0') {
+            return Ok(false);
+        }
         self.request(|reply| WriteOp::DeleteRecovery(pid, reply))
             .await
     }
