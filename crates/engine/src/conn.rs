@@ -68,6 +68,12 @@ struct PartialPacket {
     bytes: usize,
 }
 
+enum HandshakeSlot {
+    /// Boxed so the connection carries a pointer, not the struct, once it is shared.
+    Owned(Box<Handshake>),
+    Shared(Arc<Handshake>),
+}
+
 /// A protocol violation by the client: the connection is closed.
 #[derive(Debug)]
 pub(crate) struct ProtocolError(pub &'static str);
@@ -108,8 +114,9 @@ pub(crate) struct Conn {
     /// v3 polling only: the client accepts the binary payload format (no `b64=1`).
     pub(crate) v3_binary_polling: bool,
     pub(crate) server: Arc<ServerInner>,
-    /// The opening request (auth is filled per namespace socket).
-    pub(crate) handshake: Handshake,
+    /// The opening request: owned until the first namespace socket takes it, then shared
+    /// with that socket (one copy of the headers per connection in the common case).
+    handshake: Mutex<HandshakeSlot>,
     state: Mutex<State>,
     /// Namespace sockets of this connection (usually one): looked up for acks and dispatch.
     pub(crate) sockets: Mutex<Vec<Arc<dyn SockDyn>>>,
@@ -153,13 +160,48 @@ impl Conn {
             eio,
             v3_binary_polling,
             server,
-            handshake,
+            handshake: Mutex::new(HandshakeSlot::Owned(Box::new(handshake))),
             state: Mutex::new(state),
             sockets: Mutex::new(Vec::new()),
             writer_wake: Notify::new(),
             dispatch_wake: Notify::new(),
             idle: Notify::new(),
         })
+    }
+
+    /// The handshake a new namespace socket sees: the opening request with its `auth` and
+    /// extra query pairs. The first socket takes the request without copying it.
+    pub(crate) fn handshake_for(
+        &self,
+        auth: Value,
+        query: Vec<(String, String)>,
+    ) -> Arc<Handshake> {
+        let mut slot = self.handshake.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handshake = match &mut *slot {
+            HandshakeSlot::Owned(h) => std::mem::replace(
+                &mut **h,
+                Handshake {
+                    query: Vec::new(),
+                    headers: Default::default(),
+                    remote_addr: None,
+                    eio: self.eio,
+                    auth: Value::Null,
+                },
+            ),
+            HandshakeSlot::Shared(shared) => {
+                if shared.auth == auth && query.is_empty() {
+                    return shared.clone();
+                }
+                Handshake::clone(shared)
+            }
+        };
+        handshake.auth = auth;
+        handshake.query.extend(query);
+        let shared = Arc::new(handshake);
+        if matches!(*slot, HandshakeSlot::Owned(_)) {
+            *slot = HandshakeSlot::Shared(shared.clone());
+        }
+        shared
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -572,7 +614,8 @@ impl Conn {
         }
         let item = st.inbox.pop_front()?;
         st.busy = true;
-        if st.inbox.is_empty() && st.inbox.capacity() > 16 {
+        if st.inbox.is_empty() {
+            // Idle connections keep no inbox allocation.
             st.inbox = VecDeque::new();
         }
         Some(Box::pin(dispatch(self.clone(), item)))

@@ -90,9 +90,7 @@ impl<H: Handler> NsDyn for Namespace<H> {
             let core = self.core.clone();
             let recovery = conn.server.config.connection_state_recovery;
             let (id, pid) = socket_identity(&conn, &core, &auth, recovery);
-            let mut handshake = conn.handshake.clone();
-            handshake.auth = auth;
-            handshake.query.extend(query);
+            let handshake = conn.handshake_for(auth, query);
             let socket = Arc::new(Socket::new(id, core.clone(), conn.clone(), handshake, pid));
             core.add_member(socket.id(), conn.clone());
             conn.set_barrier();

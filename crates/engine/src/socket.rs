@@ -122,7 +122,7 @@ pub struct Socket<D> {
     id: SocketId,
     ns: Arc<NsCore>,
     conn: Arc<Conn>,
-    handshake: Handshake,
+    handshake: Arc<Handshake>,
     data: D,
     state: AtomicU8,
     /// Recovery private id, when `connection_state_recovery` is on.
@@ -138,7 +138,7 @@ impl<D: Default> Socket<D> {
         id: SocketId,
         ns: Arc<NsCore>,
         conn: Arc<Conn>,
-        handshake: Handshake,
+        handshake: Arc<Handshake>,
         pid: Option<Arc<str>>,
     ) -> Self {
         Self {

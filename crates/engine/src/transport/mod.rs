@@ -180,23 +180,38 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0),
-        headers: req.headers().clone(),
+        headers: owned_headers(req.headers()),
         query,
         eio,
         auth: Value::Null,
     };
     if websocket {
-        ws::accept(
-            req,
-            ws::Mode::Open {
-                server,
-                eio,
-                handshake,
-            },
-        )
+        ws::accept(req, ws::Mode::Open(ws::new_conn(server, eio, handshake)))
     } else {
         polling::open(server, eio, handshake, b64)
     }
+}
+
+/// A copy of `headers` that owns its bytes. hyper parses header values as slices of its
+/// connection read buffer (8 KiB); keeping those would keep that buffer alive for the whole
+/// life of the connection.
+fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    // Transport plumbing the application never needs.
+    let plumbing = [
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+        header::UPGRADE,
+        header::CONNECTION,
+    ];
+    let keep = |name: &header::HeaderName| !plumbing.contains(name);
+    let mut owned = http::HeaderMap::with_capacity(headers.keys().filter(|n| keep(n)).count());
+    for (name, value) in headers.iter().filter(|(name, _)| keep(name)) {
+        if let Ok(copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            owned.append(name.clone(), copy);
+        }
+    }
+    owned
 }
 
 /// Split and percent-decode a query string (bounded number of pairs).

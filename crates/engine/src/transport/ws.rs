@@ -40,11 +40,7 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why the WebSocket is opened.
 pub(crate) enum Mode {
     /// A new Engine.IO connection over WebSocket.
-    Open {
-        server: Arc<ServerInner>,
-        eio: u8,
-        handshake: Handshake,
-    },
+    Open(Arc<Conn>),
     /// The upgrade of an existing polling session.
     Upgrade(Arc<Conn>),
 }
@@ -68,10 +64,9 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
     let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_payload = match &mode {
-        Mode::Open { server, .. } => server.config.max_payload,
-        Mode::Upgrade(conn) => conn.server.config.max_payload,
+        Mode::Open(conn) | Mode::Upgrade(conn) => conn.server.config.max_payload,
     };
-    tokio::spawn(async move {
+    let fut = async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
@@ -80,18 +75,17 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
             .write_buffer_size(WRITE_BUFFER)
             .max_message_size(Some(max_payload))
             .max_frame_size(Some(max_payload));
-        let ws =
+        // Boxed: the task future then carries a pointer, not the stream, through every state.
+        let ws = Box::new(
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+                .await,
+        );
         match mode {
-            Mode::Open {
-                server,
-                eio,
-                handshake,
-            } => open(server, eio, handshake, ws).await,
+            Mode::Open(conn) => open(conn, ws).await,
             Mode::Upgrade(conn) => upgrade(conn, ws).await,
         }
-    });
+    };
+    tokio::spawn(fut);
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -103,8 +97,14 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
     response
 }
 
-async fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, mut ws: Ws) {
-    let conn = Conn::new(server.clone(), eio, Transport::WebSocket, handshake, false);
+/// A new connection over WebSocket (created with [`Conn::new`] by the router).
+pub(crate) fn new_conn(server: Arc<ServerInner>, eio: u8, handshake: Handshake) -> Arc<Conn> {
+    Conn::new(server, eio, Transport::WebSocket, handshake, false)
+}
+
+async fn open(conn: Arc<Conn>, mut ws: Box<Ws>) {
+    let server = conn.server.clone();
+    let eio = conn.eio;
     if ws
         .send(Message::text(conn.open_packet(false)))
         .await
@@ -124,7 +124,7 @@ async fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, mut ws: W
 }
 
 /// The upgrade of a polling session: probe, then `5`, then this task owns the connection.
-async fn upgrade(conn: Arc<Conn>, mut ws: Ws) {
+async fn upgrade(conn: Arc<Conn>, mut ws: Box<Ws>) {
     let config = &conn.server.config;
     let probe_timeout = config.ping_interval + config.ping_timeout;
     loop {
@@ -252,7 +252,7 @@ async fn closed(conn: &Conn) {
 }
 
 /// The connection loop: read, dispatch, write, heartbeat — one task.
-async fn run(conn: Arc<Conn>, mut ws: Ws) {
+async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
     let mut job: Option<Job> = None;
     let mut next_tick = conn.heartbeat_tick();
     let mut close_code = None;
