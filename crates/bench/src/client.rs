@@ -46,9 +46,13 @@ pub struct Connector {
 pub struct Handshake {
     /// The `pid` in the CONNECT reply (socket.io connection-state recovery), if any.
     pub recovery_pid: Option<String>,
-    /// Whether the server reported the session as recovered (CSR).
-    pub recovered: bool,
+    /// Frames that arrived before the CONNECT reply (Node's recovery replays missed packets
+    /// first), for the scenario to handle like any later frame.
+    pub early_frames: Vec<String>,
 }
+
+/// Frames kept from before the CONNECT reply, at most (a bound on a misbehaving server).
+const MAX_EARLY_FRAMES: usize = 10_000;
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -185,6 +189,7 @@ async fn expect_engine_open(ws: &mut Ws) -> Result<(), BenchError> {
 }
 
 async fn expect_socket_connect(ws: &mut Ws) -> Result<Handshake, BenchError> {
+    let mut early_frames = Vec::new();
     loop {
         let packet = next_text(ws).await?;
         if packet == "2" {
@@ -196,15 +201,16 @@ async fn expect_socket_connect(ws: &mut Ws) -> Result<Handshake, BenchError> {
                     .get("pid")
                     .and_then(|pid| pid.as_str())
                     .map(str::to_owned),
-                recovered: false,
+                early_frames,
             });
         } else if packet.starts_with("44") {
             return Err(BenchError::Protocol(format!(
                 "connect refused: {}",
                 clip(&packet)
             )));
+        } else if early_frames.len() < MAX_EARLY_FRAMES {
+            early_frames.push(packet);
         }
-        // Anything else before CONNECT (e.g. an early event) is not ours to judge: skip it.
     }
 }
 
@@ -281,6 +287,18 @@ pub fn event_frame(wire: Wire, event: &str, text: &str) -> String {
     }
 }
 
+/// Frames a chat message: the tutorial's `42["sendChat",text]`, chinwag's full protocol
+/// `42ACK["message:send",{"room":"general","text":text}]` (with an ack id, as its clients send
+/// it), or the bare text in raw mode.
+pub fn chat_frame(wire: Wire, full: bool, event: &str, text: &str, ack: u64) -> String {
+    if full && wire == Wire::SocketIo {
+        let args = serde_json::json!(["message:send", {"room": "general", "text": text}]);
+        format!("42{ack}{args}")
+    } else {
+        event_frame(wire, event, text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +321,9 @@ mod tests {
             r#"42["sendChat","hi"]"#
         );
         assert_eq!(event_frame(Wire::Raw, "sendChat", "hi"), "hi");
+        assert_eq!(
+            chat_frame(Wire::SocketIo, true, "sendChat", "hi", 7),
+            r#"427["message:send",{"room":"general","text":"hi"}]"#
+        );
     }
 }

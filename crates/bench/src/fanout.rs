@@ -127,7 +127,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
             "senders" => index < senders,
             _ => false,
         };
-        if joins && wire == client::Wire::SocketIo {
+        if joins && wire == client::Wire::SocketIo && !common.full {
             let frame = client::event_frame(wire, &common.join_event, &format!("u{index}"));
             outbox_tx.try_send(frame).ok();
         }
@@ -186,15 +186,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
         let server_cpu = pid.as_deref().map(procfs::CpuMeter::start);
         let own_cpu = procfs::CpuMeter::start("self");
         let started = Instant::now();
-        let sent = send_step(
-            &outboxes[..senders],
-            wire,
-            &common.send_event,
-            step,
-            rate,
-            args,
-        )
-        .await;
+        let sent = send_step(&outboxes[..senders], wire, common, step, rate, args).await;
         let expected = sent * connected as u64;
         let drained = drain(&tally.steps[step].latency, expected, args.drain_secs).await;
         let window = started.elapsed().as_secs_f64();
@@ -272,7 +264,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
 async fn send_step(
     outboxes: &[mpsc::Sender<String>],
     wire: client::Wire,
-    event: &str,
+    common: &Common,
     step: usize,
     rate: u32,
     args: &FanoutArgs,
@@ -286,15 +278,18 @@ async fn send_step(
     for (index, outbox) in outboxes.iter().enumerate() {
         let outbox = outbox.clone();
         let sent = Arc::clone(&sent);
-        let event = event.to_owned();
+        let event = common.send_event.clone();
+        let full = common.full;
         let size = args.size;
         // Senders are staggered across one period so the load is smooth, not bursts of S.
         let offset = period.mul_f64(index as f64 / senders);
         tasks.push(tokio::spawn(async move {
             let mut next = start + offset;
+            let mut ack = 0;
             while next < end {
                 tokio::time::sleep_until(next).await;
-                let frame = client::event_frame(wire, &event, &body(step, size));
+                ack += 1;
+                let frame = client::chat_frame(wire, full, &event, &body(step, size), ack);
                 if outbox.try_send(frame).is_ok() {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }

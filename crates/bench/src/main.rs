@@ -23,6 +23,7 @@ mod histogram;
 mod idle;
 mod jitter;
 mod procfs;
+mod receipts;
 mod report;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -68,6 +69,10 @@ pub struct Common {
     /// JSON sent with the Socket.IO CONNECT packet; `{i}` becomes the client's index.
     #[arg(long, global = true)]
     pub auth: Option<String>,
+    /// Speak chinwag's full protocol: a name in the CONNECT auth (`{"name":"u{i}"}` unless
+    /// `--auth` says otherwise) and `message:send` to `general`.
+    #[arg(long, global = true)]
+    pub full: bool,
     /// The event that joins the chat with a name.
     #[arg(long, global = true, default_value = "addUser")]
     pub join_event: String,
@@ -86,9 +91,12 @@ impl Common {
 
     /// The CONNECT auth payload for client `index`, if the run uses one.
     pub fn auth_for(&self, index: usize) -> Option<String> {
-        self.auth
-            .as_ref()
-            .map(|template| template.replace("{i}", &index.to_string()))
+        let template = match (&self.auth, self.full) {
+            (Some(template), _) => template.as_str(),
+            (None, true) => r#"{"name":"u{i}"}"#,
+            (None, false) => return None,
+        };
+        Some(template.replace("{i}", &index.to_string()))
     }
 }
 

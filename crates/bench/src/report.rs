@@ -1,12 +1,338 @@
-//! The comparison table (placeholder, filled in next).
+//! The comparison table of one run: reads the JSON records the scenarios printed (one per line)
+//! and prints, per scenario, one row per server and the ratios of chinwag to each peer.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
 use crate::error::BenchError;
 
+/// Options of `report`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReportArgs {
     /// File of JSON records written by the scenarios.
     pub records: std::path::PathBuf,
+    /// The server the ratios are computed for.
+    #[arg(long, default_value = "chinwag")]
+    pub subject: String,
 }
 
-pub fn run(_args: &ReportArgs) -> Result<(), BenchError> {
+/// The servers in the order they are shown, peers after the subject.
+const ORDER: [&str; 7] = [
+    "chinwag",
+    "chinwag-full",
+    "node",
+    "node-csr",
+    "socketioxide",
+    "raw",
+    "chinwag-nohistory",
+];
+
+fn order_of(label: &str) -> usize {
+    ORDER
+        .iter()
+        .position(|known| *known == label)
+        .unwrap_or(ORDER.len())
+}
+
+fn number(record: &Value, field: &str) -> Option<f64> {
+    record.get(field).and_then(Value::as_f64)
+}
+
+/// `a/b` as a ratio, or a dash when either side is missing.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".to_owned(),
+    }
+}
+
+fn cell(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.decimals$}"))
+}
+
+pub fn run(args: &ReportArgs) -> Result<(), BenchError> {
+    let text = std::fs::read_to_string(&args.records)?;
+    let records: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    print!("{}", render(&records, &args.subject));
     Ok(())
+}
+
+/// Collects `field` of the records of `scenario`, by label, keyed by `key` (e.g. N or rate).
+fn by_label(
+    records: &[Value],
+    scenario: &str,
+    key: &str,
+    field: &str,
+) -> BTreeMap<String, BTreeMap<i64, f64>> {
+    let mut table: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+    for record in records {
+        if record.get("scenario").and_then(Value::as_str) != Some(scenario) {
+            continue;
+        }
+        let Some(label) = record.get("label").and_then(Value::as_str) else {
+            continue;
+        };
+        let key = record.get(key).and_then(Value::as_i64).unwrap_or(0);
+        if let Some(value) = number(record, field) {
+            table
+                .entry(label.to_owned())
+                .or_default()
+                .insert(key, value);
+        }
+    }
+    table
+}
+
+fn labels_of(table: &BTreeMap<String, BTreeMap<i64, f64>>) -> Vec<String> {
+    let mut labels: Vec<String> = table.keys().cloned().collect();
+    labels.sort_by_key(|label| (order_of(label), label.clone()));
+    labels
+}
+
+/// One section: rows are servers, columns are keys (N or rate), then the subject's ratio to
+/// each peer at the largest key both have.
+fn section(
+    out: &mut String,
+    title: &str,
+    key_name: &str,
+    table: &BTreeMap<String, BTreeMap<i64, f64>>,
+    subject: &str,
+    decimals: usize,
+) {
+    if table.is_empty() {
+        return;
+    }
+    let mut keys: Vec<i64> = table.values().flat_map(|row| row.keys().copied()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let _ = writeln!(out, "\n## {title}");
+    let mut header = format!("| server | {}", key_name);
+    for key in &keys {
+        let _ = write!(header, " | {key}");
+    }
+    let _ = writeln!(out, "{header} |");
+    let _ = writeln!(out, "|{}", " --- |".repeat(keys.len() + 2));
+    for label in labels_of(table) {
+        let row = &table[&label];
+        let mut line = format!("| {label} |");
+        for key in &keys {
+            let _ = write!(line, " | {}", cell(row.get(key).copied(), decimals));
+        }
+        let _ = writeln!(out, "{line} |");
+    }
+    if let Some(subject_row) = table.get(subject) {
+        for label in labels_of(table) {
+            if label == subject {
+                continue;
+            }
+            let peer_row = &table[&label];
+            let common = keys
+                .iter()
+                .rev()
+                .find(|key| subject_row.contains_key(key) && peer_row.contains_key(key));
+            if let Some(key) = common {
+                let _ = writeln!(
+                    out,
+                    "- {subject}/{label} at {key_name} {key}: {}",
+                    ratio(subject_row.get(key).copied(), peer_row.get(key).copied())
+                );
+            }
+        }
+    }
+}
+
+/// One value per server (e.g. saturation), with the subject's ratio to each peer.
+fn single(
+    out: &mut String,
+    title: &str,
+    records: &[Value],
+    scenario: &str,
+    field: &str,
+    subject: &str,
+) {
+    let mut values: Vec<(String, f64)> = records
+        .iter()
+        .filter(|record| record.get("scenario").and_then(Value::as_str) == Some(scenario))
+        .filter_map(|record| {
+            let label = record.get("label")?.as_str()?.to_owned();
+            Some((label, number(record, field)?))
+        })
+        .collect();
+    if values.is_empty() {
+        return;
+    }
+    values.sort_by_key(|(label, _)| (order_of(label), label.clone()));
+    let subject_value = values
+        .iter()
+        .find(|(label, _)| label == subject)
+        .map(|(_, value)| *value);
+    let _ = writeln!(out, "\n## {title}");
+    let _ = writeln!(
+        out,
+        "| server | value | {subject}/server |\n| --- | --- | --- |"
+    );
+    for (label, value) in &values {
+        let _ = writeln!(
+            out,
+            "| {label} | {value:.0} | {} |",
+            ratio(subject_value, Some(*value))
+        );
+    }
+}
+
+/// Rows of a scenario with several fields per server (jitter, avalanche).
+fn rows(out: &mut String, title: &str, records: &[Value], scenario: &str, fields: &[&str]) {
+    let mut matching: Vec<&Value> = records
+        .iter()
+        .filter(|record| record.get("scenario").and_then(Value::as_str) == Some(scenario))
+        .collect();
+    if matching.is_empty() {
+        return;
+    }
+    matching.sort_by_key(|record| {
+        let label = record.get("label").and_then(Value::as_str).unwrap_or("");
+        (order_of(label), label.to_owned())
+    });
+    let _ = writeln!(out, "\n## {title}");
+    let _ = writeln!(out, "| server | {} |", fields.join(" | "));
+    let _ = writeln!(out, "|{}", " --- |".repeat(fields.len() + 1));
+    for record in matching {
+        let label = record.get("label").and_then(Value::as_str).unwrap_or("?");
+        let cells: Vec<String> = fields
+            .iter()
+            .map(|field| match record.get(*field) {
+                Some(Value::Number(n)) => cell(n.as_f64(), 2),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => "-".to_owned(),
+            })
+            .collect();
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+}
+
+pub fn render(records: &[Value], subject: &str) -> String {
+    let mut out = String::from("# chinwag benchmark comparison\n");
+    let idle = by_label(records, "idle", "n", "per_conn_kib");
+    section(
+        &mut out,
+        "Idle: server KiB per handshaken connection (lower is better)",
+        "N",
+        &idle,
+        subject,
+        2,
+    );
+    let joined = by_label(records, "idle_joined", "n", "per_conn_kib");
+    section(
+        &mut out,
+        "Idle: server KiB per joined user (lower is better)",
+        "N",
+        &joined,
+        subject,
+        2,
+    );
+    single(
+        &mut out,
+        "Fan-out saturation: most deliveries/s in one step (higher is better)",
+        records,
+        "fanout_max",
+        "max_deliveries_per_s",
+        subject,
+    );
+    let p99 = by_label(records, "fanout", "rate", "p99_ms");
+    section(
+        &mut out,
+        "Fan-out p99 latency, ms, by total msg/s (lower is better)",
+        "msg/s",
+        &p99,
+        subject,
+        1,
+    );
+    let delivered = by_label(records, "fanout", "rate", "ratio");
+    section(
+        &mut out,
+        "Fan-out delivered/expected by msg/s",
+        "msg/s",
+        &delivered,
+        subject,
+        4,
+    );
+    let cpu = by_label(records, "fanout", "rate", "server_cpu_pct");
+    section(
+        &mut out,
+        "Fan-out server CPU % (of one core) by msg/s",
+        "msg/s",
+        &cpu,
+        subject,
+        0,
+    );
+    let generator = by_label(records, "fanout", "rate", "gen_cpu_pct");
+    section(
+        &mut out,
+        "Fan-out generator CPU % by msg/s",
+        "msg/s",
+        &generator,
+        subject,
+        0,
+    );
+    rows(
+        &mut out,
+        "Jitter: delivery under connection drops",
+        records,
+        "jitter",
+        &[
+            "delivery_pct",
+            "send_p50_ms",
+            "send_p99_ms",
+            "send_max_ms",
+            "lag_p50_ms",
+            "lag_p95_ms",
+            "lag_p99_ms",
+            "lag_max_ms",
+            "drops",
+        ],
+    );
+    rows(
+        &mut out,
+        "Restart avalanche",
+        records,
+        "avalanche",
+        &[
+            "signal",
+            "clients",
+            "back",
+            "never_back",
+            "back_p50_ms",
+            "back_p95_ms",
+            "back_max_ms",
+            "lost_messages",
+        ],
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_compare_the_subject_to_each_peer() {
+        let records: Vec<Value> = [
+            r#"{"scenario":"idle","label":"chinwag","n":1000,"per_conn_kib":2.0}"#,
+            r#"{"scenario":"idle","label":"node","n":1000,"per_conn_kib":8.0}"#,
+            r#"{"scenario":"fanout_max","label":"chinwag","max_deliveries_per_s":300000}"#,
+            r#"{"scenario":"fanout_max","label":"node","max_deliveries_per_s":60000}"#,
+        ]
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+        let table = render(&records, "chinwag");
+        assert!(table.contains("chinwag/node at N 1000: 0.25x"), "{table}");
+        assert!(table.contains("| node | 60000 | 5.00x |"), "{table}");
+    }
 }

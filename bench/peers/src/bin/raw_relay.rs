@@ -66,7 +66,8 @@ impl Clients {
 async fn serve_client(stream: TcpStream, clients: Arc<Clients>) {
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        // Frames are fed into a 16 KiB buffer and written with one flush per batch.
+        .write_buffer_size(16 * 1024)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
     let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
