@@ -74,7 +74,9 @@ impl TestDb {
                 run_admin_sql(&admin_url, &format!("CREATE SCHEMA {schema}")).await;
                 let separator = if admin_url.contains('?') { '&' } else { '?' };
                 Self {
-                    url: format!("{admin_url}{separator}options[search_path]={schema}"),
+                    url: format!(
+                        "{admin_url}{separator}options[search_path]={schema}&application_name={schema}"
+                    ),
                     cleanup: Cleanup::Schema { admin_url, schema },
                 }
             }
@@ -609,6 +611,49 @@ async fn a_database_path_that_is_a_directory_is_an_error() {
     let result = open_store(&dir.display().to_string(), Durability::Full).await;
     let _ = std::fs::remove_dir_all(&dir);
     assert!(result.is_err(), "a directory cannot hold the history");
+}
+
+/// PostgreSQL only: the server drops the store's connections (a restart, a failover); the
+/// store reconnects, and nothing is lost or numbered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_store_reconnects_after_the_server_drops_its_connections() {
+    if postgres_skipped() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let Cleanup::Schema { admin_url, schema } = &db.cleanup else {
+        unreachable!("a PostgreSQL test database");
+    };
+    let store = db.open().await;
+    let room = Conversation::room("general");
+    append(&*store, new_message(&room, "alice", "before", Some("c1"))).await;
+
+    run_admin_sql(
+        admin_url,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{schema}'"
+        ),
+    )
+    .await;
+
+    // The batch that meets the dead connection fails (its caller can resend); a later one
+    // succeeds on a new connection.
+    let mut attempts = 0;
+    let after = loop {
+        attempts += 1;
+        match store
+            .append(new_message(&room, "alice", "after", Some("c2")))
+            .await
+        {
+            Ok(appended) => break appended.message,
+            Err(error) if attempts < 3 => eprintln!("attempt {attempts}: {error}"),
+            Err(error) => panic!("the store did not reconnect: {error}"),
+        }
+    };
+    assert_eq!(after.seq, 2, "no sequence lost to the failed attempt");
+    assert_eq!(seqs(&everything(&*store, &room).await), [1, 2]);
+    store.close().await;
 }
 
 /// How many acknowledged appends the crash test waits for before killing the child.
