@@ -518,3 +518,38 @@ async fn a_connection_that_drops_while_connecting_does_not_keep_its_name() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_messages_arrive_in_sequence_order_without_gaps() {
+    let mut config = test_config();
+    config.max_messages_per_second = 0;
+    let app = TestApp::start_with(config).await;
+    let (mut reader, _) = join(&app, "reader").await;
+    let mut senders = Vec::new();
+    for index in 0..8 {
+        let (client, _) = join(&app, &format!("sender{index}")).await;
+        senders.push(client);
+    }
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                for seq in 0..50 {
+                    let send = json!({"room": "general", "text": format!("m{seq}")});
+                    // Pipelined: no waiting for acks, so stores complete in batches.
+                    client.emit("message:send", json!([send])).await;
+                }
+                client
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    while seqs.len() < 400 {
+        let message = next_named(&mut reader, "message:new").await;
+        seqs.push(message["seq"].as_i64().expect("seq"));
+    }
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>());
+    for task in tasks {
+        drop(task.await.expect("sender"));
+    }
+}

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`error`]: [`DomainError`] and its stable [`ErrorCode`]s.
 //! - [`name`]: [`UserName`] (validated display name) and [`NameKey`] (its comparison form).
+//! - [`order`]: [`InOrder`], releasing each conversation's messages in sequence order.
 //! - [`rate`]: [`RateLimit`], the per-connection message rate.
 //! - [`room`]: [`RoomName`], and the default room `general`.
 //! - [`message`]: [`MessageBody`] and its length limit.
@@ -17,6 +18,7 @@ pub mod community;
 pub mod error;
 pub mod message;
 pub mod name;
+pub mod order;
 pub mod rate;
 pub mod room;
 
@@ -27,5 +29,6 @@ pub use community::{
 pub use error::{DomainError, ErrorCode};
 pub use message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
 pub use name::{MAX_NAME_CHARS, NameKey, SERVER_NAME, UserName};
+pub use order::InOrder;
 pub use rate::RateLimit;
 pub use room::{GENERAL, RoomName};

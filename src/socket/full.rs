@@ -229,7 +229,7 @@ pub async fn message_send(
         let client_id = request.client_id()?;
         chat.take_message_token(socket)?;
         let draft = chat.community().draft_for_room(socket.id(), &room, text)?;
-        chat.history.append(draft, client_id, now_ms()).await
+        chat.store(draft, client_id).await
     }
     .await;
     acknowledge_and_post(chat, ack, result);
@@ -247,7 +247,7 @@ pub async fn dm_send(chat: &Chat, socket: &Socket<Connection>, args: &[Value], a
         let client_id = request.client_id()?;
         chat.take_message_token(socket)?;
         let draft = chat.community().draft_direct(socket.id(), to, text)?;
-        chat.history.append(draft, client_id, now_ms()).await
+        chat.store(draft, client_id).await
     }
     .await;
     acknowledge_and_post(chat, ack, result);

@@ -130,6 +130,20 @@ impl History {
         }
     }
 
+    /// The sequence of the newest message of a conversation (0 when empty).
+    pub async fn last_seq(&self, conversation: &Conversation) -> Result<i64, DomainError> {
+        match self {
+            Self::Durable(store) => store
+                .last_seq(conversation)
+                .await
+                .map_err(|e| unavailable("last_seq", &e)),
+            Self::Memory(memory) => {
+                let memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(memory.last_seq.get(conversation).copied().unwrap_or(0))
+            }
+        }
+    }
+
     /// Up to `limit` messages after `seq`, ascending (catch-up).
     pub async fn after(
         &self,

@@ -18,6 +18,7 @@ pub mod full;
 pub mod history;
 pub mod tutorial;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,9 +26,13 @@ use engine::{ConnectError, DisconnectReason, Event, Handler, Socket, SocketId, S
 use serde_json::Value;
 use tracing::debug;
 
-use crate::domain::{Community, DomainError, Limits, Message, Protocol, RateLimit};
+use crate::domain::{Community, DomainError, Draft, InOrder, Limits, Message, Protocol, RateLimit};
+use crate::store::Conversation;
 use history::History;
 use tutorial::Spelling;
+
+/// Longest a stored message waits for a predecessor before it is delivered anyway.
+const MAX_ORDER_WAIT_MS: u64 = 2_000;
 
 /// How often users whose grace period has run out are announced as gone.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -47,6 +52,10 @@ pub struct Chat {
     /// them in the engine. The engine skips `on_disconnect` for a connection that closes
     /// while `on_connect` runs, so a socket it never confirmed must be removed here.
     unconfirmed: Mutex<Vec<(SocketId, u64)>>,
+    /// Per conversation, the messages stored but not yet delivered because a predecessor
+    /// is still on its way. Locked only while `community` is held (lock order: community,
+    /// then this).
+    order: Mutex<HashMap<Conversation, InOrder<Message>>>,
 }
 
 impl Chat {
@@ -56,6 +65,7 @@ impl Chat {
             history,
             io: OnceLock::new(),
             unconfirmed: Mutex::new(Vec::new()),
+            order: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,13 +110,52 @@ impl Chat {
         self.community().user_count()
     }
 
-    /// Deliver a stored message to everyone who should see it.
+    /// Before storing the first message of a conversation in this process: learn what was
+    /// delivered before, so its messages can be released in sequence order.
+    pub(crate) async fn prime(&self, conversation: &Conversation) -> Result<(), DomainError> {
+        if self.order_lock().contains_key(conversation) {
+            return Ok(());
+        }
+        let last = self.history.last_seq(conversation).await?;
+        self.order_lock()
+            .entry(conversation.clone())
+            .or_insert_with(|| InOrder::after(last));
+        Ok(())
+    }
+
+    /// Store a validated message; resolves once it is durable (see [`History::append`]).
+    pub(crate) async fn store(
+        &self,
+        draft: Draft,
+        client_id: Option<String>,
+    ) -> Result<(Message, bool), DomainError> {
+        self.prime(&history::conversation_of(&draft.place)).await?;
+        self.history.append(draft, client_id, now_ms()).await
+    }
+
+    /// Deliver a stored message to everyone who should see it, after its predecessors.
     pub(crate) fn post(&self, message: Message) {
         let community = self.community();
-        let notices = community.posted(message);
-        if let Some(io) = self.io() {
-            deliver::deliver(io, &community, None, &notices);
+        let conversation = history::conversation_of(&message.place);
+        let seq = message.seq;
+        let ready = self
+            .order_lock()
+            .entry(conversation)
+            .or_insert_with(|| InOrder::after(seq - 1))
+            .accept(seq, message, now_ms_u64());
+        self.deliver_messages(&community, ready);
+    }
+
+    fn deliver_messages(&self, community: &Community<SocketId>, messages: Vec<Message>) {
+        let Some(io) = self.io() else { return };
+        for message in messages {
+            let notices = community.posted(message);
+            deliver::deliver(io, community, None, &notices);
         }
+    }
+
+    fn order_lock(&self) -> MutexGuard<'_, HashMap<Conversation, InOrder<Message>>> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn is_full_protocol(&self, socket: &Socket<Connection>) -> bool {
@@ -146,6 +195,15 @@ impl Chat {
         if let (false, Some(io)) = (notices.is_empty(), self.io()) {
             deliver::deliver(io, &community, None, &notices);
         }
+        // A message whose predecessor never came (its sender's task vanished) waits at most
+        // this long.
+        let overdue: Vec<Message> = self
+            .order_lock()
+            .values_mut()
+            .filter(|order| order.is_waiting())
+            .flat_map(|order| order.expire(now, MAX_ORDER_WAIT_MS))
+            .collect();
+        self.deliver_messages(&community, overdue);
     }
 
     /// Sockets registered at least a second ago that the engine does not know: their

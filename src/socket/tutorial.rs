@@ -15,7 +15,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::deliver::{deliver, emit_checked};
-use super::{Chat, Connection, now_ms};
+use super::{Chat, Connection};
 use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId};
 use engine::Socket;
 
@@ -99,7 +99,7 @@ pub async fn send_chat(chat: &Chat, socket: &Socket<Connection>, used: Spelling,
             .draft_for_room(socket.id(), &RoomName::general(), text)
     });
     let posted = match draft {
-        Ok(draft) => chat.history.append(draft, None, now_ms()).await,
+        Ok(draft) => chat.store(draft, None).await,
         Err(error) => Err(error),
     };
     match posted {
