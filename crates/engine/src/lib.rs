@@ -6,12 +6,26 @@
 //!
 //! # Layout
 //! - [`config`]: [`EngineConfig`], every tunable with its default.
-//! - `eio`: Engine.IO packet and payload codecs (pure, no I/O).
+//! - `eio`: Engine.IO packet and payload codecs, v4 and v3 (pure, no I/O).
 //! - `sio`: Socket.IO packet codec (pure, no I/O).
+//! - `transport`: the HTTP side — routing, handshake, errors, CORS; `transport::polling`
+//!   (GET/POST, the session driver task) and `transport::ws` (the one task per WebSocket).
+//! - `conn`: one Engine.IO connection — outbox (bounded in bytes), inbox of namespace packets,
+//!   heartbeat, close and cleanup. The heart of ordering and backpressure.
+//! - `ns`: the type-erased bridge from a connection to each namespace's [`Handler`].
 //! - [`handler`]: the [`Handler`] trait an application implements per namespace.
-//! - [`socket`]: [`Socket`], the application's handle on one connected namespace socket.
-//! - [`adapter`]: room index and the [`Adapter`] trait for cluster fan-out.
+//! - [`socket`]: [`Socket`], the application's handle on one connected namespace socket, and
+//!   [`BroadcastOperator`].
+//! - [`adapter`]: the room index and the [`Adapter`] trait for cluster fan-out.
 //! - [`server`]: [`SocketIo`], the builder and the HTTP service to mount.
+//!
+//! # How a packet flows
+//! A reader (the WebSocket task or a polling POST) decodes packets: heartbeats and acks are
+//! handled at once; CONNECT, DISCONNECT and events go to the connection's inbox. A dispatcher
+//! (the same WebSocket task, or the polling session's driver task) runs inbox items one at a
+//! time, so a socket's handlers never overlap and `on_disconnect` comes after every earlier
+//! event. Emits encode once and push onto the connection's outbox; the writer (the WebSocket
+//! task, or the waiting poll) drains it in batches.
 //!
 //! # The API in one example
 //! ```ignore
@@ -39,6 +53,23 @@ pub mod server;
 mod sio;
 pub mod socket;
 mod transport;
+
+#[cfg(test)]
+mod codec_props;
+
+/// Feed untrusted bytes to every packet and payload decoder (for the fuzz target and the
+/// property tests). Not part of the API.
+#[doc(hidden)]
+pub fn fuzz_decoders(data: &[u8]) {
+    let _ = eio::decode_payload_v4(data);
+    let _ = eio::decode_payload_v3_text(data);
+    let _ = eio::decode_payload_v3_binary(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = eio::decode_text(text);
+        let _ = sio::decode(text);
+        let _ = transport::parse_query(text);
+    }
+}
 
 pub use adapter::{Adapter, BroadcastPacket, LocalAdapter};
 pub use config::EngineConfig;

@@ -476,3 +476,29 @@ async fn invalid_utf8_text_frames_close_with_1007() {
     ws.send(Message::Frame(frame)).await.unwrap();
     assert_eq!(ws_closed(&mut ws).await, Some(1007));
 }
+
+#[tokio::test]
+async fn a_stalled_post_body_times_out_and_closes_the_session() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = EngineConfig {
+        http_request_timeout: Duration::from_millis(200),
+        ping_interval: Duration::from_secs(10),
+        ..fast_config()
+    };
+    let server = start(config).await;
+    let sid = polling_session(&server).await;
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n42[",
+        server.url(&q)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(parse_response(&raw).status, 408);
+    assert_eq!(get(&server, &q).await.status, 400);
+}
