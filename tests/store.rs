@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chinwag::store::{
-    Author, Conversation, Durability, HistoryStore, MAX_CLIENT_ID_LEN, NewMessage, RecoveryRecord,
-    RoomRecord, SessionRecord, StoreError, StoreOptions, StoredMessage, open_store,
+    Author, Conversation, Durability, HistoryStore, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, NewMessage,
+    RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoreOptions, StoredMessage, open_store,
     open_store_with,
 };
 
@@ -334,6 +334,32 @@ async fn latest_before_and_after_page_exactly(backend: Backend) {
         .map(|m| m.body)
         .collect();
     assert_eq!(bodies, ["m24", "m25"]);
+    store.close().await;
+}
+
+async fn one_read_returns_at_most_the_page_limit(backend: Backend) {
+    const STORED: i64 = MAX_PAGE_LIMIT as i64 + 5;
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let room = Conversation::room("big");
+    let tasks: Vec<_> = (0..STORED)
+        .map(|i| {
+            let (store, room) = (store.clone(), room.clone());
+            tokio::spawn(async move {
+                store
+                    .append(new_message(&room, "alice", &format!("m{i}"), None))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("append task").expect("append");
+    }
+    let page = store.after(&room, 0, u32::MAX).await.expect("after");
+    assert_eq!(seqs(&page), (1..=MAX_PAGE_LIMIT as i64).collect::<Vec<_>>());
+    let newest = store.latest(&room, u32::MAX).await.expect("latest");
+    assert_eq!(seqs(&newest), (6..=STORED).collect::<Vec<_>>());
+    assert_eq!(everything(&*store, &room).await.len() as i64, STORED);
     store.close().await;
 }
 
@@ -817,6 +843,7 @@ behaviours!(
     concurrent_appends_from_many_tasks_get_gapless_sequences,
     resending_a_client_id_returns_the_original_message,
     latest_before_and_after_page_exactly,
+    one_read_returns_at_most_the_page_limit,
     direct_conversations_are_independent_of_rooms_and_each_other,
     rooms_are_registered_once_and_listed_by_name,
     sessions_and_recovery_records_round_trip_and_expire,

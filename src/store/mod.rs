@@ -47,6 +47,9 @@ pub use writer::MAX_BODY_BYTES;
 /// [`HistoryStore::before`] / [`HistoryStore::after`].
 pub const MAX_PAGE_LIMIT: u32 = 1000;
 
+/// The most rooms [`HistoryStore::list_rooms`] returns.
+pub const MAX_ROOMS_LISTED: u32 = 10_000;
+
 /// The longest `client_id` accepted, in bytes. It is an idempotency key, not content.
 pub const MAX_CLIENT_ID_LEN: usize = 128;
 
@@ -98,7 +101,7 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// (the caller normalises names before).
     fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, bool>;
 
-    /// Every registered room, ordered by name.
+    /// The registered rooms, ordered by name; at most [`MAX_ROOMS_LISTED`].
     fn list_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>>;
 
     /// Whether a room with exactly this name is registered.

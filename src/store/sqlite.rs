@@ -27,9 +27,9 @@ type KeyedMessageRow = (
     i64,
 );
 use super::{
-    Appended, Conversation, Durability, HistoryStore, MessageRow, NewMessage, RecoveryRecord,
-    RoomRecord, SessionRecord, StoreError, StoreFuture, StoreOptions, StoredMessage,
-    message_from_row, migrate, page_limit,
+    Appended, Conversation, Durability, HistoryStore, MAX_ROOMS_LISTED, MessageRow, NewMessage,
+    RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoreFuture, StoreOptions,
+    StoredMessage, message_from_row, migrate, page_limit,
 };
 
 /// How long a connection waits for a lock held by another connection before failing.
@@ -126,6 +126,7 @@ const BEFORE: &str = "SELECT seq, id, author_id, author_name, body, client_id, t
      FROM messages WHERE conversation = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
 const AFTER: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
      FROM messages WHERE conversation = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3";
+const LIST_ROOMS: &str = "SELECT name, created_at_ms FROM rooms ORDER BY name LIMIT ?1";
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation = ?1";
 
 impl HistoryStore for SqliteStore {
@@ -179,11 +180,11 @@ impl HistoryStore for SqliteStore {
 
     fn list_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
         Box::pin(async move {
-            let rows: Vec<(String, i64)> =
-                sqlx::query_as("SELECT name, created_at_ms FROM rooms ORDER BY name")
-                    .fetch_all(&self.reads)
-                    .await
-                    .map_err(StoreError::db("listing rooms"))?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(LIST_ROOMS)
+                .bind(i64::from(MAX_ROOMS_LISTED))
+                .fetch_all(&self.reads)
+                .await
+                .map_err(StoreError::db("listing rooms"))?;
             Ok(rows
                 .into_iter()
                 .map(|(name, created_at_ms)| RoomRecord {
