@@ -553,3 +553,19 @@ async fn concurrent_senders_messages_arrive_in_sequence_order_without_gaps() {
         drop(task.await.expect("sender"));
     }
 }
+
+#[tokio::test]
+async fn a_socket_io_2_client_names_itself_in_the_query_string() {
+    let app = TestApp::start().await;
+    let query = "EIO=3&transport=websocket&name=old%20timer";
+    let mut old = Client::open_with_query(app.addr, query).await;
+    // Socket.IO v4 (2.x clients): the server connects them to `/` on its own.
+    assert_eq!(old.next_packet().await, "40");
+    let (event, args) = old.next_event().await;
+    assert_eq!(event, "session");
+    assert_eq!(args[0]["user"]["name"], json!("old timer"));
+    let ack = old
+        .request("message:send", json!({"room": "general", "text": "hi"}))
+        .await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+}

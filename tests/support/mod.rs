@@ -117,8 +117,13 @@ impl Client {
 
     /// An Engine.IO connection that has not yet joined a namespace.
     pub async fn open(addr: SocketAddr) -> Self {
+        Self::open_with_query(addr, "EIO=4&transport=websocket").await
+    }
+
+    /// An Engine.IO connection with this handshake query (e.g. `EIO=3` for a 2.x client).
+    pub async fn open_with_query(addr: SocketAddr, query: &str) -> Self {
         let tcp = TcpStream::connect(addr).await.expect("tcp connect");
-        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let url = format!("ws://{addr}/socket.io/?{query}");
         let (ws, _) = tokio_tungstenite::client_async(url, tcp)
             .await
             .expect("websocket handshake");
