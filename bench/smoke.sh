@@ -28,8 +28,8 @@ start() {
     "$@" >"$WORK/$name.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
-        PORT=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$WORK/$name.log" | sed 's/.*://')
-        [ -n "$PORT" ] && return 0
+        SERVER_PORT=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$WORK/$name.log" | sed 's/.*://')
+        [ -n "$SERVER_PORT" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
     done
@@ -43,7 +43,7 @@ start() {
 run() {
     local label=$1
     shift
-    if ! timeout --kill-after=5 60 target/debug/chinwag-bench --url "http://127.0.0.1:$PORT" \
+    if ! timeout --kill-after=5 60 target/debug/chinwag-bench --url "http://127.0.0.1:$SERVER_PORT" \
         --pid "$SERVER_PID" --label "$label" "$@" >>"$WORK/records.jsonl"; then
         echo "smoke: chinwag-bench failed: $label $*" >&2
         FAILED=1
@@ -53,7 +53,7 @@ run() {
 cargo build -p chinwag-bench || exit 1
 (cd bench/peers && cargo build --no-default-features --bin raw_relay) || exit 1
 
-if PORT=0 start raw bench/peers/target/debug/raw_relay; then
+if start raw env PORT=0 bench/peers/target/debug/raw_relay; then
     run raw --raw idle --counts 50 --procs 1 --max-secs 30
     run raw --raw fanout --clients 50 --senders 2 --rates 20,50 --step-secs 2 --drain-secs 2 --max-secs 30
     stop_server
