@@ -29,6 +29,9 @@ use crate::socket::{EmitError, Handshake};
 
 /// Inbox bound in packets; a reader stops reading (WebSocket) or waits (polling) beyond it.
 const MAX_INBOX_PACKETS: usize = 128;
+/// A polling POST may carry many packets at once; beyond this many waiting for their handler
+/// the client is flooding and is disconnected.
+const HARD_INBOX_PACKETS: usize = 1024;
 
 /// Which transport currently carries the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +259,26 @@ impl Conn {
         Ok(())
     }
 
+    /// Queue an Engine.IO heartbeat packet. It goes ahead of a CONNECT barrier: a slow
+    /// `on_connect` must not make the client miss its pings.
+    fn push_control(self: &Arc<Self>, frame: Frame) {
+        {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            st.out_bytes += frame.len();
+            match st.barrier {
+                Some(at) => {
+                    st.out.insert(at, frame);
+                    st.barrier = Some(at + 1);
+                }
+                None => st.out.push_back(frame),
+            }
+        }
+        self.writer_wake.notify_one();
+    }
+
     /// Take every frame that may be written now (those before a CONNECT barrier).
     pub(crate) fn take_batch(&self) -> VecDeque<Frame> {
         let mut st = self.lock();
@@ -409,7 +432,7 @@ impl Conn {
             return None;
         }
         if send_ping {
-            let _ = self.push(&[Frame::text("2")], false);
+            self.push_control(Frame::text("2"));
         }
         Some(next)
     }
@@ -445,7 +468,7 @@ impl Conn {
                     return Err(ProtocolError("unexpected ping"));
                 }
                 self.lock().last_client_ping = Instant::now();
-                let _ = self.push(&[Frame::text(format!("3{data}"))], false);
+                self.push_control(Frame::text(format!("3{data}")));
                 Ok(())
             }
             Incoming::Text(PacketType::Close, _) => {
@@ -574,6 +597,9 @@ impl Conn {
             }
             PacketKind::ConnectError => return Err(ProtocolError("unexpected CONNECT_ERROR")),
         };
+        if self.lock().inbox.len() >= HARD_INBOX_PACKETS {
+            return Err(ProtocolError("too many packets waiting for their handlers"));
+        }
         self.enqueue(item);
         Ok(())
     }

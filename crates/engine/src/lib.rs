@@ -28,19 +28,31 @@
 //! task, or the waiting poll) drains it in batches.
 //!
 //! # The API in one example
-//! ```ignore
+//! ```no_run
+//! use engine::{ConnectError, DisconnectReason, EngineConfig, Event, Handler, Socket, SocketIo};
+//!
 //! struct Chat;
 //! impl Handler for Chat {
 //!     type Data = ();
-//!     async fn on_connect(&self, s: &Socket<()>, auth: &serde_json::Value) -> Result<(), ConnectError> { Ok(()) }
+//!     async fn on_connect(&self, s: &Socket<()>, auth: &serde_json::Value) -> Result<(), ConnectError> {
+//!         s.join("general");
+//!         Ok(())
+//!     }
 //!     async fn on_event(&self, s: &Socket<()>, ev: Event) {
 //!         s.to("general").emit("chat", &ev.args).ok();
-//!         if let Some(ack) = ev.ack { ack.send(&["ok"]).ok(); }
+//!         if let Some(ack) = ev.ack {
+//!             ack.send(&["ok"]).ok();
+//!         }
 //!     }
 //!     async fn on_disconnect(&self, s: &Socket<()>, reason: DisconnectReason) {}
 //! }
+//!
+//! # async fn run() -> std::io::Result<()> {
 //! let io = SocketIo::builder(EngineConfig::default()).namespace("/", Chat).build();
 //! let app = axum::Router::new().merge(io.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+//! # }
 //! ```
 
 pub mod adapter;

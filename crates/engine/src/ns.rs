@@ -99,7 +99,9 @@ impl<H: Handler> NsDyn for Namespace<H> {
                 .on_connect(&socket, &socket.handshake().auth)
                 .await;
             match result {
-                Ok(()) if conn.closed().is_none() && socket.connected() => {
+                Ok(()) if socket.connected() => {
+                    // Registered even if the connection closed meanwhile: the cleanup then
+                    // runs this socket's on_disconnect, so every accepted connect gets one.
                     socket.mark_connected();
                     let reply = connect_reply(&conn, &core, &socket);
                     conn.add_socket(Arc::new(NsSocket {
@@ -109,10 +111,14 @@ impl<H: Handler> NsDyn for Namespace<H> {
                     conn.release_barrier(reply);
                 }
                 Ok(()) => {
-                    // Closed or disconnected during on_connect: nothing to announce.
-                    core.remove_member(socket.id());
-                    socket.mark_disconnected();
-                    conn.release_barrier(Frame::text("6"));
+                    // `disconnect()` during on_connect: the client sees the connect, then the
+                    // disconnect, as with socket.io; the handler sees its on_disconnect.
+                    conn.release_barrier(connect_reply(&conn, &core, &socket));
+                    let bye = sio::encode(PacketKind::Disconnect, &core.prefix, 0, None, "");
+                    let _ = conn.push(&[Frame::text(bye)], false);
+                    self.handler
+                        .on_disconnect(&socket, DisconnectReason::ServerNamespaceDisconnect)
+                        .await;
                 }
                 Err(refusal) => {
                     core.remove_member(socket.id());

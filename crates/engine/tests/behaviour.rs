@@ -258,3 +258,42 @@ async fn recovery_gives_back_the_same_pid_and_socket_id() {
     let reply = json_of(&ws_text(&mut other).await, 2);
     assert_ne!(reply["sid"], json!(sid));
 }
+
+#[tokio::test]
+async fn pings_keep_flowing_while_a_slow_on_connect_decides() {
+    let server = start(fast_config()).await;
+    let mut ws = ws_connect(&server, "EIO=4&transport=websocket").await;
+    ws_text(&mut ws).await;
+    ws_send(&mut ws, "40{\"delay\":1000}").await;
+    // Answer pings until the CONNECT reply arrives (after 1 s, i.e. several ping periods).
+    let reply = loop {
+        let message = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws))
+            .await
+            .unwrap();
+        let text = match message {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => t.as_str().to_owned(),
+            other => panic!("connection ended: {other:?}"),
+        };
+        if text == "2" {
+            ws_send(&mut ws, "3").await;
+        } else {
+            break text;
+        }
+    };
+    assert!(reply.starts_with("40{\"sid\""), "{reply}");
+}
+
+#[tokio::test]
+async fn a_polling_flood_of_packets_disconnects_the_client() {
+    let mut server = start(EngineConfig {
+        ping_interval: Duration::from_secs(10),
+        ..fast_config()
+    })
+    .await;
+    let sid = polling_session(&server).await;
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    post(&server, &q, "40{\"delay\":300}").await;
+    let flood = vec!["42[\"note\"]"; 3000].join("\x1e");
+    assert_eq!(post(&server, &q, &flood).await.status, 400);
+    assert_eq!(server.next_disconnect().await, DisconnectReason::ParseError);
+}

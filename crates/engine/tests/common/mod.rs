@@ -52,6 +52,9 @@ impl Handler for Recorder {
         if let Some(message) = auth.get("refuse").and_then(Value::as_str) {
             return Err(ConnectError::new(message));
         }
+        if let Some(ms) = auth.get("delay").and_then(Value::as_u64) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         if auth.get("pid").is_some() {
             socket.restore_session();
         }
