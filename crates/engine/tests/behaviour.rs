@@ -297,3 +297,17 @@ async fn a_polling_flood_of_packets_disconnects_the_client() {
     assert_eq!(post(&server, &q, &flood).await.status, 400);
     assert_eq!(server.next_disconnect().await, DisconnectReason::ParseError);
 }
+
+#[tokio::test]
+async fn disconnect_during_on_connect_sends_connect_then_disconnect() {
+    let mut server = start(fast_config()).await;
+    let mut ws = ws_connect(&server, "EIO=4&transport=websocket").await;
+    ws_text(&mut ws).await;
+    ws_send(&mut ws, "40{\"bye\":true}").await;
+    assert!(ws_text(&mut ws).await.starts_with("40{\"sid\""));
+    assert_eq!(ws_text(&mut ws).await, "41");
+    assert_eq!(
+        server.next_disconnect().await,
+        DisconnectReason::ServerNamespaceDisconnect
+    );
+}

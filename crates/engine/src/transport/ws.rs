@@ -105,6 +105,13 @@ pub(crate) fn new_conn(server: Arc<ServerInner>, eio: u8, handshake: Handshake) 
 async fn open(conn: Arc<Conn>, mut ws: Box<Ws>) {
     let server = conn.server.clone();
     let eio = conn.eio;
+    if server
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        let _ = ws.close(None).await;
+        return;
+    }
     if ws
         .send(Message::text(conn.open_packet(false)))
         .await

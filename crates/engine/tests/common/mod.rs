@@ -55,6 +55,9 @@ impl Handler for Recorder {
         if let Some(ms) = auth.get("delay").and_then(Value::as_u64) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
+        if auth.get("bye").is_some() {
+            socket.disconnect();
+        }
         if auth.get("pid").is_some() {
             socket.restore_session();
         }
