@@ -112,7 +112,7 @@ function startServer(bin, args = [], { env = {}, label = path.basename(bin) } = 
         pid: child.pid,
         exited,
         output: () => output,
-        stop: () => stopChild(child, exited),
+        stop: (signal) => stopChild(child, exited, signal),
       });
     });
   });
@@ -126,11 +126,11 @@ function killNow(child) {
   }
 }
 
-/** SIGTERM, then SIGKILL if it has not exited in time. Resolves to the exit status. */
-async function stopChild(child, exited) {
+/** `signal` (SIGTERM), then SIGKILL if it has not exited in time. Resolves to the exit status. */
+async function stopChild(child, exited, signal = 'SIGTERM') {
   if (!running.has(child)) return exited;
   try {
-    process.kill(child.pid, 'SIGTERM');
+    process.kill(child.pid, signal);
   } catch {
     return exited;
   }
@@ -163,8 +163,8 @@ async function startChinwag(extraArgs = []) {
       { label: 'chinwag' },
     );
     const stop = server.stop;
-    server.stop = async () => {
-      const status = await stop();
+    server.stop = async (signal) => {
+      const status = await stop(signal);
       tmp.remove();
       return status;
     };
