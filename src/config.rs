@@ -66,6 +66,12 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_RELAXED_DURABILITY")]
     pub relaxed_durability: bool,
 
+    /// Socket.IO connection-state recovery: a client that reconnects with its `pid` and
+    /// last offset gets the room messages it missed, also across restarts (needs history).
+    /// Adds an offset as the last argument of every `message:new`.
+    #[arg(long, env = "CHINWAG_CONNECTION_STATE_RECOVERY")]
+    pub connection_state_recovery: bool,
+
     /// How long a user whose last connection dropped still counts as present, in
     /// milliseconds (a quick reconnect is not announced as leaving).
     #[arg(long, env = "CHINWAG_PRESENCE_GRACE_MS", default_value_t = 5_000)]
@@ -92,6 +98,7 @@ impl Config {
             no_history: false,
             max_messages_per_second: 100,
             relaxed_durability: false,
+            connection_state_recovery: false,
             presence_grace_ms: 5_000,
             shutdown_grace_ms: 10_000,
         }

@@ -54,7 +54,11 @@ pub async fn serve(
     history: History,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let chat = Arc::new(Chat::new(limits(&config), history));
+    let recovery = config.connection_state_recovery && !config.no_history;
+    if config.connection_state_recovery && !recovery {
+        warn!("connection-state recovery needs history; it is off with --no-history");
+    }
+    let chat = Arc::new(Chat::new(limits(&config), history, recovery));
     let known_rooms = chat.history.rooms().await.map_err(std::io::Error::other)?;
     chat.community().restore_rooms(
         known_rooms
@@ -148,6 +152,7 @@ fn engine_config(config: &Config) -> EngineConfig {
         ping_timeout: config.ping_timeout(),
         max_payload: config.max_payload,
         allowed_origins: None,
+        connection_state_recovery: config.connection_state_recovery && !config.no_history,
         ..EngineConfig::default()
     }
 }

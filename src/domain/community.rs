@@ -590,6 +590,20 @@ impl<C: Clone + Ord + Hash> Community<C> {
             .is_some_and(|(_, user)| user.rooms.contains(room))
     }
 
+    /// The rooms of a socket's user (empty when it has no name).
+    pub fn rooms_of(&self, socket: &C) -> Vec<RoomName> {
+        self.user_of(socket)
+            .map(|(_, user)| user.rooms.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The rooms of a present user, if present.
+    pub fn rooms_of_user(&self, user: &UserId) -> Option<Vec<RoomName>> {
+        self.users
+            .get(user)
+            .map(|user| user.rooms.iter().cloned().collect())
+    }
+
     /// The name of a socket's user, if it has one.
     pub fn name_of(&self, socket: &C) -> Option<&UserName> {
         self.user_of(socket).map(|(_, user)| &user.name)

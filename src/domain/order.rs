@@ -57,6 +57,11 @@ impl<T> InOrder<T> {
         }
     }
 
+    /// The highest sequence released so far.
+    pub fn released(&self) -> i64 {
+        self.released
+    }
+
     /// Whether messages are waiting.
     pub fn is_waiting(&self) -> bool {
         !self.waiting.is_empty()

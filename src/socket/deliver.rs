@@ -35,6 +35,7 @@ pub fn deliver(
     community: &Community<SocketId>,
     actor: Option<&Socket<Connection>>,
     notices: &[Outgoing<SocketId>],
+    offsets: bool,
 ) {
     for Outgoing { to, notice } in notices {
         match to {
@@ -53,15 +54,22 @@ pub fn deliver(
                     report(tutorial_emit(op, spelling, notice));
                 }
             }
-            Audience::Room(room) => to_room(io, community, room, None, notice),
-            Audience::RoomExcept(room, id) => to_room(io, community, room, Some(id), notice),
+            Audience::Room(room) => to_room(io, community, room, None, notice, offsets),
+            Audience::RoomExcept(room, id) => {
+                to_room(io, community, room, Some(id), notice, offsets);
+            }
             Audience::User(user) => {
                 let Some(op) = namespace(io) else { return };
-                report(full_emit(op.to(&user_room(user)), notice, Some(user)));
+                report(full_emit(
+                    op.to(&user_room(user)),
+                    notice,
+                    Some(user),
+                    offsets,
+                ));
             }
             Audience::Everyone => {
                 let Some(op) = namespace(io) else { return };
-                report(full_emit(op.to(FULL_ROOM), notice, None));
+                report(full_emit(op.to(FULL_ROOM), notice, None, offsets));
             }
         }
     }
@@ -81,6 +89,7 @@ fn to_room(
     room: &RoomName,
     except: Option<&SocketId>,
     notice: &Notice,
+    offsets: bool,
 ) {
     let Some(mut op) = namespace(io) else { return };
     if *room == RoomName::general() {
@@ -97,7 +106,7 @@ fn to_room(
     if let Some(id) = except {
         op = op.except(id.as_str());
     }
-    report(full_emit(op, notice, None));
+    report(full_emit(op, notice, None, offsets));
 }
 
 /// A notice for the acting socket itself, in its protocol.
@@ -134,9 +143,14 @@ fn full_emit(
     op: BroadcastOperator,
     notice: &Notice,
     recipient: Option<&UserId>,
+    offsets: bool,
 ) -> Result<(), EmitError> {
     match notice {
         Notice::Message(message) => match &message.place {
+            Place::Room(room) if offsets => op.emit(
+                "message:new",
+                &(message_json(message, None), recovery_offset(room, message)),
+            ),
             Place::Room(_) => op.emit("message:new", &(message_json(message, None),)),
             Place::Direct { .. } => op.emit("dm:new", &(message_json(message, recipient),)),
         },
@@ -154,6 +168,12 @@ fn full_emit(
         ),
         Notice::Chat { .. } | Notice::Users(_) => Ok(()),
     }
+}
+
+/// The connection-state-recovery offset of a room message: `seq:timestamp:room`. The
+/// client returns the last one it received when it reconnects; see `full::recover`.
+pub fn recovery_offset(room: &RoomName, message: &Message) -> String {
+    format!("{}:{}:{}", message.seq, message.timestamp_ms, room.as_str())
 }
 
 /// The wire form of a live message (PROTOCOL.md, "A message object").

@@ -8,7 +8,7 @@ use engine::{Ack, ConnectError, Socket};
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
-use super::deliver::{FULL_ROOM, deliver, emit_checked, user_room};
+use super::deliver::{FULL_ROOM, emit_checked, user_room};
 use super::history::{Session, conversation_of, random_hex};
 use super::{Chat, Connection, now_ms};
 use crate::domain::{DomainError, ErrorCode, Place, RoomName, UserId, UserName};
@@ -61,6 +61,13 @@ pub async fn connect(
             None => socket.handshake().query_param(key).map(str::to_owned),
         }
     };
+    if chat.recovery
+        && super::recovery::recover(chat, socket, auth)
+            .await
+            .map_err(refusal)?
+    {
+        return Ok(());
+    }
     let now = now_ms();
     let (token, user, wanted) = if let Some(token) = credential("token") {
         let session = chat.history.session(&token, now).await.map_err(refusal)?;
@@ -97,20 +104,21 @@ pub async fn connect(
         .await
         .map_err(refusal)?;
 
-    let mut community = chat.community();
-    let connected = community
-        .connect(socket.id(), user.clone(), &wanted)
-        .map_err(refusal)?;
-    chat.registered_on_connect(socket.id());
-    socket.join(FULL_ROOM);
-    socket.join(&user_room(&user));
-    let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
-    let payload =
-        json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
-    emit_checked(socket.id(), socket.emit("session", &(payload,)));
-    if let Some(io) = chat.io() {
-        deliver(io, &community, None, &connected.notices);
+    {
+        let mut community = chat.community();
+        let connected = community
+            .connect(socket.id(), user.clone(), &wanted)
+            .map_err(refusal)?;
+        chat.registered_on_connect(socket.id());
+        socket.join(FULL_ROOM);
+        socket.join(&user_room(&user));
+        let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
+        let payload =
+            json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
+        emit_checked(socket.id(), socket.emit("session", &(payload,)));
+        chat.deliver(&community, None, &connected.notices);
     }
+    super::recovery::remember_connected(chat, socket).await;
     Ok(())
 }
 
@@ -155,9 +163,7 @@ pub async fn room_create(
         chat.history.create_room(room.as_str(), now_ms()).await?;
         let mut community = chat.community();
         let (room, notices) = community.create_room(socket.id(), room.as_str())?;
-        if let Some(io) = chat.io() {
-            deliver(io, &community, Some(socket), &notices);
-        }
+        chat.deliver(&community, Some(socket), &notices);
         Ok(json!({"room": room.as_str()}))
     }
     .await;
@@ -173,9 +179,7 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
         let room = {
             let mut community = chat.community();
             let (room, notices) = community.join_room(socket.id(), request.text("room")?)?;
-            if let Some(io) = chat.io() {
-                deliver(io, &community, Some(socket), &notices);
-            }
+            chat.deliver(&community, Some(socket), &notices);
             room
         };
         let conversation = Conversation::room(room.as_str());
@@ -195,9 +199,7 @@ pub fn room_leave(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
     let result = Request::of(args).and_then(|request| {
         let mut community = chat.community();
         let (room, notices) = community.leave_room(socket.id(), request.text("room")?)?;
-        if let Some(io) = chat.io() {
-            deliver(io, &community, Some(socket), &notices);
-        }
+        chat.deliver(&community, Some(socket), &notices);
         Ok(json!({"room": room.as_str()}))
     });
     answer(ack, result);
@@ -379,9 +381,7 @@ pub fn typing(chat: &Chat, socket: &Socket<Connection>, args: &[Value]) {
         chat.take_message_token(socket)?;
         let community = chat.community();
         let notices = community.typing(socket.id(), request.text("room")?, typing)?;
-        if let Some(io) = chat.io() {
-            deliver(io, &community, Some(socket), &notices);
-        }
+        chat.deliver(&community, Some(socket), &notices);
         Ok(())
     });
     if let Err(error) = result {
@@ -459,7 +459,7 @@ async fn page_before(
 }
 
 /// The wire form of a message read from history.
-fn stored_json(message: &StoredMessage) -> Value {
+pub(crate) fn stored_json(message: &StoredMessage) -> Value {
     let mut value = json!({
         "id": message.id,
         "seq": message.seq,

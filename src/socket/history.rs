@@ -9,8 +9,8 @@ use tracing::error;
 
 use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, UserId};
 use crate::store::{
-    Author, Conversation, HistoryStore, NewMessage, RoomRecord, SessionRecord, StoreError,
-    StoredMessage,
+    Author, Conversation, HistoryStore, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
+    StoreError, StoredMessage,
 };
 
 /// How long a session token stays valid after its last use.
@@ -255,6 +255,54 @@ impl History {
                 let memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
                 Ok(memory.sessions.get(&token_hash).cloned())
             }
+        }
+    }
+
+    /// Remember what a connection-state-recovery `pid` resumes, until `expires_at_ms`.
+    pub async fn save_recovery(
+        &self,
+        pid: &str,
+        user: &UserId,
+        state: String,
+        expires_at_ms: i64,
+    ) -> Result<(), DomainError> {
+        match self {
+            Self::Durable(store) => store
+                .save_recovery(RecoveryRecord {
+                    pid: pid.to_owned(),
+                    user_id: user.as_str().to_owned(),
+                    state,
+                    expires_at_ms,
+                })
+                .await
+                .map_err(|e| unavailable("save_recovery", &e)),
+            // Recovery is turned off without history.
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// What `pid` resumes (its user and state), unless unknown or expired.
+    pub async fn recovery(
+        &self,
+        pid: &str,
+        now_ms: i64,
+    ) -> Result<Option<(UserId, String)>, DomainError> {
+        match self {
+            Self::Durable(store) => Ok(store
+                .recovery(pid, now_ms)
+                .await
+                .map_err(|e| unavailable("recovery", &e))?
+                .map(|record| (UserId::new(record.user_id), record.state))),
+            Self::Memory(_) => Ok(None),
+        }
+    }
+
+    /// Forget sessions and recovery records that have expired.
+    pub async fn purge_expired(&self, now_ms: i64) {
+        if let Self::Durable(store) = self
+            && let Err(err) = store.purge_expired(now_ms).await
+        {
+            error!(%err, "purging expired sessions failed");
         }
     }
 

@@ -11,11 +11,13 @@
 //!   `updateUsers` out, camelCase or lowercase).
 //! - [`full`]: the full protocol of PROTOCOL.md section 2 (identity, rooms, history, DMs).
 //! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
+//! - [`recovery`]: Socket.IO connection-state recovery backed by the durable history.
 //! - [`history`]: the durable store (or memory when history is off) behind one handle.
 
 pub mod deliver;
 pub mod full;
 pub mod history;
+pub mod recovery;
 pub mod tutorial;
 
 use std::collections::HashMap;
@@ -26,13 +28,18 @@ use engine::{ConnectError, DisconnectReason, Event, Handler, Socket, SocketId, S
 use serde_json::Value;
 use tracing::debug;
 
-use crate::domain::{Community, DomainError, Draft, InOrder, Limits, Message, Protocol, RateLimit};
+use crate::domain::{
+    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit,
+};
 use crate::store::Conversation;
 use history::History;
 use tutorial::Spelling;
 
 /// Longest a stored message waits for a predecessor before it is delivered anyway.
 const MAX_ORDER_WAIT_MS: u64 = 2_000;
+
+/// Expired sessions and recovery records are purged every this many sweeps (a minute).
+const PURGE_EVERY_TICKS: u64 = 120;
 
 /// How often users whose grace period has run out are announced as gone.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -56,16 +63,19 @@ pub struct Chat {
     /// is still on its way. Locked only while `community` is held (lock order: community,
     /// then this).
     order: Mutex<HashMap<Conversation, InOrder<Message>>>,
+    /// Socket.IO connection-state recovery is on: room messages carry an offset.
+    pub(crate) recovery: bool,
 }
 
 impl Chat {
-    pub fn new(limits: Limits, history: History) -> Self {
+    pub fn new(limits: Limits, history: History, recovery: bool) -> Self {
         Self {
             community: Mutex::new(Community::new(limits)),
             history,
             io: OnceLock::new(),
             unconfirmed: Mutex::new(Vec::new()),
             order: Mutex::new(HashMap::new()),
+            recovery,
         }
     }
 
@@ -76,10 +86,15 @@ impl Chat {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
                 let Some(chat) = chat.upgrade() else { return };
                 chat.sweep();
+                ticks += 1;
+                if ticks.is_multiple_of(PURGE_EVERY_TICKS) {
+                    chat.history.purge_expired(now_ms()).await;
+                }
             }
         });
     }
@@ -147,11 +162,27 @@ impl Chat {
     }
 
     fn deliver_messages(&self, community: &Community<SocketId>, messages: Vec<Message>) {
-        let Some(io) = self.io() else { return };
         for message in messages {
             let notices = community.posted(message);
-            deliver::deliver(io, community, None, &notices);
+            self.deliver(community, None, &notices);
         }
+    }
+
+    /// Deliver notices (see [`deliver::deliver`]); call with the community locked.
+    pub(crate) fn deliver(
+        &self,
+        community: &Community<SocketId>,
+        actor: Option<&Socket<Connection>>,
+        notices: &[Outgoing<SocketId>],
+    ) {
+        if let Some(io) = self.io() {
+            deliver::deliver(io, community, actor, notices, self.recovery);
+        }
+    }
+
+    /// The highest sequence of `conversation` broadcast by this process, if any.
+    pub(crate) fn released(&self, conversation: &Conversation) -> Option<i64> {
+        self.order_lock().get(conversation).map(InOrder::released)
     }
 
     fn order_lock(&self) -> MutexGuard<'_, HashMap<Conversation, InOrder<Message>>> {
@@ -166,9 +197,7 @@ impl Chat {
         let mut community = self.community();
         let notices = community.disconnect(socket.id(), now_ms_u64());
         socket.data().set_spelling(None);
-        if let Some(io) = self.io() {
-            deliver::deliver(io, &community, None, &notices);
-        }
+        self.deliver(&community, None, &notices);
     }
 
     /// Remember a socket registered during `on_connect` (see `unconfirmed`).
@@ -192,8 +221,8 @@ impl Chat {
         if community.has_away_users() {
             notices.extend(community.sweep(now));
         }
-        if let (false, Some(io)) = (notices.is_empty(), self.io()) {
-            deliver::deliver(io, &community, None, &notices);
+        if !notices.is_empty() {
+            self.deliver(&community, None, &notices);
         }
         // A message whose predecessor never came (its sender's task vanished) waits at most
         // this long.
@@ -328,6 +357,10 @@ impl Handler for ChatHandler {
 
     async fn on_disconnect(&self, socket: &Socket<Connection>, reason: DisconnectReason) {
         debug!(socket = %socket.id(), reason = reason.as_str(), "socket left");
+        let resumable = recovery::snapshot(&self.chat, socket);
         self.chat.disconnect(socket);
+        if let Some(snapshot) = resumable {
+            recovery::remember(&self.chat, snapshot, recovery::RECOVERY_WINDOW_MS).await;
+        }
     }
 }

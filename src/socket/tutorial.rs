@@ -14,7 +14,7 @@
 use serde_json::Value;
 use tracing::debug;
 
-use super::deliver::{deliver, emit_checked};
+use super::deliver::emit_checked;
 use super::{Chat, Connection};
 use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId};
 use engine::Socket;
@@ -77,9 +77,7 @@ pub fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, args: 
                 socket.data().set_spelling(Some(used));
                 socket.join(used.room());
             }
-            if let Some(io) = chat.io() {
-                deliver(io, &community, Some(socket), &notices);
-            }
+            chat.deliver(&community, Some(socket), &notices);
         }
         Err(error) => {
             drop(community);

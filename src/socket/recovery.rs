@@ -1,0 +1,272 @@
+//! Socket.IO connection-state recovery, backed by durable history (`--connection-state-recovery`).
+//!
+//! With recovery on, the engine gives each socket a private `pid`, and every room message
+//! carries an offset `seq:timestamp:room` as its last argument (see
+//! [`super::deliver::recovery_offset`]). A client that reconnects sends `{pid, offset}`; if
+//! the `pid` is known (saved when the socket connected and again when it left, in the
+//! durable store, so also across restarts), the socket resumes as the same user in the
+//! same rooms and first receives, in order, the room messages it missed:
+//! - in the offset's room, exactly those after the offset's sequence;
+//! - in the user's other rooms, those from a few seconds before the offset's time on (rooms
+//!   are delivered independently, so their messages interleave only approximately by time):
+//!   nothing is lost, and a message may come twice — clients dedupe by `id`.
+//!
+//! Direct messages are not replayed; `sync` covers them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::debug;
+
+use super::deliver::{FULL_ROOM, emit_checked, user_room};
+use super::full::stored_json;
+use super::{Chat, Connection, now_ms};
+use crate::domain::{DomainError, RoomName, UserId};
+use crate::store::{Conversation, StoredMessage};
+use engine::Socket;
+
+/// How long after a disconnect a `pid` may resume (Node's default).
+pub const RECOVERY_WINDOW_MS: i64 = 2 * 60 * 1000;
+
+/// How long a record saved at connect lasts (it covers a server killed without a goodbye).
+const CONNECTED_RECORD_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Messages of other rooms from this long before the offset's time are replayed.
+const CROSS_ROOM_SLACK_MS: i64 = 3_000;
+
+/// Most messages replayed per room; beyond that recovery fails and the client uses `sync`.
+const MAX_REPLAY_PER_ROOM: u32 = 1_000;
+
+/// What a `pid` resumes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoveryState {
+    pub name: String,
+    pub rooms: Vec<String>,
+}
+
+/// A client's last offset, parsed.
+struct Anchor {
+    seq: i64,
+    timestamp_ms: i64,
+    room: String,
+}
+
+impl Anchor {
+    fn parse(offset: &str) -> Option<Self> {
+        let mut parts = offset.splitn(3, ':');
+        let seq = parts.next()?.parse().ok()?;
+        let timestamp_ms = parts.next()?.parse().ok()?;
+        let room = parts.next()?.to_owned();
+        Some(Self {
+            seq,
+            timestamp_ms,
+            room,
+        })
+    }
+}
+
+/// What to save for `socket` so it can resume: its pid, user and rooms (full protocol only).
+pub fn snapshot(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+) -> Option<(String, UserId, RecoveryState)> {
+    if !chat.recovery {
+        return None;
+    }
+    let pid = socket.pid()?.to_owned();
+    let community = chat.community();
+    if community.protocol_of(socket.id()) != Some(crate::domain::Protocol::Full) {
+        return None;
+    }
+    let user = community.user_id_of(socket.id())?.clone();
+    let name = community.name_of(socket.id())?.as_str().to_owned();
+    let rooms = community
+        .rooms_of(socket.id())
+        .iter()
+        .map(|room| room.as_str().to_owned())
+        .collect();
+    Some((pid, user, RecoveryState { name, rooms }))
+}
+
+/// Save a snapshot, valid for `window_ms` from now.
+pub async fn remember(chat: &Chat, snapshot: (String, UserId, RecoveryState), window_ms: i64) {
+    let (pid, user, state) = snapshot;
+    let Ok(state) = serde_json::to_string(&state) else {
+        return;
+    };
+    let expires = now_ms().saturating_add(window_ms);
+    if let Err(error) = chat
+        .history
+        .save_recovery(&pid, &user, state, expires)
+        .await
+    {
+        debug!(%error, "recovery record not saved");
+    }
+}
+
+/// Save the snapshot of a socket that just connected.
+pub async fn remember_connected(chat: &Chat, socket: &Socket<Connection>) {
+    if let Some(snapshot) = snapshot(chat, socket) {
+        remember(chat, snapshot, CONNECTED_RECORD_MS).await;
+    }
+}
+
+/// Try to resume a returning socket from `auth` `{pid, offset}`. `Ok(false)`: nothing to
+/// resume (unknown pid, too much missed, …), connect it normally.
+pub async fn recover(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    auth: &Value,
+) -> Result<bool, DomainError> {
+    let claimed = (
+        auth.get("pid").and_then(Value::as_str),
+        auth.get("offset").and_then(Value::as_str),
+    );
+    let (Some(pid), Some(offset)) = claimed else {
+        return Ok(false);
+    };
+    let Some(anchor) = Anchor::parse(offset) else {
+        return Ok(false);
+    };
+    if socket.pid() != Some(pid) {
+        return Ok(false); // the engine did not accept this pid (e.g. its socket is still here)
+    }
+    let Some((user, state)) = chat.history.recovery(pid, now_ms()).await? else {
+        return Ok(false);
+    };
+    let Ok(state) = serde_json::from_str::<RecoveryState>(&state) else {
+        return Ok(false);
+    };
+
+    let rooms: Vec<RoomName> = {
+        let community = chat.community();
+        match community.rooms_of_user(&user) {
+            Some(rooms) => rooms,
+            None => state
+                .rooms
+                .iter()
+                .filter_map(|room| RoomName::parse(room).ok())
+                .filter(|room| community.room_exists(room))
+                .collect(),
+        }
+    };
+    let mut replay = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        match missed(chat, &room, &anchor).await? {
+            Some(page) => replay.push(page),
+            None => return Ok(false),
+        }
+    }
+
+    // Under the lock (no broadcast can interleave): top up what this process broadcast since
+    // the reads, then replay, then follow the live broadcasts. Bounded retries: a busy room
+    // may keep moving; then the client falls back to `sync`.
+    for _ in 0..3 {
+        let mut top_ups = Vec::new();
+        {
+            let mut community = chat.community();
+            for page in &replay {
+                if chat
+                    .released(&page.conversation)
+                    .is_some_and(|released| released > page.read_up_to)
+                {
+                    top_ups.push((page.conversation.clone(), page.read_up_to));
+                }
+            }
+            if top_ups.is_empty() {
+                let connected = community.connect(socket.id(), user.clone(), &state.name)?;
+                let mut notices = connected.notices;
+                for page in &replay {
+                    if !community.is_in_room(socket.id(), &page.room) {
+                        notices.extend(community.join_room(socket.id(), page.room.as_str())?.1);
+                    }
+                }
+                if !socket.restore_session() {
+                    community.disconnect(socket.id(), u64::try_from(now_ms()).unwrap_or(0));
+                    return Ok(false);
+                }
+                chat.registered_on_connect(socket.id());
+                for page in &replay {
+                    let released = chat.released(&page.conversation);
+                    for message in &page.messages {
+                        // Later ones are still on their way and will be broadcast.
+                        if released.is_some_and(|released| message.seq > released) {
+                            continue;
+                        }
+                        let offset =
+                            format!("{}:{}:{}", message.seq, message.timestamp_ms, page.room);
+                        let sent = socket.emit("message:new", &(stored_json(message), offset));
+                        emit_checked(socket.id(), sent);
+                    }
+                }
+                socket.join(FULL_ROOM);
+                socket.join(&user_room(&user));
+                chat.deliver(&community, Some(socket), &notices);
+                debug!(socket = %socket.id(), "recovered");
+                return Ok(true);
+            }
+        }
+        for (conversation, after) in top_ups {
+            let more = chat
+                .history
+                .after(&conversation, after, MAX_REPLAY_PER_ROOM)
+                .await?;
+            if let Some(page) = replay
+                .iter_mut()
+                .find(|page| page.conversation == conversation)
+            {
+                page.read_up_to = more
+                    .last()
+                    .map_or(page.read_up_to, |m| m.seq.max(page.read_up_to));
+                page.messages.extend(more);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The messages of one room a client may have missed, and how far the read reached.
+struct Missed {
+    room: RoomName,
+    conversation: Conversation,
+    messages: Vec<StoredMessage>,
+    /// The room's messages up to this sequence were considered.
+    read_up_to: i64,
+}
+
+async fn missed(
+    chat: &Chat,
+    room: &RoomName,
+    anchor: &Anchor,
+) -> Result<Option<Missed>, DomainError> {
+    let conversation = Conversation::room(room.as_str());
+    let limit = MAX_REPLAY_PER_ROOM + 1;
+    let (messages, read_up_to) = if anchor.room == room.as_str() {
+        let page = chat.history.after(&conversation, anchor.seq, limit).await?;
+        let read = page.last().map_or(anchor.seq, |m| m.seq);
+        (page, read)
+    } else {
+        let page = chat.history.before(&conversation, None, limit).await?;
+        let read = page.last().map_or(0, |m| m.seq);
+        let cutoff = anchor.timestamp_ms - CROSS_ROOM_SLACK_MS;
+        let complete =
+            page.len() < limit as usize || page.first().is_some_and(|m| m.timestamp_ms < cutoff);
+        if !complete {
+            return Ok(None);
+        }
+        (
+            page.into_iter()
+                .filter(|m| m.timestamp_ms >= cutoff)
+                .collect(),
+            read,
+        )
+    };
+    if messages.len() > MAX_REPLAY_PER_ROOM as usize {
+        return Ok(None);
+    }
+    Ok(Some(Missed {
+        room: room.clone(),
+        conversation,
+        messages,
+        read_up_to,
+    }))
+}
