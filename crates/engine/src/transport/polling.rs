@@ -229,6 +229,9 @@ pub(crate) async fn post(conn: Arc<Conn>, req: Request) -> Response {
 async fn driver(conn: Arc<Conn>) {
     let mut job: Option<Job> = None;
     let mut next_tick = conn.heartbeat_tick();
+    // One timer for the whole connection, moved rather than re-created each iteration.
+    let timer = sleep_until(next_tick.unwrap_or_else(|| Instant::now() + FAR_FUTURE));
+    tokio::pin!(timer);
     loop {
         if job.is_none() {
             if conn.closed().is_some() || conn.transport() == Transport::WebSocket {
@@ -238,13 +241,16 @@ async fn driver(conn: Arc<Conn>) {
         }
         let running = job.is_some();
         let wake_at = next_tick.unwrap_or_else(|| Instant::now() + FAR_FUTURE);
+        if timer.deadline() != wake_at {
+            timer.as_mut().reset(wake_at);
+        }
         tokio::select! {
             _ = async { if let Some(j) = job.as_mut() { j.await } }, if running => {
                 job = None;
                 conn.job_done();
             }
             _ = conn.dispatch_wake.notified(), if !running => {}
-            _ = sleep_until(wake_at) => {
+            _ = &mut timer => {
                 next_tick = if conn.transport() == Transport::WebSocket { None } else { conn.heartbeat_tick() };
             }
         }

@@ -262,6 +262,9 @@ async fn closed(conn: &Conn) {
 async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
     let mut job: Option<Job> = None;
     let mut next_tick = conn.heartbeat_tick();
+    // One timer for the whole connection, moved rather than re-created each iteration.
+    let timer = sleep_until(next_tick.unwrap_or_else(|| Instant::now() + FAR_FUTURE));
+    tokio::pin!(timer);
     let mut close_code = None;
     loop {
         if conn.closed().is_some() {
@@ -273,6 +276,9 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
         let running = job.is_some();
         let reading = !conn.inbox_full();
         let wake_at = next_tick.unwrap_or_else(|| Instant::now() + FAR_FUTURE);
+        if timer.deadline() != wake_at {
+            timer.as_mut().reset(wake_at);
+        }
         tokio::select! {
             _ = async { if let Some(j) = job.as_mut() { j.await } }, if running => {
                 job = None;
@@ -291,7 +297,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
                     break;
                 }
             }
-            _ = sleep_until(wake_at) => {
+            _ = &mut timer => {
                 next_tick = conn.heartbeat_tick();
             }
         }
