@@ -5,20 +5,26 @@
 #
 #   bench/run.sh            full run (about 30-40 minutes)
 #   bench/run.sh --quick    the optimisation loop (about 3 minutes)
+#   CHINWAG_BIN=path bench/run.sh   measures that chinwag binary instead of building one
 #   options: --servers node,socketioxide,raw,chinwag,chinwag-full   (default: all available)
-#            --scenarios idle,joined,fanout,jitter,avalanche,history (default: all)
+#            --scenarios idle,joined,fanout,jitter,avalanche,history
+#                        (default: all; --quick: idle,fanout,history)
 #
 # Records (one JSON line per measurement) and server logs go to bench/results/RUN/; the table
 # is printed at the end and saved as table.md there. Every generator call runs under `timeout`,
 # every server is stopped by the PID this script started, also on Ctrl-C.
 set -uo pipefail
 
+# Everything runs inside main, which bash parses whole before running: editing this file during
+# a run cannot change what the run does.
+main() {
+
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 MODE=full
 SERVERS="node,socketioxide,raw,chinwag,chinwag-full"
-SCENARIOS="idle,joined,fanout,jitter,avalanche,history"
+SCENARIOS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
@@ -30,6 +36,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$MODE" = quick ]; then
+    SCENARIOS=${SCENARIOS:-idle,fanout,history}
     IDLE_COUNTS=1000,5000
     JOINED=200
     RATES=20,50,100,200,400,700,1000,1500,2000,3000
@@ -38,6 +45,7 @@ if [ "$MODE" = quick ]; then
     JITTER_SECS=30
     AVALANCHE_CLIENTS=1000
 else
+    SCENARIOS=${SCENARIOS:-idle,joined,fanout,jitter,avalanche,history}
     IDLE_COUNTS=1000,5000,10000,19500
     JOINED=300
     RATES=10,20,50,70,100,150,200,300,400,500,700,1000,1500,2000,3000,4000
@@ -52,6 +60,9 @@ mkdir -p "$RUN_DIR"
 RECORDS="$RUN_DIR/records.jsonl"
 : > "$RECORDS"
 BENCH="$ROOT/target/release/chinwag-bench"
+# chinwag's default per-connection rate limit (100 msg/s) would refuse the fan-out senders'
+# traffic at high rates; the peers have no limit, so it is lifted for like-for-like saturation.
+CHINWAG_FLAGS=${CHINWAG_FLAGS:---max-messages-per-second 0}
 SERVER_PID=""
 SERVER_PORT=""
 DB_SEQ=0
@@ -88,11 +99,11 @@ start_server() {
         socketioxide) PORT=$port exec_bin bench/peers/target/release/socketioxide_tutorial >>"$logfile" 2>&1 & ;;
         raw) PORT=$port exec_bin bench/peers/target/release/raw_relay >>"$logfile" 2>&1 & ;;
         chinwag|chinwag-full)
-            RUST_LOG=warn exec_bin target/release/chinwag --port "$port" --host 127.0.0.1 \
-                --db "$db" >>"$logfile" 2>&1 & ;;
+            RUST_LOG=warn exec_bin "$CHINWAG_BIN" --port "$port" --host 127.0.0.1 \
+                --db "$db" $CHINWAG_FLAGS >>"$logfile" 2>&1 & ;;
         chinwag-nohistory)
-            RUST_LOG=warn exec_bin target/release/chinwag --port "$port" --host 127.0.0.1 \
-                --db "$db" --no-history >>"$logfile" 2>&1 & ;;
+            RUST_LOG=warn exec_bin "$CHINWAG_BIN" --port "$port" --host 127.0.0.1 \
+                --db "$db" --no-history $CHINWAG_FLAGS >>"$logfile" 2>&1 & ;;
         *) echo "unknown server $name" >&2; return 1 ;;
     esac
     SERVER_PID=$!
@@ -124,7 +135,12 @@ bench() {
 log "building (release)"
 cargo build --release -p chinwag-bench || exit 1
 CHINWAG_BUILT=yes
-cargo build --release --bin chinwag || { CHINWAG_BUILT=no; log "chinwag does not build: measuring the peers only"; }
+if [ -n "${CHINWAG_BIN:-}" ]; then
+    [ -x "$CHINWAG_BIN" ] || { log "CHINWAG_BIN=$CHINWAG_BIN is not executable"; exit 1; }
+else
+    CHINWAG_BIN="$ROOT/target/release/chinwag"
+    cargo build --release --bin chinwag || { CHINWAG_BUILT=no; log "chinwag does not build: measuring the peers only"; }
+fi
 (cd bench/peers && cargo build --release) || exit 1
 if [ ! -d bench/node/node_modules ]; then (cd bench/node && npm ci --no-audit --no-fund) || exit 1; fi
 
@@ -160,7 +176,7 @@ for server in ${SERVERS//,/ }; do
         log "$server: idle joined $JOINED"
         if start_server "$server"; then
             if [ "$server" = chinwag-full ]; then
-                bench "$server" 120 $kind idle --counts "$JOINED" --procs 1 --auth '{"name":"w{i}"}'
+                bench "$server" 120 $kind idle --counts "$JOINED" --procs 1
             else
                 bench "$server" 120 $kind idle --counts "$JOINED" --procs 1 --join
             fi
@@ -230,3 +246,6 @@ fi
 
 "$BENCH" report "$RECORDS" | tee "$RUN_DIR/table.md"
 echo "records: $RECORDS" >&2
+}
+
+main "$@"

@@ -73,6 +73,12 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<(), BenchError> {
         if common.raw {
             command.arg("--raw");
         }
+        if common.full {
+            command.arg("--full");
+        }
+        if let Some(auth) = &common.auth {
+            command.arg("--auth").arg(auth);
+        }
         // Each worker gets its own source addresses (127.0.0.(2+index) by default) so ephemeral
         // ports never run short, whatever N.
         let sources = if common.sources.is_empty() {
@@ -134,6 +140,8 @@ async fn grow_and_measure(
     deadline: Instant,
 ) -> Result<(), BenchError> {
     let procs = workers.len();
+    // A full-protocol client is a named user from its CONNECT on.
+    let joined = args.join || common.full;
     for &count in &args.counts {
         let started = Instant::now();
         let mut connected = 0;
@@ -180,7 +188,7 @@ async fn grow_and_measure(
             "[{}] idle{}: {connected}/{count} connected ({failed} failed{}) in {ramp_secs:.1}s, \
              server RSS {rss_kib} KiB = {per_conn_kib:.2} KiB/connection",
             common.label,
-            if args.join { " joined" } else { "" },
+            if joined { " joined" } else { "" },
             if first_error.is_empty() {
                 String::new()
             } else {
@@ -188,7 +196,7 @@ async fn grow_and_measure(
             },
         );
         emit_record(serde_json::json!({
-            "scenario": if args.join { "idle_joined" } else { "idle" },
+            "scenario": if joined { "idle_joined" } else { "idle" },
             "label": common.label,
             "n": count,
             "connected": connected,
@@ -244,6 +252,8 @@ pub async fn worker(common: &Common, args: &WorkerArgs) -> Result<(), BenchError
         let wanted = target.saturating_sub(outboxes.len());
         for _ in 0..wanted {
             let index = outboxes.len();
+            // Unique across workers: worker W's client I is W * 1,000,000 + I.
+            let auth = common.auth_for(args.worker * 1_000_000 + index);
             let (outbox_tx, outbox_rx) = mpsc::channel::<String>(16);
             if args.join {
                 let name = format!("w{}c{index}", args.worker);
@@ -257,7 +267,7 @@ pub async fn worker(common: &Common, args: &WorkerArgs) -> Result<(), BenchError
             tokio::spawn(async move {
                 let opened = {
                     let _permit = permits.acquire().await;
-                    connector.open(None).await
+                    connector.open(auth.as_deref()).await
                 };
                 match opened {
                     Ok((ws, _)) => {
