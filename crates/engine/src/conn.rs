@@ -464,9 +464,8 @@ impl Conn {
                 Ok(())
             }
             Incoming::Text(PacketType::Ping, data) => {
-                if self.eio >= 4 {
-                    return Err(ProtocolError("unexpected ping"));
-                }
+                // v3 clients ping to keep the session; v4 clients should not, but answering
+                // is harmless and kinder to lenient client implementations.
                 self.lock().last_client_ping = Instant::now();
                 self.push_control(Frame::text(format!("3{data}")));
                 Ok(())

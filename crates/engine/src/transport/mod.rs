@@ -137,7 +137,9 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
     };
 
     if let Some(sid) = param("sid") {
-        let Some(conn) = server.session(sid).filter(|c| c.closed().is_none()) else {
+        // `heartbeat_tick` first: a session whose pong deadline just passed is closed now,
+        // not when its timer task gets to run.
+        let Some(conn) = server.session(sid).filter(|c| c.heartbeat_tick().is_some()) else {
             return EngineError::UnknownSid.response();
         };
         if websocket {
