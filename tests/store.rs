@@ -251,6 +251,42 @@ async fn concurrent_appends_from_many_tasks_get_gapless_sequences(backend: Backe
     store.close().await;
 }
 
+async fn two_writers_sharing_one_database_still_number_gaplessly(backend: Backend) {
+    const PER_TASK: usize = 30;
+    let db = TestDb::new(backend).await;
+    // Two stores on one database: two nodes of a cluster, or a restart overlapping the old
+    // process.
+    let nodes = [db.open().await, db.open().await];
+    let room = Conversation::room("shared");
+    let mut tasks = Vec::new();
+    for (node_index, node) in nodes.iter().enumerate() {
+        for task in 0..4 {
+            let (store, room) = (node.clone(), room.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..PER_TASK {
+                    let body = format!("{node_index}-{task}-{i}");
+                    let message = new_message(&room, "alice", &body, Some(&body));
+                    let appended = store.append(message).await.expect("append");
+                    acked.push(appended.message.seq);
+                }
+                acked
+            }));
+        }
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.expect("append task"));
+    }
+    acked.sort_unstable();
+    let expected: Vec<i64> = (1..=acked.len() as i64).collect();
+    assert_eq!(acked, expected, "every seq acked once, none skipped");
+    assert_eq!(seqs(&everything(&*nodes[0], &room).await), expected);
+    for node in nodes {
+        node.close().await;
+    }
+}
+
 async fn resending_a_client_id_returns_the_original_message(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
@@ -841,6 +877,7 @@ macro_rules! behaviours {
 behaviours!(
     appends_get_gapless_sequences_per_conversation_from_one,
     concurrent_appends_from_many_tasks_get_gapless_sequences,
+    two_writers_sharing_one_database_still_number_gaplessly,
     resending_a_client_id_returns_the_original_message,
     latest_before_and_after_page_exactly,
     one_read_returns_at_most_the_page_limit,

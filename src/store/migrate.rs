@@ -19,17 +19,31 @@ use super::StoreError;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Embedded(&'static [(i64, &'static str, &'static str)]);
 
-pub(crate) const SQLITE: Embedded = Embedded(&[(
-    1,
-    "history",
-    include_str!("../../migrations/sqlite/0001_history.sql"),
-)]);
+pub(crate) const SQLITE: Embedded = Embedded(&[
+    (
+        1,
+        "history",
+        include_str!("../../migrations/sqlite/0001_history.sql"),
+    ),
+    (
+        2,
+        "conversation counters",
+        include_str!("../../migrations/sqlite/0002_conversation_counters.sql"),
+    ),
+]);
 
-pub(crate) const POSTGRES: Embedded = Embedded(&[(
-    1,
-    "history",
-    include_str!("../../migrations/postgres/0001_history.sql"),
-)]);
+pub(crate) const POSTGRES: Embedded = Embedded(&[
+    (
+        1,
+        "history",
+        include_str!("../../migrations/postgres/0001_history.sql"),
+    ),
+    (
+        2,
+        "conversation counters",
+        include_str!("../../migrations/postgres/0002_conversation_counters.sql"),
+    ),
+]);
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(

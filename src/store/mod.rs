@@ -24,10 +24,9 @@
 //!   sender went away may still be stored (a resend with its `client_id` then finds it).
 //! - Lists of messages are always in ascending sequence order, whatever the query direction.
 //!
-//! Only one process may write to a store at a time: the writer caches the last sequence of
-//! each conversation. A second writer is detected (its insert collides) and its batch fails
-//! rather than corrupting history; sharing PostgreSQL between nodes needs a database-side
-//! sequence counter (a later issue).
+//! Several stores may share one database (nodes of a cluster on PostgreSQL, or an old and a
+//! new process on one SQLite file): sequences come from a counter row per conversation that
+//! each batch advances inside its transaction, so they stay gapless (see `writer.rs`).
 
 mod migrate;
 mod postgres;

@@ -317,12 +317,25 @@ impl WriteConnection for SqliteWriter {
         let _ = sqlx::query("ROLLBACK").execute(&mut self.0).await;
     }
 
-    async fn last_seq(&mut self, key: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar(LAST_SEQ)
-            .bind(key)
-            .fetch_one(&mut self.0)
+    async fn reserve_seqs(
+        &mut self,
+        counts: &[(&str, i64)],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = format!(
+            "INSERT INTO conversations (conversation, last_seq) VALUES {} \
+             ON CONFLICT (conversation) DO UPDATE \
+             SET last_seq = conversations.last_seq + excluded.last_seq \
+             RETURNING conversation, last_seq",
+            row_placeholders(counts.len(), 2, false)
+        );
+        let mut query = sqlx::query_as(&sql);
+        for (key, count) in counts {
+            query = query.bind(*key).bind(*count);
+        }
+        query
+            .fetch_all(&mut self.0)
             .await
-            .map_err(StoreError::db("reading the last sequence"))
+            .map_err(StoreError::db("advancing sequence counters"))
     }
 
     async fn find_by_client_ids(

@@ -6,10 +6,12 @@
 //! appends share one fsync, so durability does not cap throughput; when idle, a lone append
 //! commits at once. A full queue makes writers wait (backpressure), it never drops.
 //!
-//! Sequences are assigned here, from a cache of the last sequence of each conversation that is
-//! loaded from the database on first use. A failed batch is rolled back and the cache is
-//! dropped, so a sequence is consumed only by a committed message: no gaps, across batches and
-//! restarts.
+//! Sequences are assigned here, from a counter row per conversation that the batch advances
+//! in its own transaction (one multi-row upsert per batch). A failed batch rolls back with its
+//! counters, so a sequence is consumed only by a committed message: no gaps, across batches,
+//! restarts, and several writers (nodes) sharing one PostgreSQL, which the row locks order.
+//! An in-memory cache of last sequences would save that statement but would be wrong the
+//! moment a second node writes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,10 +41,6 @@ pub(crate) struct ClientKey<'a> {
     pub(crate) client_id: &'a str,
 }
 
-/// Conversations whose last sequence is cached; past this the cache starts over (it is only a
-/// cache: the database has the truth, and this writer is its only writer).
-const MAX_CACHED_CONVERSATIONS: usize = 100_000;
-
 /// What a backend does inside the writer's transaction. Implemented by the SQLite and
 /// PostgreSQL write connections; only the writer task calls it, one call at a time.
 pub(crate) trait WriteConnection: Send + 'static {
@@ -50,8 +48,12 @@ pub(crate) trait WriteConnection: Send + 'static {
     fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Best effort: the batch has failed already, and the caller reports that error.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
-    /// The last committed sequence of a conversation, 0 if none.
-    fn last_seq(&mut self, key: &str) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Advances the sequence counter of each conversation key by its count (creating counters
+    /// at 0) and returns the new last sequences. At most [`MAX_ROWS_PER_STATEMENT`] keys.
+    fn reserve_seqs(
+        &mut self,
+        counts: &[(&str, i64)],
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
     /// The stored messages matching any of these idempotency keys, with their conversation
     /// keys. At most [`MAX_ROWS_PER_STATEMENT`] keys per call.
     fn find_by_client_ids(
@@ -157,7 +159,6 @@ impl WriterHandle {
         let (queue, receiver) = mpsc::channel(options.queue_capacity.max(1));
         let writer = Writer {
             connection,
-            last_seqs: HashMap::new(),
             max_batch: options.max_batch.max(1),
         };
         let task = tokio::spawn(writer.run(receiver));
@@ -252,8 +253,6 @@ impl WriterHandle {
 /// The writer task's state.
 struct Writer<C> {
     connection: C,
-    /// Last committed (or, inside a batch, applied) sequence per conversation storage key.
-    last_seqs: HashMap<String, i64>,
     max_batch: usize,
 }
 
@@ -331,9 +330,8 @@ impl<C: WriteConnection> Writer<C> {
             }
             Some(error) => {
                 tracing::error!(%error, writes = applied.len() + append_replies.len(), "history batch failed, rolled back");
+                // The counters advanced in this batch roll back with it: no gap.
                 self.connection.rollback().await;
-                // Sequences applied in this batch were not committed: reload them.
-                self.last_seqs.clear();
                 for done in applied {
                     done.fail(error.clone());
                 }
@@ -401,91 +399,126 @@ impl<C: WriteConnection> Writer<C> {
 
     /// Stores a batch of messages, in order; the results are in the same order.
     async fn append_all(&mut self, messages: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
-        if self.last_seqs.len() >= MAX_CACHED_CONVERSATIONS {
-            self.last_seqs.clear();
-        }
         let keys: Vec<String> = messages
             .iter()
             .map(|message| message.conversation.storage_key())
             .collect();
+        let identity = |index: usize| {
+            let message: &NewMessage = &messages[index];
+            let client_id = message.client_id.as_deref()?;
+            Some((
+                keys[index].as_str(),
+                message.author.user_id.as_str(),
+                client_id,
+            ))
+        };
 
         // 1. Messages stored before under the idempotency keys of this batch (resends).
-        let mut originals: HashMap<(String, String, String), StoredMessage> = HashMap::new();
-        let wanted: Vec<ClientKey<'_>> = messages
-            .iter()
-            .zip(&keys)
-            .filter_map(|(message, key)| {
-                Some(ClientKey {
-                    key,
-                    author_id: &message.author.user_id,
-                    client_id: message.client_id.as_deref()?,
-                })
+        let wanted: Vec<ClientKey<'_>> = (0..messages.len())
+            .filter_map(identity)
+            .map(|(key, author_id, client_id)| ClientKey {
+                key,
+                author_id,
+                client_id,
             })
             .collect();
-        let conversations: HashMap<&str, usize> = keys
-            .iter()
-            .enumerate()
-            .map(|(index, key)| (key.as_str(), index))
-            .collect();
+        let mut stored_before: HashMap<(String, String, String), MessageRow> = HashMap::new();
         for chunk in power_of_two_chunks(&wanted, MAX_ROWS_PER_STATEMENT) {
             for (key, row) in self.connection.find_by_client_ids(chunk).await? {
-                let Some(&index) = conversations.get(key.as_str()) else {
-                    continue;
-                };
-                let original = message_from_row(&messages[index].conversation, row);
-                let client_id = original.client_id.clone().unwrap_or_default();
-                let identity = (key, original.author.user_id.clone(), client_id);
-                originals.insert(identity, original);
+                let client_id = row.5.clone().unwrap_or_default();
+                stored_before.insert((key, row.2.clone(), client_id), row);
             }
         }
-        drop((wanted, conversations));
 
-        // 2. Sequences for the new ones; a key repeated within the batch is a resend too.
-        let mut results = Vec::with_capacity(messages.len());
+        // 2. What each message is: a resend of a stored one, a resend of an earlier one in this
+        //    batch, or new; and how many new ones each conversation gets.
+        enum Kind {
+            StoredBefore(MessageRow),
+            SameAs(usize),
+            New,
+        }
+        let mut kinds = Vec::with_capacity(messages.len());
+        let mut first_in_batch: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        let mut new_per_conversation: HashMap<&str, i64> = HashMap::new();
+        for (index, key) in keys.iter().enumerate() {
+            let id = identity(index);
+            // Resends are rare: build the owned lookup key only when there are any.
+            let before =
+                id.filter(|_| !stored_before.is_empty())
+                    .and_then(|(key, author, client)| {
+                        let owned = (key.to_owned(), author.to_owned(), client.to_owned());
+                        stored_before.get(&owned).cloned()
+                    });
+            if let Some(row) = before {
+                kinds.push(Kind::StoredBefore(row));
+            } else if let Some(&first) = id.and_then(|id| first_in_batch.get(&id)) {
+                kinds.push(Kind::SameAs(first));
+            } else {
+                if let Some(id) = id {
+                    first_in_batch.insert(id, index);
+                }
+                *new_per_conversation.entry(key.as_str()).or_default() += 1;
+                kinds.push(Kind::New);
+            }
+        }
+
+        // 3. Take the sequences from the counters, in key order so that writers on several
+        //    nodes lock the counter rows in the same order.
+        let mut counts: Vec<(&str, i64)> = new_per_conversation.into_iter().collect();
+        counts.sort_unstable();
+        let mut next_seq: HashMap<String, i64> = HashMap::with_capacity(counts.len());
+        for chunk in power_of_two_chunks(&counts, MAX_ROWS_PER_STATEMENT) {
+            for (key, last) in self.connection.reserve_seqs(chunk).await? {
+                let count = chunk
+                    .iter()
+                    .find(|(wanted, _)| *wanted == key)
+                    .map_or(0, |(_, count)| *count);
+                next_seq.insert(key, last - count + 1);
+            }
+        }
+
+        // 4. The stored messages, in queue order.
+        drop(first_in_batch);
+        let mut results: Vec<Appended> = Vec::with_capacity(messages.len());
         let mut fresh = Vec::new();
-        for (message, key) in messages.into_iter().zip(keys) {
-            let identity = message.client_id.as_ref().map(|client_id| {
-                (
-                    key.clone(),
-                    message.author.user_id.clone(),
-                    client_id.clone(),
-                )
-            });
-            if let Some(original) = identity.as_ref().and_then(|id| originals.get(id)) {
-                results.push(Appended {
-                    message: original.clone(),
+        for ((message, key), kind) in messages.into_iter().zip(&keys).zip(kinds) {
+            let appended = match kind {
+                Kind::StoredBefore(row) => Appended {
+                    message: message_from_row(&message.conversation, row),
                     duplicate: true,
-                });
-                continue;
-            }
-            let last = match self.last_seqs.get(&key) {
-                Some(&seq) => seq,
-                None => self.connection.last_seq(&key).await?,
+                },
+                Kind::SameAs(first) => Appended {
+                    message: results[first].message.clone(),
+                    duplicate: true,
+                },
+                Kind::New => {
+                    let seq = next_seq.get_mut(key).ok_or(StoreError::Conflict(
+                        "no sequence reserved for a conversation",
+                    ))?;
+                    let stored = StoredMessage {
+                        id: message_id(message.sent_at_ms),
+                        conversation: message.conversation,
+                        seq: *seq,
+                        author: message.author,
+                        body: message.body,
+                        client_id: message.client_id,
+                        timestamp_ms: message.sent_at_ms,
+                    };
+                    *seq += 1;
+                    fresh.push((key.as_str(), results.len()));
+                    Appended {
+                        message: stored,
+                        duplicate: false,
+                    }
+                }
             };
-            let stored = StoredMessage {
-                id: message_id(message.sent_at_ms),
-                conversation: message.conversation,
-                seq: last + 1,
-                author: message.author,
-                body: message.body,
-                client_id: message.client_id,
-                timestamp_ms: message.sent_at_ms,
-            };
-            self.last_seqs.insert(key.clone(), stored.seq);
-            if let Some(identity) = identity {
-                originals.insert(identity, stored.clone());
-            }
-            fresh.push((key, results.len()));
-            results.push(Appended {
-                message: stored,
-                duplicate: false,
-            });
+            results.push(appended);
         }
 
-        // 3. Insert the new ones, a few statements for the whole batch.
+        // 5. Insert the new ones, a few statements for the whole batch.
         let rows: Vec<(&str, &StoredMessage)> = fresh
             .iter()
-            .map(|(key, index)| (key.as_str(), &results[*index].message))
+            .map(|&(key, index)| (key, &results[index].message))
             .collect();
         for chunk in power_of_two_chunks(&rows, MAX_ROWS_PER_STATEMENT) {
             self.connection.insert_messages(chunk).await?;
@@ -602,6 +635,9 @@ mod tests {
         fail_next_commit: bool,
         /// Commits started, including one waiting at the gate.
         commits_started: usize,
+        counters: HashMap<String, i64>,
+        /// The counters as the open transaction sees them.
+        pending_counters: HashMap<String, i64>,
     }
 
     struct FakeConnection {
@@ -618,7 +654,9 @@ mod tests {
 
     impl WriteConnection for FakeConnection {
         async fn begin(&mut self) -> Result<(), StoreError> {
-            self.db().pending.clear();
+            let mut db = self.db();
+            db.pending.clear();
+            db.pending_counters = db.counters.clone();
             Ok(())
         }
         async fn commit(&mut self) -> Result<(), StoreError> {
@@ -630,20 +668,26 @@ mod tests {
             }
             let pending = std::mem::take(&mut db.pending);
             db.committed.extend(pending);
+            db.counters = std::mem::take(&mut db.pending_counters);
             db.commits += 1;
             Ok(())
         }
         async fn rollback(&mut self) {
             self.db().pending.clear();
         }
-        async fn last_seq(&mut self, key: &str) -> Result<i64, StoreError> {
-            let db = self.db();
-            let all = db.committed.iter().chain(&db.pending);
-            Ok(all
-                .filter(|(k, _)| k == key)
-                .map(|(_, m)| m.seq)
-                .max()
-                .unwrap_or(0))
+        async fn reserve_seqs(
+            &mut self,
+            counts: &[(&str, i64)],
+        ) -> Result<Vec<(String, i64)>, StoreError> {
+            let mut db = self.db();
+            Ok(counts
+                .iter()
+                .map(|&(key, count)| {
+                    let last = db.pending_counters.entry(key.to_owned()).or_default();
+                    *last += count;
+                    (key.to_owned(), *last)
+                })
+                .collect())
         }
         async fn find_by_client_ids(
             &mut self,
