@@ -201,15 +201,13 @@ impl NsCore {
         let mut seen: HashSet<&SocketId> = HashSet::new();
         let single = targets.rooms.len() == 1;
         for room in targets.rooms {
-            let ids: Vec<&SocketId> = match index.rooms.get(room.as_str()) {
-                Some(set) => set.iter().collect(),
-                None => index
-                    .members
-                    .get_key_value(room.as_str())
-                    .map(|(id, _)| id)
-                    .into_iter()
-                    .collect(),
+            // A room name that is no room may be a socket id (every socket is its own room).
+            let set = index.rooms.get(room.as_str());
+            let own_room = match set {
+                Some(_) => None,
+                None => index.members.get_key_value(room.as_str()).map(|(id, _)| id),
             };
+            let ids = set.into_iter().flatten().chain(own_room);
             for id in ids {
                 if (single || seen.insert(id))
                     && let Some(member) = index.members.get(id)

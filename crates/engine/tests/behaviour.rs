@@ -311,3 +311,33 @@ async fn disconnect_during_on_connect_sends_connect_then_disconnect() {
         DisconnectReason::ServerNamespaceDisconnect
     );
 }
+
+#[tokio::test]
+async fn a_socket_id_is_a_room_of_one() {
+    let server = start(fast_config()).await;
+    let mut a = ws_connect(&server, "EIO=4&transport=websocket").await;
+    ws_text(&mut a).await;
+    ws_send(&mut a, "40").await;
+    let sid = json_of(&ws_text(&mut a).await, 2)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws_text(&mut a).await; // auth
+    let mut b = sio_ws(&server).await;
+    server
+        .io
+        .of("/")
+        .unwrap()
+        .to(&sid)
+        .emit("direct", &[1])
+        .unwrap();
+    server
+        .io
+        .of("/")
+        .unwrap()
+        .except(&sid)
+        .emit("others", &[2])
+        .unwrap();
+    assert_eq!(ws_text(&mut a).await, "42[\"direct\",1]");
+    assert_eq!(ws_text(&mut b).await, "42[\"others\",2]");
+}
