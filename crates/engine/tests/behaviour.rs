@@ -129,14 +129,13 @@ async fn a_slow_reader_is_disconnected_with_transport_error_not_silently_dropped
     let mut server = start(config).await;
     let _reader_that_never_reads = sio_ws(&server).await;
     assert!(matches!(server.next_seen().await, Seen::Connect(..)));
-    let payload = "x".repeat(1024);
+    let payload = bytes::Bytes::from(vec![1u8; 16 * 1024]);
+    let placeholder = json!({"_placeholder": true, "num": 0});
     // Far more than the socket buffers and the outbox together (bounded: 64 MiB at most).
-    for _ in 0..65_536 {
-        if server
-            .io
-            .of("/")
-            .unwrap()
-            .emit("flood", &[&payload])
+    for _ in 0..4096 {
+        let op = server.io.of("/").unwrap();
+        if op
+            .emit_binary("flood", &[&placeholder], vec![payload.clone()])
             .is_err()
         {
             break;
@@ -340,4 +339,28 @@ async fn a_socket_id_is_a_room_of_one() {
         .unwrap();
     assert_eq!(ws_text(&mut a).await, "42[\"direct\",1]");
     assert_eq!(ws_text(&mut b).await, "42[\"others\",2]");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_even_without_more_traffic() {
+    // The outbox bound is never reached (one burst, then silence): the write timeout acts.
+    let config = EngineConfig {
+        max_outbound_bytes: 64 << 20,
+        ..fast_config()
+    };
+    let mut server = start(config).await;
+    let _never_reads = sio_ws(&server).await;
+    assert!(matches!(server.next_seen().await, Seen::Connect(..)));
+    // 32 MiB, more than loopback socket buffers hold, as one shared binary attachment.
+    let payload = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+    let placeholder = json!({"_placeholder": true, "num": 0});
+    for _ in 0..512 {
+        let op = server.io.of("/").unwrap();
+        op.emit_binary("burst", &[&placeholder], vec![payload.clone()])
+            .unwrap();
+    }
+    assert_eq!(
+        server.next_disconnect().await,
+        DisconnectReason::TransportError
+    );
 }

@@ -302,9 +302,13 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
             }
         }
         if conn.has_writable_frames() {
+            // A client that stops reading must not hold this task (and its memory) forever:
+            // a write that cannot finish within a heartbeat period fails the connection.
+            let write_timeout = conn.server.config.ping_interval + conn.server.config.ping_timeout;
             let written = tokio::select! {
                 result = flush(&conn, &mut ws) => result.is_ok(),
                 _ = closed(&conn) => false,
+                _ = tokio::time::sleep(write_timeout) => false,
             };
             if !written {
                 conn.close(DisconnectReason::TransportError);
