@@ -386,6 +386,16 @@ async fn direct_messages_reach_both_users_and_have_their_own_history() {
         ),
         "unknown_user"
     );
+    let caught_up = ann
+        .request("sync", json!({"direct": {"bob": 0, "nobody": 0}}))
+        .await;
+    assert_eq!(
+        caught_up["direct"]["bob"][0]["text"],
+        json!("psst"),
+        "{caught_up}"
+    );
+    assert_eq!(caught_up["direct"]["bob"][0]["with"], json!("bob"));
+    assert_eq!(caught_up["unknown"], json!(["nobody"]));
 }
 
 #[tokio::test]

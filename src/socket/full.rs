@@ -354,8 +354,18 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
             room_pages.insert(room.as_str().to_owned(), Value::Array(messages));
         }
         let mut direct_pages = Map::new();
+        let mut unknown = Vec::new();
         for (name, since) in direct {
-            let (conversation, peer) = direct_conversation(chat, socket, &name)?;
+            // A peer who is not present cannot be resolved to its user; say so and go on
+            // with the rest rather than failing the whole catch-up.
+            let (conversation, peer) = match direct_conversation(chat, socket, &name) {
+                Ok(found) => found,
+                Err(error) if error.code() == ErrorCode::UnknownUser => {
+                    unknown.push(name);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             let (messages, page_more) =
                 page_after(chat, &conversation, since, MAX_PAGE_LIMIT).await?;
             more |= page_more;
@@ -364,7 +374,7 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
                 Value::Array(with_peer(messages, &peer)),
             );
         }
-        Ok(json!({"rooms": room_pages, "direct": direct_pages, "more": more}))
+        Ok(json!({"rooms": room_pages, "direct": direct_pages, "unknown": unknown, "more": more}))
     }
     .await;
     answer(ack, result);
