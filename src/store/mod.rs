@@ -3,8 +3,8 @@
 //! # Layout
 //! - `mod.rs` (this file): the [`HistoryStore`] trait, the record types it speaks in,
 //!   [`StoreError`], [`StoreOptions`] and [`open_store`], which picks a backend from a URL.
-//! - `writer.rs`: the group-commit writer task shared by both backends. It owns the only write
-//!   connection, drains a bounded queue of writes, commits them in one transaction and answers
+//! - `writer.rs`: the group-commit writer task shared by both backends. It owns the store's
+//!   write connection, drains a bounded queue of writes, commits them in one transaction and answers
 //!   each caller after the commit. Sequence numbers are assigned there.
 //! - `migrate.rs`: migrations embedded in the binary (SQL files under `migrations/`).
 //! - `sqlite.rs`: SQLite (the default): WAL, `synchronous=FULL` unless relaxed, a small read pool.
@@ -425,6 +425,18 @@ fn page_limit(limit: u32) -> i64 {
 /// Columns of a message row, in the order every read selects them:
 /// `seq, id, author_id, author_name, body, client_id, timestamp_ms`.
 type MessageRow = (i64, String, String, String, String, Option<String>, i64);
+
+/// A [`MessageRow`] with the conversation's storage key in front.
+type KeyedMessageRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+);
 
 fn message_from_row(conversation: &Conversation, row: MessageRow) -> StoredMessage {
     let (seq, id, user_id, name, body, client_id, timestamp_ms) = row;

@@ -11,21 +11,10 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::writer::{ClientKey, WriteConnection, WriterHandle, row_placeholders};
 
-/// A message row with its conversation key in front.
-type KeyedMessageRow = (
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-);
 use super::{
-    Appended, Conversation, Durability, HistoryStore, MAX_ROOMS_LISTED, MessageRow, NewMessage,
-    RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoreFuture, StoreOptions,
-    StoredMessage, message_from_row, migrate, page_limit,
+    Appended, Conversation, Durability, HistoryStore, KeyedMessageRow, MAX_ROOMS_LISTED,
+    MessageRow, NewMessage, RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoreFuture,
+    StoreOptions, StoredMessage, message_from_row, migrate, page_limit,
 };
 
 /// History in a PostgreSQL database.
