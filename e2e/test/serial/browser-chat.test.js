@@ -8,13 +8,13 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const { startChinwag } = require('../lib/server');
-const { startStaticServer } = require('../lib/static');
-const { launchChromium, newContext, watchPage } = require('../lib/browser');
-const { ChatClient, hasConnected } = require('../lib/chat');
+const { startChinwag } = require('../../lib/server');
+const { startStaticServer } = require('../../lib/static');
+const { launchChromium, newContext, watchPage } = require('../../lib/browser');
+const { ChatClient, hasConnected } = require('../../lib/chat');
 
 const UI_TIMEOUT_MS = 15_000;
-const FIXTURE = path.join(__dirname, '..', 'fixtures', 'tutorial-like.html');
+const FIXTURE = path.join(__dirname, '..', '..', 'fixtures', 'tutorial-like.html');
 
 /** Waits until the page's #conversation shows `text` (as text, not markup). */
 function waitForConversation(page, text) {

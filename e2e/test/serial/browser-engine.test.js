@@ -9,12 +9,12 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const { startConformance } = require('../lib/server');
-const { startStaticServer } = require('../lib/static');
-const { launchChromium, newContext, watchPage } = require('../lib/browser');
-const { CLIENT_VERSIONS, TRANSPORT_MODES } = require('../lib/clients');
+const { startConformance } = require('../../lib/server');
+const { startStaticServer } = require('../../lib/static');
+const { launchChromium, newContext, watchPage } = require('../../lib/browser');
+const { CLIENT_VERSIONS, TRANSPORT_MODES } = require('../../lib/clients');
 
-const E2E_DIR = path.resolve(__dirname, '..');
+const E2E_DIR = path.resolve(__dirname, '..', '..');
 const JS = 'application/javascript; charset=utf-8';
 const FILES = {
   '/client-page.html': { file: path.join(E2E_DIR, 'fixtures', 'client-page.html'), type: 'text/html; charset=utf-8' },
@@ -27,10 +27,20 @@ async function exercise({ mode }) {
   const TIMEOUT_MS = 10_000;
   const transports = { websocket: ['websocket'], polling: ['polling'], upgrade: ['polling', 'websocket'] }[mode];
   const socket = io(location.origin, { transports, forceNew: true, reconnection: false });
+  // What the client saw, for the failure message if something never arrives.
+  const history = [];
+  socket.on('disconnect', (reason) => history.push(`disconnect: ${reason}`));
+  socket.io.engine.on('close', (reason, detail) => history.push(`engine close: ${reason} ${detail || ''}`));
+  socket.io.engine.on('upgrade', () => history.push('upgrade'));
   const within = (promise, what) =>
     Promise.race([
       promise,
-      new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), TIMEOUT_MS)),
+      new Promise((_, reject) =>
+        setTimeout(
+          () => reject(new Error(`timed out waiting for ${what}; client saw: ${history.join('; ') || 'nothing'}`)),
+          TIMEOUT_MS,
+        ),
+      ),
     ]);
   const next = (emitter, name) => within(new Promise((resolve) => emitter.once(name, (...args) => resolve(args))), name);
   const upgrade = mode === 'upgrade' ? next(socket.io.engine, 'upgrade') : null;
@@ -52,14 +62,17 @@ async function exercise({ mode }) {
   // An ArrayBuffer: the 2.x bundle sends a typed-array view as JSON, not as binary.
   const bytes = new Uint8Array([0, 1, 2, 253, 254, 255, 0x1e, 58, 10, 13]).buffer;
   const back = next(socket, 'message-back');
+  history.push('emit message');
   socket.emit('message', 'text ✓ 🙂', bytes, { nested: bytes, n: 1 });
   const [text, binary, nested] = await back;
+  history.push('got message-back');
   const ack = await within(
     new Promise((resolve) => socket.emit('message-with-ack', bytes, 'after binary', (...args) => resolve(args))),
     'the ack',
   );
   if (upgrade) await upgrade;
   // One more round trip after the upgrade, on the final transport.
+  history.push('got ack');
   const late = next(socket, 'message-back');
   socket.emit('message', bytes);
   const [lateBinary] = await late;

@@ -4,8 +4,8 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startChinwag } = require('../lib/server');
-const { ChatClient } = require('../lib/chat');
+const { startChinwag } = require('../../lib/server');
+const { ChatClient } = require('../../lib/chat');
 
 const CLIENTS = 200;
 const BURST = 100;
