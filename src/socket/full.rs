@@ -154,6 +154,7 @@ pub async fn room_create(
         let request = Request::of(args)?;
         let room = RoomName::parse(request.text("room")?)?;
         member_check(chat, socket)?;
+        chat.take_message_token(socket)?;
         if chat.community().room_exists(&room) {
             return Err(DomainError::new(
                 ErrorCode::RoomExists,
@@ -176,6 +177,7 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
         let request = Request::of(args)?;
         let since = request.seq("since")?;
         let limit = request.limit()?;
+        chat.take_message_token(socket)?;
         let room = {
             let mut community = chat.community();
             let (room, notices) = community.join_room(socket.id(), request.text("room")?)?;
@@ -197,6 +199,7 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
 /// `room:leave {room}`.
 pub fn room_leave(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
     let result = Request::of(args).and_then(|request| {
+        chat.take_message_token(socket)?;
         let mut community = chat.community();
         let (room, notices) = community.leave_room(socket.id(), request.text("room")?)?;
         chat.deliver(&community, Some(socket), &notices);
