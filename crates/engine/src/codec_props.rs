@@ -121,6 +121,19 @@ proptest! {
     }
 
     #[test]
+    fn events_encoded_in_one_pass_decode_back(
+        name in "\\PC{1,10}",
+        args in proptest::collection::vec(json_value(), 0..4),
+    ) {
+        let text = sio::encode_event("/n,", 0, Some(7), &name, &args).unwrap();
+        let packet = sio::decode(&text[1..]).unwrap();
+        let mut expected = vec![Value::String(name)];
+        expected.extend(args);
+        prop_assert_eq!((packet.nsp.as_str(), packet.id), ("/n", Some(7)));
+        prop_assert_eq!(packet.data, Value::Array(expected));
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_a_decoder(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         crate::fuzz_decoders(&data);
     }

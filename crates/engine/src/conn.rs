@@ -368,7 +368,10 @@ impl Conn {
         }
         tracing::debug!(sid = %self.sid, reason = reason.as_str(), "connection closing");
         self.wake_all();
-        tokio::spawn(cleanup(self.clone()));
+        // Outside a runtime (only while it is being torn down) there is nobody left to notify.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(cleanup(self.clone()));
+        }
     }
 
     /// Register a polling GET; false when one is already pending (a protocol violation).

@@ -183,20 +183,37 @@ pub(crate) fn encode(
     out
 }
 
-/// Build the JSON array `[event, ...args]` from the event name and the serialized args array.
-/// Returns `None` when `args_json` is not an array.
-pub(crate) fn event_array(event: &str, args_json: &str) -> Option<String> {
-    let inner = args_json.strip_prefix('[')?.strip_suffix(']')?;
-    let name = serde_json::to_string(event).ok()?;
-    let mut out = String::with_capacity(name.len() + inner.len() + 3);
-    out.push('[');
-    out.push_str(&name);
-    if !inner.trim().is_empty() {
-        out.push(',');
-        out.push_str(inner);
+/// Encode an EVENT / BINARY_EVENT carrying `[event, ...args]` in one buffer (one allocation,
+/// no intermediate strings). `None` when `args` does not serialize to a JSON array.
+pub(crate) fn encode_event<A: serde::Serialize + ?Sized>(
+    prefix: &str,
+    attachments: usize,
+    id: Option<u64>,
+    event: &str,
+    args: &A,
+) -> Option<String> {
+    let kind = if attachments > 0 {
+        PacketKind::BinaryEvent
+    } else {
+        PacketKind::Event
+    };
+    let mut out = encode(kind, prefix, attachments, id, "[").into_bytes();
+    out.reserve(event.len() + 32);
+    serde_json::to_writer(&mut out, event).ok()?;
+    let args_start = out.len();
+    serde_json::to_writer(&mut out, args).ok()?;
+    if out.get(args_start) != Some(&b'[') {
+        return None;
     }
-    out.push(']');
-    Some(out)
+    if out.len() - args_start == 2 {
+        // `[]`: no arguments after the name.
+        out.truncate(args_start);
+        out.push(b']');
+    } else {
+        // `[a,b]` becomes `,a,b]` after the name.
+        out[args_start] = b',';
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Serialize emit arguments; they must form a JSON array.
@@ -273,8 +290,17 @@ mod tests {
             encode(PacketKind::BinaryAck, "", 2, Some(789), "[]"),
             "462-789[]"
         );
-        assert_eq!(event_array("m", "[1,\"2\"]").unwrap(), "[\"m\",1,\"2\"]");
-        assert_eq!(event_array("m", "[]").unwrap(), "[\"m\"]");
-        assert_eq!(event_array("m", "{}"), None);
+        assert_eq!(
+            encode_event("", 0, None, "m", &(1, "2")).unwrap(),
+            "42[\"m\",1,\"2\"]"
+        );
+        assert_eq!(
+            encode_event("/c,", 1, Some(3), "m", &[0u8; 0]).unwrap(),
+            "451-/c,3[\"m\"]"
+        );
+        assert_eq!(
+            encode_event("", 0, None, "m", &serde_json::json!({"a": 1})),
+            None
+        );
     }
 }

@@ -188,16 +188,10 @@ impl<D: Send + Sync + 'static> Socket<D> {
         id: Option<u64>,
         attachments: Vec<Bytes>,
     ) -> Result<Vec<Frame>, EmitError> {
-        let json = sio::args_json(args)
-            .and_then(|a| sio::event_array(event, &a))
+        let text = sio::encode_event(&self.ns.prefix, attachments.len(), id, event, args)
             .ok_or(EmitError::InvalidArgs)?;
-        let kind = if attachments.is_empty() {
-            PacketKind::Event
-        } else {
-            PacketKind::BinaryEvent
-        };
         let mut frames = Vec::with_capacity(1 + attachments.len());
-        frames.push(self.frame(kind, attachments.len(), id, &json));
+        frames.push(Frame::text(text));
         frames.extend(attachments.into_iter().map(Frame::Binary));
         Ok(frames)
     }
@@ -435,18 +429,11 @@ impl BroadcastOperator {
         args: &A,
         attachments: Vec<Bytes>,
     ) -> Result<(), EmitError> {
-        let json = sio::args_json(args)
-            .and_then(|a| sio::event_array(event, &a))
+        let text = sio::encode_event(&self.ns.prefix, attachments.len(), None, event, args)
             .ok_or(EmitError::InvalidArgs)?;
-        let kind = if attachments.is_empty() {
-            PacketKind::Event
-        } else {
-            PacketKind::BinaryEvent
-        };
-        let text = sio::encode(kind, &self.ns.prefix, attachments.len(), None, &json);
         let text_bytes = Bytes::from(text);
         let mut frames = Vec::with_capacity(1 + attachments.len());
-        // SAFETY-free: `text_bytes` came from a String, so it is valid UTF-8.
+        // `text_bytes` came from a String: the UTF-8 check cannot fail.
         frames.push(Frame::Text(
             tokio_tungstenite::tungstenite::Utf8Bytes::try_from(text_bytes.clone())
                 .map_err(|_| EmitError::InvalidArgs)?,
