@@ -579,3 +579,37 @@ async fn a_socket_io_2_client_names_itself_in_the_query_string() {
         .await;
     assert_eq!(ack["ok"], json!(true), "{ack}");
 }
+
+#[tokio::test]
+async fn a_direct_message_to_someone_away_is_caught_up_when_they_return() {
+    let mut config = test_config();
+    config.presence_grace_ms = 100;
+    let app = TestApp::start_with(config).await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (bob, bob_token) = join(&app, "bob").await;
+    bob.drop_abruptly();
+    loop {
+        let presence = next_named(&mut ann, "presence").await;
+        if presence == json!({"name": "bob", "online": false}) {
+            break;
+        }
+    }
+    let ack = ann
+        .request(
+            "dm:send",
+            json!({"to": "bob", "text": "while you were out"}),
+        )
+        .await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+
+    let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"token": bob_token}))
+        .await
+        .expect("bob is back");
+    let caught_up = bob.request("sync", json!({"direct": {"ann": 0}})).await;
+    assert_eq!(
+        caught_up["direct"]["ann"][0]["text"],
+        json!("while you were out"),
+        "{caught_up}"
+    );
+    assert_eq!(caught_up["direct"]["ann"][0]["with"], json!("ann"));
+}

@@ -16,6 +16,9 @@ use super::message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
 use super::name::{NameKey, SERVER_NAME, UserName};
 use super::room::RoomName;
 
+/// Most away users remembered for direct messages.
+const MAX_KNOWN_USERS: usize = 100_000;
+
 /// A stable user identity: a session's user id, or a tutorial socket's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(String);
@@ -195,6 +198,9 @@ pub struct Community<C> {
     users: HashMap<UserId, User<C>>,
     /// Which user holds each name.
     names: HashMap<NameKey, UserId>,
+    /// Full-protocol users seen since startup, by name, so direct messages can reach someone
+    /// who is away (they catch up with `sync`). The latest holder of a name wins. Bounded.
+    known: HashMap<NameKey, (UserId, UserName)>,
     /// Which user each named socket belongs to.
     sockets: HashMap<C, UserId>,
     /// Every room and its members.
@@ -220,6 +226,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         Self {
             users: HashMap::new(),
             names: HashMap::new(),
+            known: HashMap::new(),
             sockets: HashMap::new(),
             rooms,
             next_arrival: 0,
@@ -371,7 +378,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         raw_text: &str,
     ) -> Result<Draft, DomainError> {
         let (author, user) = self.speaker(socket)?;
-        let (to, to_name) = self.user_named(raw_to)?;
+        let (to, to_name) = self.recipient_named(raw_to)?;
         let body = MessageBody::parse(raw_text, self.limits.max_message_chars)?;
         Ok(Draft {
             author: author.clone(),
@@ -632,6 +639,22 @@ impl<C: Clone + Ord + Hash> Community<C> {
         Ok((id.clone(), user.name.clone()))
     }
 
+    /// The user called `raw_name` for a direct conversation: someone present, or a
+    /// full-protocol user seen since startup who is away.
+    pub fn recipient_named(&self, raw_name: &str) -> Result<(UserId, UserName), DomainError> {
+        let present = self.user_named(raw_name);
+        if present.is_ok() {
+            return present;
+        }
+        let name = UserName::parse(raw_name)?;
+        self.known.get(&name.key()).cloned().ok_or_else(|| {
+            DomainError::new(
+                ErrorCode::UnknownUser,
+                format!("nobody here is called {name}"),
+            )
+        })
+    }
+
     /// The protocol a socket speaks, if it has a name.
     pub fn protocol_of(&self, socket: &C) -> Option<Protocol> {
         self.user_of(socket).map(|(_, user)| user.protocol)
@@ -676,6 +699,15 @@ impl<C: Clone + Ord + Hash> Community<C> {
     }
 
     fn insert_user(&mut self, socket: &C, id: UserId, name: UserName, protocol: Protocol) {
+        if protocol == Protocol::Full {
+            if self.known.len() >= MAX_KNOWN_USERS && !self.known.contains_key(&name.key()) {
+                // Bounded: forget an arbitrary one; a DM to them then needs them present.
+                if let Some(key) = self.known.keys().next().cloned() {
+                    self.known.remove(&key);
+                }
+            }
+            self.known.insert(name.key(), (id.clone(), name.clone()));
+        }
         let general = RoomName::general();
         self.rooms
             .entry(general.clone())
@@ -1179,6 +1211,43 @@ mod tests {
         assert_eq!(
             code(community.draft_direct(&1, "nobody", "hi")),
             Some(ErrorCode::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn a_direct_message_may_go_to_someone_away_but_not_to_a_stranger() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        connect(&mut community, 2, "b", "bob");
+        assert_eq!(community.disconnect(&2, 0), Vec::new());
+        assert!(!community.sweep(10_000).is_empty(), "bob is gone");
+        let draft = community.draft_direct(&1, "bob", "later");
+        assert_eq!(
+            draft.map(|d| d.place).ok(),
+            Some(Place::Direct {
+                from: UserId::new("a"),
+                to: UserId::new("b"),
+                to_name: name("bob"),
+            })
+        );
+        add(&mut community, 3, "tut");
+        community.disconnect(&3, 0);
+        assert_eq!(
+            code(community.draft_direct(&1, "tut", "?")),
+            Some(ErrorCode::UnknownUser)
+        );
+        assert!(
+            community.connect(&4, user(4), "bob").is_ok(),
+            "the name is free for others"
+        );
+        let draft = community.draft_direct(&1, "bob", "hi");
+        assert_eq!(
+            draft.map(|d| d.place).ok().and_then(|p| match p {
+                Place::Direct { to, .. } => Some(to),
+                Place::Room(_) => None,
+            }),
+            Some(user(4)),
+            "the latest holder of a name wins"
         );
     }
 

@@ -434,7 +434,7 @@ fn direct_conversation(
             "connect with a name or token first",
         )
     })?;
-    let (peer, peer_name) = community.user_named(with)?;
+    let (peer, peer_name) = community.recipient_named(with)?;
     let place = Place::Direct {
         from: me,
         to: peer,
