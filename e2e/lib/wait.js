@@ -56,7 +56,8 @@ class Recorder {
 
   /**
    * Resolves with the result of `check(events)` once it is truthy; checks again on every new
-   * event and rejects after `ms` with `what` and the events seen so far.
+   * event and rejects after `ms` with `what` (a string, or a function giving one at that
+   * moment) and the events seen so far.
    */
   until(check, what, ms = DEFAULT_TIMEOUT_MS) {
     return new Promise((resolve, reject) => {
@@ -77,7 +78,8 @@ class Recorder {
       const timer = setTimeout(() => {
         done();
         const seen = JSON.stringify(this.events.slice(-20), shorten).slice(0, 4_000);
-        reject(new Error(`timed out after ${ms} ms waiting for ${what}; last events: ${seen}`));
+        const description = typeof what === 'function' ? what() : what;
+        reject(new Error(`timed out after ${ms} ms waiting for ${description}; last events: ${seen}`));
       }, ms);
       const done = () => {
         clearTimeout(timer);
