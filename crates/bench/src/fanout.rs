@@ -45,6 +45,11 @@ pub struct FanoutArgs {
     /// Who joins the chat (`addUser`) before the run: none, senders or all.
     #[arg(long, default_value = "senders")]
     pub join: String,
+    /// Send `--auth` only for receivers: senders stay tutorial clients (`addUser`), receivers
+    /// are named at CONNECT. chinwag's tutorial protocol delivers only to named sockets, and
+    /// naming 1000 sockets with `addUser` costs O(N²) user lists (gigabytes at C=1000).
+    #[arg(long)]
+    pub auth_receivers_only: bool,
     /// Stop after the first step delivering less than this fraction of the expected copies.
     #[arg(long, default_value_t = 0.99)]
     pub min_delivery: f64,
@@ -116,66 +121,81 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
     });
     let senders = args.senders.clamp(1, args.clients.max(1));
 
-    // Connect everyone, bounded concurrency, keeping the senders' outboxes.
+    // Connect everyone, bounded concurrency, keeping the senders' outboxes. Receivers connect
+    // first and the senders (who join by name) last, so each sender's join costs one user
+    // list instead of one per later arrival: a server that sends named users the whole list
+    // on every join (the tutorial protocol) would otherwise flood the senders at setup.
     let permits = Arc::new(Semaphore::new(common.connect_concurrency.max(1)));
-    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(1024);
     let mut outboxes = Vec::with_capacity(args.clients);
-    for index in 0..args.clients {
+    let mut inboxes = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
         let (outbox_tx, outbox_rx) = mpsc::channel::<String>(1024);
-        let joins = match args.join.as_str() {
-            "all" => true,
-            "senders" => index < senders,
-            _ => false,
-        };
-        if joins && wire == client::Wire::SocketIo && !common.full {
-            let frame = client::event_frame(wire, &common.join_event, &format!("u{index}"));
-            outbox_tx.try_send(frame).ok();
-        }
         outboxes.push(outbox_tx);
-        let connector = Arc::clone(&connector);
-        let permits = Arc::clone(&permits);
-        let ready = ready_tx.clone();
-        let tally = Arc::clone(&tally);
-        let auth = common.auth_for(index);
-        tokio::spawn(async move {
-            let opened = {
-                let _permit = permits.acquire().await;
-                connector.open(auth.as_deref()).await
+        inboxes.push(Some(outbox_rx));
+    }
+    let mut connected = 0;
+    for phase in [senders..args.clients, 0..senders] {
+        let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(1024);
+        for index in phase {
+            let Some(outbox_rx) = inboxes[index].take() else {
+                continue;
             };
-            match opened {
-                Ok((ws, _)) => {
-                    ready.send(Ok(())).await.ok();
-                    drop(ready);
-                    let ended =
-                        client::drive(ws, wire, outbox_rx, |frame| tally.on_frame(frame)).await;
-                    if ended == Ended::ByServer {
-                        tally.lost_connections.fetch_add(1, Ordering::Relaxed);
+            let joins = match args.join.as_str() {
+                "all" => true,
+                "senders" => index < senders,
+                _ => false,
+            };
+            if joins && wire == client::Wire::SocketIo && !common.full {
+                let frame = client::event_frame(wire, &common.join_event, &format!("u{index}"));
+                outboxes[index].try_send(frame).ok();
+            }
+            let connector = Arc::clone(&connector);
+            let permits = Arc::clone(&permits);
+            let ready = ready_tx.clone();
+            let tally = Arc::clone(&tally);
+            let auth = if args.auth_receivers_only && index < senders {
+                None
+            } else {
+                common.auth_for(index)
+            };
+            tokio::spawn(async move {
+                let opened = {
+                    let _permit = permits.acquire().await;
+                    connector.open(auth.as_deref()).await
+                };
+                match opened {
+                    Ok((ws, _)) => {
+                        ready.send(Ok(())).await.ok();
+                        drop(ready);
+                        let ended =
+                            client::drive(ws, wire, outbox_rx, |frame| tally.on_frame(frame)).await;
+                        if ended == Ended::ByServer {
+                            tally.lost_connections.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(err) => {
+                        ready.send(Err(err.to_string())).await.ok();
                     }
                 }
-                Err(err) => {
-                    ready.send(Err(err.to_string())).await.ok();
-                }
-            }
-        });
-    }
-    drop(ready_tx);
-    let mut connected = 0;
-    while let Some(result) = tokio::time::timeout_at(deadline.into(), ready_rx.recv())
-        .await
-        .map_err(|_| BenchError::Timeout("fan-out connections"))?
-    {
-        match result {
-            Ok(()) => connected += 1,
-            Err(err) => return Err(BenchError::Protocol(format!("a client failed: {err}"))),
+            });
         }
+        drop(ready_tx);
+        while let Some(result) = tokio::time::timeout_at(deadline.into(), ready_rx.recv())
+            .await
+            .map_err(|_| BenchError::Timeout("fan-out connections"))?
+        {
+            match result {
+                Ok(()) => connected += 1,
+                Err(err) => return Err(BenchError::Protocol(format!("a client failed: {err}"))),
+            }
+        }
+        // Arrival notices (presence, user lists) are processed before the next phase.
+        wait_quiet(&tally, Duration::from_secs(5)).await;
     }
     eprintln!(
         "[{}] fan-out: {connected} clients connected, {senders} senders",
         common.label
     );
-    // Joins (and their O(N) notices) are processed before the first step starts.
-    wait_quiet(&tally, Duration::from_secs(5)).await;
-
     let pid = common.pid.clone();
     let mut max_delivered_per_s: f64 = 0.0;
     for (step, &rate) in args.rates.iter().enumerate() {
