@@ -3,7 +3,7 @@
 //! `cargo run --release -p chinwag-engine --example idle_memory -- measure 5000` starts a
 //! server process and a client process (this same binary), opens N connections on loopback
 //! (Engine.IO open + Socket.IO CONNECT to `/`), reads the server's VmRSS from /proc before and
-//! after, prints KiB per connection, and stops both processes. Bounded: N ≤ 15,000, 120 s.
+//! after, prints KiB per connection, and stops both processes. Bounded: N ≤ 19,500 (clients of ≤ 10,000 each), 120 s.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -35,7 +35,10 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const MAX_CONNECTIONS: usize = 15_000;
+/// The server process holds every connection: stay under its 20,000 open files.
+const MAX_CONNECTIONS: usize = 19_500;
+/// Connections per client process.
+const PER_CLIENT: usize = 10_000;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 struct Idle;
@@ -138,18 +141,32 @@ fn measure(count: usize) {
     let before = rss_kib(server.id());
     let live_before = live.load(std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
-    let mut client = Command::new(&exe)
-        .args(["client", &addr, &count.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
-    let mut client_lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let connected: usize = client_lines
-        .next()
-        .and_then(Result::ok)
-        .and_then(|l| l.strip_prefix("connected ").and_then(|n| n.parse().ok()))
-        .unwrap_or(0);
+    // Each process may hold 20,000 files: spread the connections over several clients.
+    let mut clients = Vec::new();
+    let mut remaining = count;
+    while remaining > 0 {
+        let share = remaining.min(PER_CLIENT);
+        remaining -= share;
+        let mut client = Command::new(&exe)
+            .args(["client", &addr, &share.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("client");
+        let lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+        clients.push((client, lines));
+    }
+    let mut connected = 0;
+    for (_, lines) in &mut clients {
+        connected += lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| {
+                l.strip_prefix("connected ")
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .unwrap_or(0);
+    }
     // Let the allocator and the last tasks settle before reading RSS.
     std::thread::sleep(Duration::from_secs(2));
     let after = rss_kib(server.id());
@@ -160,8 +177,10 @@ fn measure(count: usize) {
         "connections {connected} in {:.1}s; server RSS {before} KiB -> {after} KiB; {per:.2} KiB per idle connection (live heap {heap:.2} KiB of it)",
         started.elapsed().as_secs_f64()
     );
-    drop(client.stdin.take());
-    let _ = client.wait();
+    for (mut client, _) in clients {
+        drop(client.stdin.take());
+        let _ = client.wait();
+    }
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -625,10 +625,10 @@ impl Conn {
 
     pub(crate) fn add_socket(&self, socket: Arc<dyn SockDyn>) {
         self.lock().connect_deadline = None;
-        self.sockets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(socket);
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        // Most connections join one namespace: no spare capacity.
+        sockets.reserve_exact(1);
+        sockets.push(socket);
     }
 
     // ----- dispatching -----

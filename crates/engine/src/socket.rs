@@ -51,7 +51,8 @@ impl std::fmt::Display for SocketId {
 /// What the client sent when it opened the connection.
 #[derive(Debug, Clone)]
 pub struct Handshake {
-    /// Query string pairs of the first request (v4 clients carry names or tokens here).
+    /// Query string pairs of the first request (v4 clients carry names or tokens here),
+    /// without Engine.IO's own `EIO`, `transport`, `t`, `b64` and `sid`.
     pub query: Vec<(String, String)>,
     /// Headers of the first request.
     pub headers: http::HeaderMap,

@@ -183,7 +183,11 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0),
         headers: owned_headers(req.headers()),
-        query,
+        // Engine.IO's own parameters are transport plumbing; the application gets the rest.
+        query: query
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "EIO" | "transport" | "t" | "b64" | "sid"))
+            .collect(),
         eio,
         auth: Value::Null,
     };
