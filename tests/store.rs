@@ -441,6 +441,27 @@ async fn direct_conversations_are_independent_of_rooms_and_each_other(backend: B
     );
     assert_eq!(store.last_seq(&room).await.ok(), Some(1));
     assert_eq!(store.last_seq(&alice_carol).await.ok(), Some(1));
+
+    // Each member can list their direct conversations (e.g. one started while they were away).
+    let listed = |user: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .direct_conversations(user)
+                .await
+                .expect("direct conversations")
+                .into_iter()
+                .map(|summary| (summary.conversation, summary.last_seq))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed("id-alice").await,
+        [(alice_bob.clone(), 2), (alice_carol.clone(), 1)]
+    );
+    assert_eq!(listed("id-bob").await, [(alice_bob.clone(), 2)]);
+    assert_eq!(listed("id-carol").await, [(alice_carol.clone(), 1)]);
+    assert_eq!(listed("id-nobody").await, []);
     store.close().await;
 }
 

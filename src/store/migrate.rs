@@ -30,6 +30,11 @@ pub(crate) const SQLITE: Embedded = Embedded(&[
         "conversation counters",
         include_str!("../../migrations/sqlite/0002_conversation_counters.sql"),
     ),
+    (
+        3,
+        "direct members",
+        include_str!("../../migrations/sqlite/0003_direct_members.sql"),
+    ),
 ]);
 
 pub(crate) const POSTGRES: Embedded = Embedded(&[
@@ -42,6 +47,11 @@ pub(crate) const POSTGRES: Embedded = Embedded(&[
         2,
         "conversation counters",
         include_str!("../../migrations/postgres/0002_conversation_counters.sql"),
+    ),
+    (
+        3,
+        "direct members",
+        include_str!("../../migrations/postgres/0003_direct_members.sql"),
     ),
 ]);
 

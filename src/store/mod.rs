@@ -49,6 +49,9 @@ pub const MAX_PAGE_LIMIT: u32 = 1000;
 /// The most rooms [`HistoryStore::list_rooms`] returns.
 pub const MAX_ROOMS_LISTED: u32 = 10_000;
 
+/// The most conversations [`HistoryStore::direct_conversations`] returns.
+pub const MAX_DIRECT_LISTED: u32 = 10_000;
+
 /// The longest `client_id` accepted, in bytes. It is an idempotency key, not content.
 pub const MAX_CLIENT_ID_LEN: usize = 128;
 
@@ -95,6 +98,13 @@ pub trait HistoryStore: Send + Sync + 'static {
 
     /// The sequence of the newest committed message, 0 for an empty conversation.
     fn last_seq<'a>(&'a self, conversation: &'a Conversation) -> StoreFuture<'a, i64>;
+
+    /// The direct conversations `user_id` takes part in (at most [`MAX_DIRECT_LISTED`]), with
+    /// their last sequences: how a client learns of conversations started while it was away.
+    fn direct_conversations<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> StoreFuture<'a, Vec<ConversationSummary>>;
 
     /// Registers a room. Resolves to `false` if a room with exactly this name exists already
     /// (the caller normalises names before).
@@ -182,6 +192,15 @@ impl Conversation {
         }
     }
 
+    /// The conversation a storage key names: the inverse of [`Conversation::storage_key`].
+    pub(crate) fn from_storage_key(key: &str) -> Option<Self> {
+        if let Some(name) = key.strip_prefix("r:") {
+            return Some(Self::room(name));
+        }
+        let (a, b) = parse_direct_key(key)?;
+        Some(Self::direct(a, b))
+    }
+
     /// The key stored in the `conversation` column. Unambiguous: the first user id is
     /// length-prefixed, so no choice of ids can make two pairs (or a pair and a room) collide.
     pub(crate) fn storage_key(&self) -> String {
@@ -190,6 +209,23 @@ impl Conversation {
             ConversationKind::Direct(a, b) => format!("d:{}:{a}:{b}", a.len()),
         }
     }
+}
+
+/// The two user ids of a direct conversation's storage key (`d:<byte length of a>:<a>:<b>`).
+pub(crate) fn parse_direct_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("d:")?;
+    let (length, rest) = rest.split_once(':')?;
+    let length: usize = length.parse().ok()?;
+    let a = rest.get(..length)?;
+    let b = rest.get(length..)?.strip_prefix(':')?;
+    Some((a, b))
+}
+
+/// A conversation and the sequence of its newest message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationSummary {
+    pub conversation: Conversation,
+    pub last_seq: i64,
 }
 
 /// Who wrote a message: the stable user id and the display name at the time of writing.
@@ -480,6 +516,27 @@ mod tests {
         for (i, key) in keys.iter().enumerate() {
             assert!(!keys[i + 1..].contains(key), "{key} collides");
         }
+    }
+
+    #[test]
+    fn a_storage_key_names_its_conversation_again() {
+        let conversations = [
+            Conversation::room("general"),
+            Conversation::room("d:1:a:b"),
+            Conversation::direct("é:x", "b:c"),
+            Conversation::direct("", "z"),
+            Conversation::direct("same", "same"),
+        ];
+        for conversation in conversations {
+            let key = conversation.storage_key();
+            assert_eq!(
+                Conversation::from_storage_key(&key),
+                Some(conversation),
+                "{key}"
+            );
+        }
+        assert_eq!(Conversation::from_storage_key("d:9:a:b"), None);
+        assert_eq!(Conversation::from_storage_key("x:1"), None);
     }
 
     #[test]

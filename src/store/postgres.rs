@@ -12,9 +12,10 @@ use sqlx::{ConnectOptions, Connection};
 use super::writer::{ClientKey, WriteConnection, WriterHandle, row_placeholders};
 
 use super::{
-    Appended, Conversation, Durability, HistoryStore, KeyedMessageRow, MAX_ROOMS_LISTED,
-    MessageRow, NewMessage, RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoreFuture,
-    StoreOptions, StoredMessage, message_from_row, migrate, page_limit,
+    Appended, Conversation, ConversationSummary, Durability, HistoryStore, KeyedMessageRow,
+    MAX_DIRECT_LISTED, MAX_ROOMS_LISTED, MessageRow, NewMessage, RecoveryRecord, RoomRecord,
+    SessionRecord, StoreError, StoreFuture, StoreOptions, StoredMessage, message_from_row, migrate,
+    page_limit,
 };
 
 /// History in a PostgreSQL database.
@@ -106,6 +107,9 @@ const BEFORE: &str = "SELECT seq, id, author_id, author_name, body, client_id, t
 const AFTER: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
      FROM messages WHERE conversation = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3";
 const LIST_ROOMS: &str = "SELECT name, created_at_ms FROM rooms ORDER BY name LIMIT $1";
+const DIRECT_CONVERSATIONS: &str = "SELECT c.conversation, c.last_seq \
+     FROM direct_members d JOIN conversations c ON c.conversation = d.conversation \
+     WHERE d.user_id = $1 ORDER BY c.conversation LIMIT $2";
 const LAST_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation = $1";
 
 impl HistoryStore for PostgresStore {
@@ -150,6 +154,32 @@ impl HistoryStore for PostgresStore {
                 .fetch_one(&self.reads)
                 .await
                 .map_err(StoreError::db("reading the last sequence"))
+        })
+    }
+
+    fn direct_conversations<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> StoreFuture<'a, Vec<ConversationSummary>> {
+        Box::pin(async move {
+            if user_id.contains('\0') {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<(String, i64)> = sqlx::query_as(DIRECT_CONVERSATIONS)
+                .bind(user_id)
+                .bind(i64::from(MAX_DIRECT_LISTED))
+                .fetch_all(&self.reads)
+                .await
+                .map_err(StoreError::db("listing direct conversations"))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(key, last_seq)| {
+                    Some(ConversationSummary {
+                        conversation: Conversation::from_storage_key(&key)?,
+                        last_seq,
+                    })
+                })
+                .collect())
         })
     }
 
@@ -363,6 +393,22 @@ impl WriteConnection for PostgresWriter {
                 },
             )
             .collect())
+    }
+
+    async fn add_direct_members(&mut self, rows: &[(&str, &str)]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO direct_members (user_id, conversation) VALUES {} ON CONFLICT DO NOTHING",
+            row_placeholders(rows.len(), 2, true)
+        );
+        let mut query = sqlx::query(&sql);
+        for (user_id, key) in rows {
+            query = query.bind(*user_id).bind(*key);
+        }
+        query
+            .execute(&mut self.connection)
+            .await
+            .map(drop)
+            .map_err(StoreError::db("registering direct conversation members"))
     }
 
     async fn insert_messages(&mut self, rows: &[(&str, &StoredMessage)]) -> Result<(), StoreError> {

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     Appended, MAX_CLIENT_ID_LEN, MessageRow, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
-    StoreError, StoreOptions, StoredMessage, message_from_row,
+    StoreError, StoreOptions, StoredMessage, message_from_row, parse_direct_key,
 };
 
 /// The largest message body the store accepts, in bytes: a backstop far above the chat's own
@@ -60,6 +60,12 @@ pub(crate) trait WriteConnection: Send + 'static {
         &mut self,
         keys: &[ClientKey<'_>],
     ) -> impl Future<Output = Result<Vec<(String, MessageRow)>, StoreError>> + Send;
+    /// Records (user id, conversation key) memberships of direct conversations, ignoring
+    /// those known already. At most [`MAX_ROWS_PER_STATEMENT`] rows per call.
+    fn add_direct_members(
+        &mut self,
+        rows: &[(&str, &str)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Inserts messages with one statement (any collision is an error). At most
     /// [`MAX_ROWS_PER_STATEMENT`] rows per call.
     fn insert_messages(
@@ -397,6 +403,23 @@ impl<C: WriteConnection> Writer<C> {
         }
     }
 
+    /// Registers the members of the direct conversations among `keys` (others are ignored).
+    async fn add_direct_members(&mut self, keys: &[String]) -> Result<(), StoreError> {
+        let mut rows: Vec<(&str, &str)> = Vec::new();
+        for key in keys {
+            if let Some((a, b)) = parse_direct_key(key) {
+                rows.push((a, key));
+                if b != a {
+                    rows.push((b, key));
+                }
+            }
+        }
+        for chunk in power_of_two_chunks(&rows, MAX_ROWS_PER_STATEMENT) {
+            self.connection.add_direct_members(chunk).await?;
+        }
+        Ok(())
+    }
+
     /// Stores a batch of messages, in order; the results are in the same order.
     async fn append_all(&mut self, messages: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
         let keys: Vec<String> = messages
@@ -467,15 +490,21 @@ impl<C: WriteConnection> Writer<C> {
         let mut counts: Vec<(&str, i64)> = new_per_conversation.into_iter().collect();
         counts.sort_unstable();
         let mut next_seq: HashMap<String, i64> = HashMap::with_capacity(counts.len());
+        let mut new_conversations = Vec::new();
         for chunk in power_of_two_chunks(&counts, MAX_ROWS_PER_STATEMENT) {
             for (key, last) in self.connection.reserve_seqs(chunk).await? {
                 let count = chunk
-                    .iter()
-                    .find(|(wanted, _)| *wanted == key)
-                    .map_or(0, |(_, count)| *count);
+                    .binary_search_by(|(wanted, _)| (*wanted).cmp(key.as_str()))
+                    .map_or(0, |found| chunk[found].1);
+                if last == count {
+                    new_conversations.push(key.clone());
+                }
                 next_seq.insert(key, last - count + 1);
             }
         }
+        // A direct conversation's first messages: register both members, so that each can
+        // list it (`direct_conversations`).
+        self.add_direct_members(&new_conversations).await?;
 
         // 4. The stored messages, in queue order.
         drop(first_in_batch);
@@ -725,6 +754,9 @@ mod tests {
             for (key, message) in rows {
                 db.pending.push(((*key).to_owned(), (*message).clone()));
             }
+            Ok(())
+        }
+        async fn add_direct_members(&mut self, _: &[(&str, &str)]) -> Result<(), StoreError> {
             Ok(())
         }
         async fn create_room(&mut self, _: &RoomRecord) -> Result<bool, StoreError> {
