@@ -613,3 +613,35 @@ async fn a_direct_message_to_someone_away_is_caught_up_when_they_return() {
     );
     assert_eq!(caught_up["direct"]["ann"][0]["with"], json!("ann"));
 }
+
+#[tokio::test]
+async fn a_member_who_was_away_is_listed_offline_and_returns_to_its_rooms() {
+    let mut config = test_config();
+    config.presence_grace_ms = 100;
+    let app = TestApp::start_with(config).await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (mut bob, bob_token) = join(&app, "bob").await;
+    assert_eq!(
+        ann.request("room:create", json!({"room": "rust"})).await["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        bob.request("room:join", json!({"room": "rust"})).await["ok"],
+        json!(true)
+    );
+    bob.drop_abruptly();
+    loop {
+        if next_named(&mut ann, "presence").await == json!({"name": "bob", "online": false}) {
+            break;
+        }
+    }
+    let members = ann.request("room:members", json!({"room": "rust"})).await;
+    assert_eq!(
+        members["members"],
+        json!([{"name": "ann", "online": true}, {"name": "bob", "online": false}])
+    );
+    let (_bob, session) = Client::connect_with_auth(app.addr, json!({"token": bob_token}))
+        .await
+        .expect("bob is back");
+    assert_eq!(session["rooms"], json!(["general", "rust"]));
+}

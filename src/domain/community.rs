@@ -192,6 +192,14 @@ struct User<C> {
     away_since: Option<u64>,
 }
 
+/// A full-protocol user who left: still a member of its rooms, offline.
+#[derive(Debug)]
+struct Away {
+    name: UserName,
+    rooms: BTreeSet<RoomName>,
+    arrival: u64,
+}
+
 /// Users, sockets and rooms of one chat server, with its rules.
 #[derive(Debug)]
 pub struct Community<C> {
@@ -201,6 +209,9 @@ pub struct Community<C> {
     /// Full-protocol users seen since startup, by name, so direct messages can reach someone
     /// who is away (they catch up with `sync`). The latest holder of a name wins. Bounded.
     known: HashMap<NameKey, (UserId, UserName)>,
+    /// Full-protocol users whose grace period ended: they stay members of their rooms
+    /// (listed offline) and get their rooms back when they return. Bounded.
+    away: HashMap<UserId, Away>,
     /// Which user each named socket belongs to.
     sockets: HashMap<C, UserId>,
     /// Every room and its members.
@@ -227,6 +238,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             users: HashMap::new(),
             names: HashMap::new(),
             known: HashMap::new(),
+            away: HashMap::new(),
             sockets: HashMap::new(),
             rooms,
             next_arrival: 0,
@@ -294,10 +306,24 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
         let name = UserName::parse(raw_name)?;
         self.claim_name(&name, &user)?;
-        self.insert_user(socket, user, name.clone(), Protocol::Full);
+        let former = self.away.remove(&user);
+        self.insert_user(socket, user.clone(), name.clone(), Protocol::Full);
+        // A returning member gets its rooms back (it never left their member lists).
+        let mut rooms = BTreeSet::from([RoomName::general()]);
+        if let Some(former) = former {
+            for room in former.rooms {
+                if let Some(members) = self.rooms.get_mut(&room) {
+                    members.insert(user.clone());
+                    rooms.insert(room);
+                }
+            }
+        }
+        if let Some(present) = self.users.get_mut(&user) {
+            present.rooms.clone_from(&rooms);
+        }
         Ok(Connected {
             name: name.clone(),
-            rooms: vec![RoomName::general()],
+            rooms: rooms.into_iter().collect(),
             notices: self.arrival_notices(&name, None),
         })
     }
@@ -564,18 +590,28 @@ impl<C: Clone + Ord + Hash> Community<C> {
     pub fn members(&self, raw_room: &str) -> Result<Vec<MemberView>, DomainError> {
         let room = RoomName::parse(raw_room)?;
         let members = self.rooms.get(&room).ok_or_else(unknown_room)?;
-        let mut users: Vec<(&UserId, &User<C>)> = members
+        let mut listed: Vec<(u64, MemberView)> = members
             .iter()
-            .filter_map(|id| self.users.get(id).map(|user| (id, user)))
-            .collect();
-        users.sort_by_key(|(_, user)| user.arrival);
-        Ok(users
-            .into_iter()
-            .map(|(id, user)| MemberView {
-                name: user.name.clone(),
-                online: self.is_online(id),
+            .filter_map(|id| match (self.users.get(id), self.away.get(id)) {
+                (Some(user), _) => Some((
+                    user.arrival,
+                    MemberView {
+                        name: user.name.clone(),
+                        online: self.is_online(id),
+                    },
+                )),
+                (None, Some(away)) => Some((
+                    away.arrival,
+                    MemberView {
+                        name: away.name.clone(),
+                        online: false,
+                    },
+                )),
+                (None, None) => None,
             })
-            .collect())
+            .collect();
+        listed.sort_by_key(|(arrival, _)| *arrival);
+        Ok(listed.into_iter().map(|(_, member)| member).collect())
     }
 
     /// The ids of a room's members (empty for an unknown room).
@@ -737,9 +773,26 @@ impl<C: Clone + Ord + Hash> Community<C> {
         for socket in &user.sockets {
             self.sockets.remove(socket);
         }
-        for room in &user.rooms {
-            if let Some(members) = self.rooms.get_mut(room) {
-                members.remove(id);
+        match user.protocol {
+            // A tutorial user is gone for good.
+            Protocol::Tutorial => {
+                for room in &user.rooms {
+                    if let Some(members) = self.rooms.get_mut(room) {
+                        members.remove(id);
+                    }
+                }
+            }
+            // A full user stays a member of its rooms, offline, until it returns.
+            Protocol::Full => {
+                if self.away.len() >= MAX_KNOWN_USERS {
+                    self.forget_one_away();
+                }
+                let away = Away {
+                    name: user.name.clone(),
+                    rooms: user.rooms.clone(),
+                    arrival: user.arrival,
+                };
+                self.away.insert(id.clone(), away);
             }
         }
         vec![
@@ -759,6 +812,20 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 },
             },
         ]
+    }
+
+    /// Make room in `away` (bounded): an arbitrary away user stops being a member.
+    fn forget_one_away(&mut self) {
+        let Some(id) = self.away.keys().next().cloned() else {
+            return;
+        };
+        if let Some(away) = self.away.remove(&id) {
+            for room in &away.rooms {
+                if let Some(members) = self.rooms.get_mut(room) {
+                    members.remove(&id);
+                }
+            }
+        }
     }
 
     /// What everyone else is told when `name` arrives (`newcomer`: a tutorial socket that
@@ -1107,6 +1174,45 @@ mod tests {
             "rooms are kept"
         );
         assert_eq!(community.sweep(100_000), Vec::new());
+    }
+
+    #[test]
+    fn a_member_away_past_the_grace_period_is_listed_offline_and_gets_its_rooms_back() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        connect(&mut community, 2, "b", "bob");
+        assert!(community.create_room(&1, "rust").is_ok());
+        assert!(community.join_room(&2, "rust").is_ok());
+        assert_eq!(community.disconnect(&2, 0), Vec::new());
+        assert!(
+            !community.sweep(10_000).is_empty(),
+            "bob is announced offline"
+        );
+        let members = community.members("rust").unwrap_or_default();
+        assert_eq!(
+            members,
+            vec![
+                MemberView {
+                    name: name("ann"),
+                    online: true
+                },
+                MemberView {
+                    name: name("bob"),
+                    online: false
+                },
+            ]
+        );
+        assert_eq!(
+            community.rooms()[1],
+            RoomSummary {
+                name: room("rust"),
+                members: 2,
+                online: 1
+            }
+        );
+        let back = connect(&mut community, 3, "b", "bob");
+        assert_eq!(back.rooms, vec![RoomName::general(), room("rust")]);
+        assert!(community.is_in_room(&3, &room("rust")));
     }
 
     #[test]
