@@ -3,6 +3,11 @@
 //! The engine calls a socket's handler methods one at a time, in the order the client sent its
 //! packets: `on_connect`, then each `on_event` awaited to completion before the next, then
 //! `on_disconnect` after every earlier event.
+//!
+//! An event that need not hold up the next ones (a slow lookup whose answer may arrive out of
+//! order) opts out by spawning its work: the [`Ack`] is owned and [`Socket::emitter`] gives an
+//! owned way to emit to the socket, e.g.
+//! `let (ack, to_me) = (event.ack, socket.emitter()); tokio::spawn(async move { … });`
 
 use std::future::Future;
 use std::sync::Arc;

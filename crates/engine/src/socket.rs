@@ -297,6 +297,12 @@ impl<D: Send + Sync + 'static> Socket<D> {
     pub fn to(&self, room: &str) -> BroadcastOperator {
         self.broadcast().to(room)
     }
+    /// An owned operator that emits to this socket only. It outlives the handler call, so work
+    /// spawned off the handler (an event that opts out of ordering) can still answer; see
+    /// [`crate::Handler`].
+    pub fn emitter(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.ns.clone(), self.conn.server.adapter.clone()).to(&self.id.0)
+    }
     /// Broadcast to every socket of the namespace except this one.
     pub fn broadcast(&self) -> BroadcastOperator {
         let mut op = BroadcastOperator::new(self.ns.clone(), self.conn.server.adapter.clone());

@@ -364,3 +364,11 @@ async fn a_client_that_stops_reading_is_disconnected_even_without_more_traffic()
         DisconnectReason::TransportError
     );
 }
+
+#[tokio::test]
+async fn an_owned_emitter_reaches_the_socket_after_its_handler_returned() {
+    let server = start(fast_config()).await;
+    let mut ws = sio_ws(&server).await;
+    ws_send(&mut ws, "42[\"later\"]").await;
+    assert_eq!(ws_text(&mut ws).await, "42[\"later-done\"]");
+}

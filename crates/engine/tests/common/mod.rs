@@ -107,6 +107,14 @@ impl Handler for Recorder {
                 }
             }
             "bye" => socket.disconnect(),
+            "later" => {
+                // Opts out of ordering: the answer comes from a spawned task.
+                let to_me = socket.emitter();
+                tokio::spawn(async move {
+                    tokio::task::yield_now().await;
+                    let _ = to_me.emit("later-done", &[(); 0]);
+                });
+            }
             "ask" => {
                 let answer = socket
                     .emit_with_ack("question", &[arg(0)], Duration::from_secs(2))
