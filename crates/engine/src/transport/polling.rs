@@ -234,7 +234,12 @@ async fn driver(conn: Arc<Conn>) {
     tokio::pin!(timer);
     loop {
         if job.is_none() {
-            if conn.closed().is_some() || conn.transport() == Transport::WebSocket {
+            if conn.closed().is_some() {
+                return;
+            }
+            if conn.transport() == Transport::WebSocket {
+                // Pass the baton: a wake-up meant for the dispatcher may have reached us.
+                conn.dispatch_wake.notify_one();
                 return;
             }
             job = conn.next_job(false);
