@@ -195,6 +195,12 @@ async fn main() {
         return;
     };
     for (label, durability, max_batch) in CONFIGURATIONS {
+        let label = label
+            .replace("FULL", "synchronous_commit=on")
+            .replace("NORMAL", "synchronous_commit=off");
+        if !wanted(&format!("PostgreSQL {label}")) {
+            continue;
+        }
         let schema = format!("bench_{:x}", rand::random::<u64>());
         if let Err(error) = postgres_admin(&admin_url, &format!("CREATE SCHEMA {schema}")).await {
             eprintln!("PostgreSQL: {error}");
@@ -202,12 +208,6 @@ async fn main() {
         }
         let separator = if admin_url.contains('?') { '&' } else { '?' };
         let url = format!("{admin_url}{separator}options[search_path]={schema}");
-        let label = label
-            .replace("FULL", "synchronous_commit=on")
-            .replace("NORMAL", "synchronous_commit=off");
-        if !wanted(&format!("PostgreSQL {label}")) {
-            continue;
-        }
         match open_store_with(&url, options(durability, max_batch)).await {
             Ok(store) => {
                 let outcome = run(store.clone(), args.producers, args.seconds).await;
@@ -216,6 +216,9 @@ async fn main() {
             }
             Err(error) => eprintln!("PostgreSQL {label}: {error}"),
         }
-        let _ = postgres_admin(&admin_url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+        let drop_schema = format!("DROP SCHEMA {schema} CASCADE");
+        if let Err(error) = postgres_admin(&admin_url, &drop_schema).await {
+            eprintln!("PostgreSQL: {drop_schema}: {error}");
+        }
     }
 }
