@@ -206,7 +206,8 @@ fn rows(out: &mut String, title: &str, records: &[Value], scenario: &str, fields
         let cells: Vec<String> = fields
             .iter()
             .map(|field| match record.get(*field) {
-                Some(Value::Number(n)) => cell(n.as_f64(), 2),
+                Some(Value::Number(n)) if n.is_f64() => cell(n.as_f64(), 1),
+                Some(Value::Number(n)) => n.to_string(),
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
                 None => "-".to_owned(),
@@ -216,8 +217,175 @@ fn rows(out: &mut String, title: &str, records: &[Value], scenario: &str, fields
     }
 }
 
+/// The value of `field` in the record of `scenario` for `label` (the last one if several),
+/// optionally only where `key` equals `at`.
+fn lookup(
+    records: &[Value],
+    scenario: &str,
+    label: &str,
+    field: &str,
+    key: Option<(&str, i64)>,
+) -> Option<f64> {
+    records
+        .iter()
+        .filter(|record| record.get("scenario").and_then(Value::as_str) == Some(scenario))
+        .filter(|record| record.get("label").and_then(Value::as_str) == Some(label))
+        .filter(|record| {
+            key.is_none_or(|(key, at)| record.get(key).and_then(Value::as_i64) == Some(at))
+        })
+        .filter_map(|record| number(record, field))
+        .next_back()
+}
+
+/// The idle KiB/connection of `label` at the largest N it reached.
+fn idle_at_largest(records: &[Value], label: &str) -> Option<(i64, f64)> {
+    records
+        .iter()
+        .filter(|record| record.get("scenario").and_then(Value::as_str) == Some("idle"))
+        .filter(|record| record.get("label").and_then(Value::as_str) == Some(label))
+        .filter_map(|record| Some((record.get("n")?.as_i64()?, number(record, "per_conn_kib")?)))
+        .max_by_key(|(n, _)| *n)
+}
+
+/// One target row: what is compared, the measured value, whether the target is met.
+fn target(
+    out: &mut String,
+    name: &str,
+    value: Option<f64>,
+    shown: String,
+    met: impl Fn(f64) -> bool,
+) {
+    let verdict = match value {
+        Some(value) if met(value) => "met",
+        Some(_) => "not met",
+        None => "not measured",
+    };
+    let _ = writeln!(out, "| {name} | {shown} | {verdict} |");
+}
+
+/// The targets of issue 5, each with the measured ratio from this run.
+fn targets(out: &mut String, records: &[Value], subject: &str) {
+    let saturation =
+        |label: &str| lookup(records, "fanout_max", label, "max_deliveries_per_s", None);
+    let ratio_of = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let show = |value: Option<f64>, unit: &str| {
+        value.map_or_else(|| "-".to_owned(), |value| format!("{value:.2}{unit}"))
+    };
+    let _ = writeln!(out, "\n## Targets (issue 5), {subject} in this run");
+    let _ = writeln!(out, "| target | measured | verdict |\n| --- | --- | --- |");
+    let vs_node = ratio_of(saturation(subject), saturation("node"));
+    target(
+        out,
+        "fan-out saturation >= 5x Node",
+        vs_node,
+        show(vs_node, "x"),
+        |r| r >= 5.0,
+    );
+    let vs_raw = ratio_of(saturation(subject), saturation("raw"));
+    target(
+        out,
+        "fan-out saturation >= 80 % of raw",
+        vs_raw,
+        show(vs_raw, "x"),
+        |r| r >= 0.8,
+    );
+    let vs_sio = ratio_of(saturation(subject), saturation("socketioxide"));
+    target(
+        out,
+        "fan-out saturation ahead of socketioxide",
+        vs_sio,
+        show(vs_sio, "x"),
+        |r| r > 1.0,
+    );
+    let full_vs_node = ratio_of(saturation("chinwag-full"), saturation("node"));
+    target(
+        out,
+        "(own protocol) fan-out saturation >= 5x Node",
+        full_vs_node,
+        show(full_vs_node, "x"),
+        |r| r >= 5.0,
+    );
+    let p99 = |label: &str| lookup(records, "fanout", label, "p99_ms", Some(("rate", 50)));
+    let p99_ratio = ratio_of(p99(subject), p99("node"));
+    target(
+        out,
+        "p99 at 50 msg/s no worse than Node (ratio <= 1)",
+        p99_ratio,
+        show(p99_ratio, "x"),
+        |r| r <= 1.0,
+    );
+    let idle = idle_at_largest(records, subject);
+    let kib = idle.map(|(_, kib)| kib);
+    let shown = idle.map_or_else(
+        || "-".to_owned(),
+        |(n, kib)| format!("{kib:.2} KiB at N={n}"),
+    );
+    target(
+        out,
+        "<= 4 KiB per idle connection at the largest N",
+        kib,
+        shown,
+        |k| k <= 4.0,
+    );
+    let idle_vs_sio = ratio_of(
+        kib,
+        idle_at_largest(records, "socketioxide").map(|(_, kib)| kib),
+    );
+    target(
+        out,
+        "idle memory ahead of socketioxide (ratio < 1)",
+        idle_vs_sio,
+        show(idle_vs_sio, "x"),
+        |r| r < 1.0,
+    );
+    let history = ratio_of(saturation(subject), saturation("chinwag-nohistory"));
+    target(
+        out,
+        "history on costs <= 10 % of fan-out (ratio >= 0.9)",
+        history,
+        show(history, "x"),
+        |r| r >= 0.9,
+    );
+    let jitter = lookup(records, "jitter", subject, "delivery_pct", None);
+    target(
+        out,
+        "jitter: 100 % delivery",
+        jitter,
+        show(jitter, " %"),
+        |d| d >= 100.0,
+    );
+    let lag = lookup(records, "jitter", subject, "lag_p99_ms", None);
+    target(
+        out,
+        "jitter: replay lag p99 < 500 ms",
+        lag,
+        show(lag, " ms"),
+        |l| l < 500.0,
+    );
+    let back = lookup(records, "avalanche", subject, "back_p95_ms", None);
+    target(
+        out,
+        "avalanche: back and caught up, p95 < 3 s",
+        back,
+        show(back, " ms"),
+        |b| b < 3000.0,
+    );
+    let lost = lookup(records, "avalanche", subject, "lost_messages", None);
+    target(
+        out,
+        "avalanche: zero messages lost",
+        lost,
+        show(lost, ""),
+        |l| l == 0.0,
+    );
+}
+
 pub fn render(records: &[Value], subject: &str) -> String {
     let mut out = String::from("# chinwag benchmark comparison\n");
+    targets(&mut out, records, subject);
     let idle = by_label(records, "idle", "n", "per_conn_kib");
     section(
         &mut out,
