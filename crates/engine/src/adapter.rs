@@ -1,6 +1,6 @@
 //! Room index and cluster fan-out.
 //!
-//! Each namespace keeps a [`NsCore`]: room → sockets and socket → (connection, rooms), so a
+//! Each namespace keeps a `NsCore`: room → sockets and socket → (connection, rooms), so a
 //! broadcast finds its recipients without scanning. The [`Adapter`] decides where a broadcast
 //! goes beyond this process; [`LocalAdapter`] delivers to this process's sockets only.
 
