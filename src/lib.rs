@@ -65,6 +65,19 @@ pub async fn serve(
             .iter()
             .filter_map(|name| RoomName::parse(name).ok()),
     );
+    // Users whose sessions are valid are members of their rooms while away, also across a
+    // restart: listed offline, reachable by direct messages, holding their names.
+    let members = chat
+        .history
+        .live_members(socket::now_ms())
+        .await
+        .map_err(std::io::Error::other)?;
+    {
+        let mut community = chat.community();
+        for (user, name, rooms) in members {
+            community.restore_member(user, name, rooms);
+        }
+    }
     let io = SocketIo::builder(engine_config(&config))
         .namespace("/", ChatHandler::new(Arc::clone(&chat)))
         .build();

@@ -16,6 +16,7 @@ use chinwag::Config;
 async fn main() -> ExitCode {
     let config = Config::parse();
     init_logging(&config.log_level);
+    let shutdown = shutdown_signal();
 
     let address = SocketAddr::new(config.host, config.port);
     let listener = match TcpListener::bind(address).await {
@@ -32,7 +33,7 @@ async fn main() -> ExitCode {
     let _ = std::io::stdout().flush();
     info!(address = %bound, "listening");
 
-    match chinwag::run(listener, config, shutdown_signal()).await {
+    match chinwag::run(listener, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(%err, "server failed");
@@ -57,29 +58,38 @@ fn init_logging(filter: &str) {
 }
 
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
+///
+/// The handlers are installed here, before the caller binds and prints its address, not on
+/// the future's first poll: a supervisor that signals right after the `listening on` line
+/// must get a graceful shutdown, not the default action (death by signal).
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let (mut interrupt, mut terminate) = match (interrupt, terminate) {
+            (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
+            (Err(err), _) | (_, Err(err)) => {
+                error!(%err, "cannot listen for signals");
+                return std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = interrupt.recv() => info!("SIGINT received"),
+            _ = terminate.recv() => info!("SIGTERM received"),
+        }
+    }
+}
+
+/// Completes on the first Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
         if let Err(err) = tokio::signal::ctrl_c().await {
-            error!(%err, "cannot listen for SIGINT");
+            error!(%err, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => info!("SIGINT received"),
-        () = terminate => info!("SIGTERM received"),
+        info!("Ctrl-C received");
     }
 }

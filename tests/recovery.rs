@@ -94,7 +94,10 @@ async fn a_returning_client_resumes_with_exactly_what_it_missed_even_after_a_res
     for expected in ["three", "four", "five"] {
         let (text, replayed) = next_message(&mut ann).await;
         assert_eq!(text, expected);
-        assert!(replayed.starts_with(|c: char| c.is_ascii_digit()), "{replayed}");
+        assert!(
+            replayed.starts_with(|c: char| c.is_ascii_digit()),
+            "{replayed}"
+        );
     }
     say(&mut bob, "six").await;
     let (text, six) = next_message(&mut ann).await;

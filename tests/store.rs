@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chinwag::store::{
-    Author, Conversation, Durability, HistoryStore, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, NewMessage,
-    RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoreOptions, StoredMessage, open_store,
-    open_store_with,
+    Author, Conversation, Durability, HistoryStore, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT,
+    MembershipRecord, NewMessage, RecoveryRecord, RoomRecord, SessionRecord, StoreError,
+    StoreOptions, StoredMessage, UserRecord, open_store, open_store_with,
 };
 
 /// Every behaviour must finish within this, or the test fails instead of hanging.
@@ -554,6 +554,174 @@ async fn sessions_and_recovery_records_round_trip_and_expire(backend: Backend) {
     store.close().await;
 }
 
+fn user(id: &str, name: &str, expires_at_ms: i64) -> UserRecord {
+    UserRecord {
+        user_id: id.to_owned(),
+        name: name.to_owned(),
+        name_key: name.to_lowercase(),
+        expires_at_ms,
+    }
+}
+
+fn membership(user_id: &str, room: &str) -> MembershipRecord {
+    MembershipRecord {
+        user_id: user_id.to_owned(),
+        room: room.to_owned(),
+        joined_at_ms: 1,
+    }
+}
+
+async fn users_hold_their_names_until_they_expire(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    store
+        .save_user(user("id-ann", "Ann", 1_000))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.user_named("ann", 999).await.ok(),
+        Some(Some(user("id-ann", "Ann", 1_000)))
+    );
+    assert_eq!(
+        store.user_named("ann", 1_000).await.ok(),
+        Some(None),
+        "expired"
+    );
+    assert_eq!(store.user_named("bob", 0).await.ok(), Some(None));
+
+    // Saving again extends, never shortens, and renames.
+    store
+        .save_user(user("id-ann", "ANN", 5_000))
+        .await
+        .expect("extend");
+    store
+        .save_user(user("id-ann", "ANN", 2_000))
+        .await
+        .expect("late save");
+    assert_eq!(
+        store.user_named("ann", 4_999).await.ok(),
+        Some(Some(user("id-ann", "ANN", 5_000)))
+    );
+
+    // An expired holder's name may be taken: the live holder is the one found.
+    store
+        .save_user(user("id-old", "Cy", 100))
+        .await
+        .expect("save");
+    store
+        .save_user(user("id-new", "Cy", 9_000))
+        .await
+        .expect("save");
+    let holder = store.user_named("cy", 200).await.expect("lookup");
+    assert_eq!(holder.map(|u| u.user_id), Some("id-new".to_owned()));
+
+    let live: Vec<String> = store
+        .live_users(200)
+        .await
+        .expect("live")
+        .into_iter()
+        .map(|u| u.user_id)
+        .collect();
+    assert_eq!(
+        live,
+        ["id-new", "id-ann"],
+        "latest expiring first, expired left out"
+    );
+
+    // Purging removes expired users (with their memberships), not live ones.
+    store
+        .add_membership(membership("id-old", "dev"))
+        .await
+        .expect("join");
+    assert_eq!(store.purge_expired(200).await.ok(), Some(1));
+    assert_eq!(store.user_rooms("id-old").await.ok(), Some(Vec::new()));
+    assert!(matches!(store.user_named("ann", 200).await, Ok(Some(_))));
+    assert!(
+        store.save_user(user("id-\0", "x", 1)).await.is_err(),
+        "NUL is refused"
+    );
+    store.close().await;
+}
+
+async fn memberships_are_added_once_removed_and_survive_reopening(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    {
+        let store = db.open().await;
+        store
+            .save_user(user("id-ann", "Ann", 10_000))
+            .await
+            .expect("save");
+        store
+            .save_user(user("id-bob", "Bob", 10_000))
+            .await
+            .expect("save");
+        store
+            .save_user(user("id-gone", "Gone", 10))
+            .await
+            .expect("save");
+        assert_eq!(
+            store.add_membership(membership("id-ann", "dev")).await.ok(),
+            Some(true)
+        );
+        assert_eq!(
+            store.add_membership(membership("id-ann", "dev")).await.ok(),
+            Some(false)
+        );
+        assert_eq!(
+            store.add_membership(membership("id-ann", "ops")).await.ok(),
+            Some(true)
+        );
+        assert_eq!(
+            store.add_membership(membership("id-bob", "dev")).await.ok(),
+            Some(true)
+        );
+        assert_eq!(
+            store
+                .add_membership(membership("id-gone", "dev"))
+                .await
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(
+            store
+                .remove_membership("id-bob".to_owned(), "dev".to_owned())
+                .await
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(
+            store
+                .remove_membership("id-bob".to_owned(), "dev".to_owned())
+                .await
+                .ok(),
+            Some(false)
+        );
+        store.close().await;
+    }
+    let store = db.open().await;
+    assert_eq!(
+        store.user_rooms("id-ann").await.ok(),
+        Some(vec!["dev".to_owned(), "ops".to_owned()])
+    );
+    assert_eq!(store.user_rooms("id-bob").await.ok(), Some(Vec::new()));
+    let live: Vec<(String, String)> = store
+        .live_memberships(100)
+        .await
+        .expect("memberships")
+        .into_iter()
+        .map(|m| (m.user_id, m.room))
+        .collect();
+    assert_eq!(
+        live,
+        [
+            ("id-ann".to_owned(), "dev".to_owned()),
+            ("id-ann".to_owned(), "ops".to_owned())
+        ],
+        "an expired user's memberships are left out"
+    );
+    store.close().await;
+}
+
 async fn reopening_the_store_keeps_everything_and_continues_the_sequence(backend: Backend) {
     let db = TestDb::new(backend).await;
     let room = Conversation::room("general");
@@ -905,6 +1073,8 @@ behaviours!(
     direct_conversations_are_independent_of_rooms_and_each_other,
     rooms_are_registered_once_and_listed_by_name,
     sessions_and_recovery_records_round_trip_and_expire,
+    users_hold_their_names_until_they_expire,
+    memberships_are_added_once_removed_and_survive_reopening,
     reopening_the_store_keeps_everything_and_continues_the_sequence,
     a_closed_store_refuses_writes_and_bad_input_is_refused,
     every_acknowledged_message_survives_kill_9_of_the_writing_process,

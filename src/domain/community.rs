@@ -257,6 +257,56 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
     }
 
+    /// A full-protocol user known from storage but not here (e.g. after a restart): listed
+    /// offline in `general` and those of `rooms` that exist, reachable by direct messages,
+    /// and given its rooms back when it connects. Does nothing for a user present or already
+    /// remembered as away. Bounded like the away users (an arbitrary one is forgotten).
+    pub fn restore_member(
+        &mut self,
+        user: UserId,
+        name: UserName,
+        rooms: impl IntoIterator<Item = RoomName>,
+    ) {
+        if self.users.contains_key(&user) || self.away.contains_key(&user) {
+            return;
+        }
+        if self.away.len() >= MAX_KNOWN_USERS {
+            self.forget_one_away();
+        }
+        let mut kept = BTreeSet::from([RoomName::general()]);
+        kept.extend(
+            rooms
+                .into_iter()
+                .filter(|room| self.rooms.contains_key(room)),
+        );
+        for room in &kept {
+            if let Some(members) = self.rooms.get_mut(room) {
+                members.insert(user.clone());
+            }
+        }
+        self.remember_known(&user, &name);
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.away.insert(
+            user,
+            Away {
+                name,
+                rooms: kept,
+                arrival,
+            },
+        );
+    }
+
+    /// Whether `user` is present or remembered as away (its rooms are known here).
+    pub fn knows_user(&self, user: &UserId) -> bool {
+        self.users.contains_key(user) || self.away.contains_key(user)
+    }
+
+    /// Remember that `name` belongs to `user` (found in storage), so direct messages reach it.
+    pub fn learn_user(&mut self, user: &UserId, name: &UserName) {
+        self.remember_known(user, name);
+    }
+
     /// A tutorial socket's `addUser(raw_name)`; `user` is the id it will have.
     pub fn add_tutorial(
         &mut self,
@@ -736,13 +786,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
 
     fn insert_user(&mut self, socket: &C, id: UserId, name: UserName, protocol: Protocol) {
         if protocol == Protocol::Full {
-            if self.known.len() >= MAX_KNOWN_USERS && !self.known.contains_key(&name.key()) {
-                // Bounded: forget an arbitrary one; a DM to them then needs them present.
-                if let Some(key) = self.known.keys().next().cloned() {
-                    self.known.remove(&key);
-                }
-            }
-            self.known.insert(name.key(), (id.clone(), name.clone()));
+            self.remember_known(&id, &name);
         }
         let general = RoomName::general();
         self.rooms
@@ -763,6 +807,16 @@ impl<C: Clone + Ord + Hash> Community<C> {
             },
         );
         self.sockets.insert(socket.clone(), id);
+    }
+
+    fn remember_known(&mut self, id: &UserId, name: &UserName) {
+        if self.known.len() >= MAX_KNOWN_USERS && !self.known.contains_key(&name.key()) {
+            // Bounded: forget an arbitrary one; a DM to them is then looked up in storage.
+            if let Some(key) = self.known.keys().next().cloned() {
+                self.known.remove(&key);
+            }
+        }
+        self.known.insert(name.key(), (id.clone(), name.clone()));
     }
 
     fn remove_user(&mut self, id: &UserId) -> Vec<Outgoing<C>> {
@@ -1355,6 +1409,38 @@ mod tests {
             Some(user(4)),
             "the latest holder of a name wins"
         );
+    }
+
+    #[test]
+    fn a_restored_member_is_listed_offline_reachable_and_gets_its_rooms_back() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        community.create_room(&1, "dev").expect("create");
+        community.restore_member(UserId::new("b"), name("Bob"), [room("dev"), room("gone")]);
+        assert!(community.knows_user(&UserId::new("b")));
+        let dev = community.members("dev").expect("members");
+        assert_eq!(
+            dev.iter()
+                .map(|m| (m.name.as_str(), m.online))
+                .collect::<Vec<_>>(),
+            [("ann", true), ("Bob", false)]
+        );
+        assert!(
+            community.draft_direct(&1, "bob", "hi").is_ok(),
+            "DM to an away user"
+        );
+        // Restoring someone present or remembered changes nothing.
+        community.restore_member(UserId::new("a"), name("ann"), [room("dev")]);
+        community.restore_member(UserId::new("b"), name("Bob"), []);
+
+        let back = connect(&mut community, 2, "b", "Bob");
+        assert_eq!(
+            back.rooms,
+            [room("dev"), room("general")],
+            "unknown rooms dropped"
+        );
+        let dev = community.members("dev").expect("members");
+        assert!(dev.iter().all(|m| m.online), "{dev:?}");
     }
 
     #[test]

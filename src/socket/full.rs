@@ -11,7 +11,7 @@ use tracing::debug;
 use super::deliver::{FULL_ROOM, emit_checked, user_room};
 use super::history::{Session, conversation_of, random_hex};
 use super::{Chat, Connection, now_ms};
-use crate::domain::{DomainError, ErrorCode, Place, RoomName, UserId, UserName};
+use crate::domain::{DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName};
 use crate::store::{Conversation, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, StoredMessage};
 
 /// Messages returned by a history read when the client names no limit.
@@ -77,9 +77,30 @@ pub async fn connect(
                 "this session token is unknown or expired; connect with a name",
             )));
         };
+        // Not here and not remembered (e.g. the server restarted): its rooms are in history.
+        let known = chat.community().knows_user(&session.user);
+        if !known && let Ok(name) = UserName::parse(&session.name) {
+            let rooms = chat
+                .history
+                .user_rooms(&session.user)
+                .await
+                .map_err(refusal)?;
+            chat.community()
+                .restore_member(session.user.clone(), name, rooms);
+        }
         (token, session.user, session.name)
     } else if let Some(name) = credential("name") {
-        UserName::parse(&name).map_err(refusal)?;
+        let parsed = UserName::parse(&name).map_err(refusal)?;
+        // A name belongs to its user while that user's session is valid, present or not.
+        if chat
+            .history
+            .user_named(&parsed, now)
+            .await
+            .map_err(refusal)?
+            .is_some()
+        {
+            return Err(refusal(name_taken(&parsed)));
+        }
         (random_hex(32), UserId::new(random_hex(16)), name)
     } else {
         return Ok(());
@@ -90,10 +111,7 @@ pub async fn connect(
     let holder = chat.community().user_named(&wanted).ok().map(|(id, _)| id);
     if holder.is_some_and(|holder| holder != user) {
         let name = UserName::parse(&wanted).map_err(refusal)?;
-        return Err(refusal(DomainError::new(
-            ErrorCode::NameTaken,
-            format!("the name {name} is already taken, please choose another"),
-        )));
+        return Err(refusal(name_taken(&name)));
     }
     let session = Session {
         user: user.clone(),
@@ -120,6 +138,13 @@ pub async fn connect(
     }
     super::recovery::remember_connected(chat, socket).await;
     Ok(())
+}
+
+pub(crate) fn name_taken(name: &UserName) -> DomainError {
+    DomainError::new(
+        ErrorCode::NameTaken,
+        format!("the name {name} is already taken, please choose another"),
+    )
 }
 
 fn refusal(error: DomainError) -> ConnectError {
@@ -161,7 +186,11 @@ pub async fn room_create(
                 format!("#{room} exists already"),
             ));
         }
+        let user = full_user(chat, socket)?;
         chat.history.create_room(room.as_str(), now_ms()).await?;
+        if let Some(user) = &user {
+            chat.history.add_membership(user, &room, now_ms()).await?;
+        }
         let mut community = chat.community();
         let (room, notices) = community.create_room(socket.id(), room.as_str())?;
         chat.deliver(&community, Some(socket), &notices);
@@ -177,10 +206,22 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
         let request = Request::of(args)?;
         let since = request.seq("since")?;
         let limit = request.limit()?;
+        let room = RoomName::parse(request.text("room")?)?;
         chat.take_message_token(socket)?;
+        let user = full_user(chat, socket)?;
+        if !chat.community().room_exists(&room) {
+            return Err(DomainError::new(ErrorCode::UnknownRoom, "no such room"));
+        }
+        // Stored before it takes effect, so an acknowledged join survives a restart.
+        if let Some(user) = &user
+            && room != RoomName::general()
+            && !chat.community().is_in_room(socket.id(), &room)
+        {
+            chat.history.add_membership(user, &room, now_ms()).await?;
+        }
         let room = {
             let mut community = chat.community();
-            let (room, notices) = community.join_room(socket.id(), request.text("room")?)?;
+            let (room, notices) = community.join_room(socket.id(), room.as_str())?;
             chat.deliver(&community, Some(socket), &notices);
             room
         };
@@ -196,15 +237,30 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
     answer(ack, result);
 }
 
-/// `room:leave {room}`.
-pub fn room_leave(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
-    let result = Request::of(args).and_then(|request| {
+/// `room:leave {room}`: stored, then the remaining members hear of it.
+pub async fn room_leave(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    args: &[Value],
+    ack: Option<Ack>,
+) {
+    let result = async {
+        let request = Request::of(args)?;
+        let room = RoomName::parse(request.text("room")?)?;
         chat.take_message_token(socket)?;
+        let user = full_user(chat, socket)?;
+        if let Some(user) = &user
+            && chat.community().is_in_room(socket.id(), &room)
+            && room != RoomName::general()
+        {
+            chat.history.remove_membership(user, &room).await?;
+        }
         let mut community = chat.community();
-        let (room, notices) = community.leave_room(socket.id(), request.text("room")?)?;
+        let (room, notices) = community.leave_room(socket.id(), room.as_str())?;
         chat.deliver(&community, Some(socket), &notices);
         Ok(json!({"room": room.as_str()}))
-    });
+    }
+    .await;
     answer(ack, result);
 }
 
@@ -251,6 +307,7 @@ pub async fn dm_send(chat: &Chat, socket: &Socket<Connection>, args: &[Value], a
         let text = request.text("text")?;
         let client_id = request.client_id()?;
         chat.take_message_token(socket)?;
+        learn_recipient(chat, to).await?;
         let draft = chat.community().draft_direct(socket.id(), to, text)?;
         chat.store(draft, client_id).await
     }
@@ -313,7 +370,9 @@ pub async fn dm_history(
 ) {
     let result = async {
         let request = Request::of(args)?;
-        let (conversation, _) = direct_conversation(chat, socket, request.text("with")?)?;
+        let with = request.text("with")?;
+        learn_recipient(chat, with).await?;
+        let (conversation, _) = direct_conversation(chat, socket, with)?;
         let (messages, more) = page_before(
             chat,
             &conversation,
@@ -359,8 +418,12 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
         let mut direct_pages = Map::new();
         let mut unknown = Vec::new();
         for (name, since) in direct {
-            // A peer who is not present cannot be resolved to its user; say so and go on
-            // with the rest rather than failing the whole catch-up.
+            // A name that belongs to nobody (never used, or its session expired) cannot be
+            // resolved to a user; say so and go on with the rest rather than failing the
+            // whole catch-up.
+            if UserName::parse(&name).is_ok() {
+                learn_recipient(chat, &name).await?;
+            }
             let (conversation, peer) = match direct_conversation(chat, socket, &name) {
                 Ok(found) => found,
                 Err(error) if error.code() == ErrorCode::UnknownUser => {
@@ -400,6 +463,35 @@ pub fn typing(chat: &Chat, socket: &Socket<Connection>, args: &[Value]) {
     if let Err(error) = result {
         debug!(socket = %socket.id(), code = error.code().as_str(), "typing refused");
     }
+}
+
+/// The socket's user if it speaks the full protocol (whose memberships are stored), `None`
+/// for a tutorial user (who lives only as long as its socket); an error without a name.
+fn full_user(chat: &Chat, socket: &Socket<Connection>) -> Result<Option<UserId>, DomainError> {
+    let community = chat.community();
+    let user = community.user_id_of(socket.id()).cloned().ok_or_else(|| {
+        DomainError::new(
+            ErrorCode::NameRequired,
+            "connect with a name or token first",
+        )
+    })?;
+    Ok((community.protocol_of(socket.id()) == Some(Protocol::Full)).then_some(user))
+}
+
+/// Make sure the community can resolve `raw_name` for a direct conversation: someone
+/// present or remembered needs nothing; otherwise the user holding the name in history (a
+/// valid session) is learnt. An invalid or unheld name is left for the caller to refuse.
+async fn learn_recipient(chat: &Chat, raw_name: &str) -> Result<(), DomainError> {
+    let Ok(name) = UserName::parse(raw_name) else {
+        return Ok(());
+    };
+    if chat.community().recipient_named(raw_name).is_ok() {
+        return Ok(());
+    }
+    if let Some((user, name)) = chat.history.user_named(&name, now_ms()).await? {
+        chat.community().learn_user(&user, &name);
+    }
+    Ok(())
 }
 
 fn member_check(chat: &Chat, socket: &Socket<Connection>) -> Result<(), DomainError> {

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sha2::{Digest, Sha256};
 use tracing::error;
 
-use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, UserId};
+use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, RoomName, UserId, UserName};
 use crate::store::{
-    Author, Conversation, HistoryStore, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
-    StoreError, StoredMessage,
+    Author, Conversation, HistoryStore, MembershipRecord, NewMessage, RecoveryRecord, RoomRecord,
+    SessionRecord, StoreError, StoredMessage, UserRecord,
 };
 
 /// How long a session token stays valid after its last use.
@@ -207,7 +207,8 @@ impl History {
         }
     }
 
-    /// Remember that `token` belongs to `session` (extends its validity).
+    /// Remember that `token` belongs to `session` (extends its validity), and that its user
+    /// holds its name until the session expires.
     pub async fn save_session(
         &self,
         token: &str,
@@ -216,15 +217,31 @@ impl History {
     ) -> Result<(), DomainError> {
         let token_hash = token_hash(token);
         match self {
-            Self::Durable(store) => store
-                .save_session(SessionRecord {
-                    token_hash,
-                    user_id: session.user.as_str().to_owned(),
-                    name: session.name.clone(),
-                    expires_at_ms: now_ms.saturating_add(SESSION_TTL_MS),
-                })
-                .await
-                .map_err(|e| unavailable("save_session", &e)),
+            Self::Durable(store) => {
+                let expires_at_ms = now_ms.saturating_add(SESSION_TTL_MS);
+                let name_key = UserName::parse(&session.name)
+                    .map(|name| name.key().as_str().to_owned())
+                    .map_err(|_| {
+                        DomainError::new(ErrorCode::InvalidName, "the session's name is invalid")
+                    })?;
+                // Both writes are queued at once, so they usually share one commit.
+                let (saved_session, saved_user) = tokio::join!(
+                    store.save_session(SessionRecord {
+                        token_hash,
+                        user_id: session.user.as_str().to_owned(),
+                        name: session.name.clone(),
+                        expires_at_ms,
+                    }),
+                    store.save_user(UserRecord {
+                        user_id: session.user.as_str().to_owned(),
+                        name: session.name.clone(),
+                        name_key,
+                        expires_at_ms,
+                    })
+                );
+                saved_session.map_err(|e| unavailable("save_session", &e))?;
+                saved_user.map_err(|e| unavailable("save_user", &e))
+            }
             Self::Memory(memory) => {
                 let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
                 if memory.sessions.len() >= MAX_MEMORY_SESSIONS {
@@ -256,6 +273,110 @@ impl History {
                 Ok(memory.sessions.get(&token_hash).cloned())
             }
         }
+    }
+
+    /// The user holding `name` at `now_ms` (a session that has not expired), if any. Without
+    /// history, nobody: names are then held only while their users are present.
+    pub async fn user_named(
+        &self,
+        name: &UserName,
+        now_ms: i64,
+    ) -> Result<Option<(UserId, UserName)>, DomainError> {
+        match self {
+            Self::Durable(store) => Ok(store
+                .user_named(name.key().as_str(), now_ms)
+                .await
+                .map_err(|e| unavailable("user_named", &e))?
+                .and_then(|record| {
+                    let name = UserName::parse(&record.name).ok()?;
+                    Some((UserId::new(record.user_id), name))
+                })),
+            Self::Memory(_) => Ok(None),
+        }
+    }
+
+    /// The rooms `user` is a member of besides `general`, as stored.
+    pub async fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomName>, DomainError> {
+        match self {
+            Self::Durable(store) => Ok(store
+                .user_rooms(user.as_str())
+                .await
+                .map_err(|e| unavailable("user_rooms", &e))?
+                .iter()
+                .filter_map(|room| RoomName::parse(room).ok())
+                .collect()),
+            Self::Memory(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Record that `user` is a member of `room`; resolves once stored.
+    pub async fn add_membership(
+        &self,
+        user: &UserId,
+        room: &RoomName,
+        now_ms: i64,
+    ) -> Result<(), DomainError> {
+        match self {
+            Self::Durable(store) => store
+                .add_membership(MembershipRecord {
+                    user_id: user.as_str().to_owned(),
+                    room: room.as_str().to_owned(),
+                    joined_at_ms: now_ms,
+                })
+                .await
+                .map(drop)
+                .map_err(|e| unavailable("add_membership", &e)),
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Record that `user` left `room`; resolves once stored.
+    pub async fn remove_membership(
+        &self,
+        user: &UserId,
+        room: &RoomName,
+    ) -> Result<(), DomainError> {
+        match self {
+            Self::Durable(store) => store
+                .remove_membership(user.as_str().to_owned(), room.as_str().to_owned())
+                .await
+                .map(drop)
+                .map_err(|e| unavailable("remove_membership", &e)),
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Every user whose session has not expired at `now_ms`, with its stored rooms: what the
+    /// community starts from after a restart.
+    pub async fn live_members(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(UserId, UserName, Vec<RoomName>)>, DomainError> {
+        let Self::Durable(store) = self else {
+            return Ok(Vec::new());
+        };
+        let users = store
+            .live_users(now_ms)
+            .await
+            .map_err(|e| unavailable("live_users", &e))?;
+        let memberships = store
+            .live_memberships(now_ms)
+            .await
+            .map_err(|e| unavailable("live_memberships", &e))?;
+        let mut rooms: HashMap<String, Vec<RoomName>> = HashMap::new();
+        for membership in memberships {
+            if let Ok(room) = RoomName::parse(&membership.room) {
+                rooms.entry(membership.user_id).or_default().push(room);
+            }
+        }
+        Ok(users
+            .into_iter()
+            .filter_map(|user| {
+                let name = UserName::parse(&user.name).ok()?;
+                let rooms = rooms.remove(&user.user_id).unwrap_or_default();
+                Some((UserId::new(user.user_id), name, rooms))
+            })
+            .collect())
     }
 
     /// Remember what a connection-state-recovery `pid` resumes, until `expires_at_ms`.

@@ -333,14 +333,14 @@ impl Handler for ChatHandler {
             name, args, ack, ..
         } = event;
         match name.as_str() {
-            "addUser" => tutorial::add_user(chat, socket, Spelling::CamelCase, &args),
-            "adduser" => tutorial::add_user(chat, socket, Spelling::Lowercase, &args),
+            "addUser" => tutorial::add_user(chat, socket, Spelling::CamelCase, &args).await,
+            "adduser" => tutorial::add_user(chat, socket, Spelling::Lowercase, &args).await,
             "sendChat" => tutorial::send_chat(chat, socket, Spelling::CamelCase, &args).await,
             "sendchat" => tutorial::send_chat(chat, socket, Spelling::Lowercase, &args).await,
             "room:list" => full::room_list(chat, socket, ack),
             "room:create" => full::room_create(chat, socket, &args, ack).await,
             "room:join" => full::room_join(chat, socket, &args, ack).await,
-            "room:leave" => full::room_leave(chat, socket, &args, ack),
+            "room:leave" => full::room_leave(chat, socket, &args, ack).await,
             "room:members" => full::room_members(chat, socket, &args, ack),
             "message:send" => full::message_send(chat, socket, &args, ack).await,
             "message:history" => full::message_history(chat, socket, &args, ack).await,

@@ -15,8 +15,8 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::deliver::emit_checked;
-use super::{Chat, Connection};
-use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId};
+use super::{Chat, Connection, now_ms};
+use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId, UserName};
 use engine::Socket;
 
 /// How a tutorial client spells the events.
@@ -55,7 +55,7 @@ impl Spelling {
 }
 
 /// `addUser(name)`.
-pub fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, args: &[Value]) {
+pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, args: &[Value]) {
     let name = match text_argument(args, "a name must be text") {
         Ok(name) => name,
         Err(error) => return refuse(socket, used, &error),
@@ -66,6 +66,16 @@ pub fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, args: 
             "this connection has a session already",
         );
         return refuse(socket, used, &error);
+    }
+    // A name held by a full-protocol user who is away (a valid session) is not free either.
+    if let Ok(parsed) = UserName::parse(name)
+        && chat.community().name_of(socket.id()).is_none()
+    {
+        match chat.history.user_named(&parsed, now_ms()).await {
+            Ok(None) => {}
+            Ok(Some(_)) => return refuse(socket, used, &super::full::name_taken(&parsed)),
+            Err(error) => return refuse(socket, used, &error),
+        }
     }
     let user = UserId::new(format!("t:{}", socket.id()));
     let mut community = chat.community();

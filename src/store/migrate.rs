@@ -35,6 +35,11 @@ pub(crate) const SQLITE: Embedded = Embedded(&[
         "direct members",
         include_str!("../../migrations/sqlite/0003_direct_members.sql"),
     ),
+    (
+        4,
+        "users and memberships",
+        include_str!("../../migrations/sqlite/0004_users_and_memberships.sql"),
+    ),
 ]);
 
 pub(crate) const POSTGRES: Embedded = Embedded(&[
@@ -52,6 +57,11 @@ pub(crate) const POSTGRES: Embedded = Embedded(&[
         3,
         "direct members",
         include_str!("../../migrations/postgres/0003_direct_members.sql"),
+    ),
+    (
+        4,
+        "users and memberships",
+        include_str!("../../migrations/postgres/0004_users_and_memberships.sql"),
     ),
 ]);
 

@@ -52,6 +52,15 @@ pub const MAX_ROOMS_LISTED: u32 = 10_000;
 /// The most conversations [`HistoryStore::direct_conversations`] returns.
 pub const MAX_DIRECT_LISTED: u32 = 10_000;
 
+/// The most users [`HistoryStore::live_users`] returns.
+pub const MAX_USERS_LISTED: u32 = 100_000;
+
+/// The most memberships [`HistoryStore::live_memberships`] returns.
+pub const MAX_MEMBERSHIPS_LISTED: u32 = 1_000_000;
+
+/// The most rooms of one user [`HistoryStore::user_rooms`] returns.
+pub const MAX_ROOMS_PER_USER_LISTED: u32 = 1_000;
+
 /// The longest `client_id` accepted, in bytes. It is an idempotency key, not content.
 pub const MAX_CLIENT_ID_LEN: usize = 128;
 
@@ -139,7 +148,37 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Removes a recovery record (once used). Resolves to whether it existed.
     fn delete_recovery(&self, pid: String) -> StoreFuture<'_, bool>;
 
-    /// Removes sessions and recovery records expired at `now_ms`; resolves to how many.
+    /// Creates or updates a user (its name, and its expiry: the later of the stored and the
+    /// given one, so an older session saved late never shortens it).
+    fn save_user(&self, user: UserRecord) -> StoreFuture<'_, ()>;
+
+    /// The user holding the name with this key at `now_ms`: the one whose expiry is latest
+    /// among those not expired. The caller computes the key (the chat's name comparison).
+    fn user_named<'a>(
+        &'a self,
+        name_key: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, Option<UserRecord>>;
+
+    /// Users not expired at `now_ms`, at most [`MAX_USERS_LISTED`] (the latest expiring
+    /// first when there are more).
+    fn live_users(&self, now_ms: i64) -> StoreFuture<'_, Vec<UserRecord>>;
+
+    /// Records that a user is a member of a room. Resolves to `false` if it was already.
+    fn add_membership(&self, membership: MembershipRecord) -> StoreFuture<'_, bool>;
+
+    /// Removes a membership. Resolves to whether it existed.
+    fn remove_membership(&self, user_id: String, room: String) -> StoreFuture<'_, bool>;
+
+    /// The rooms a user is a member of, by name; at most [`MAX_ROOMS_PER_USER_LISTED`].
+    fn user_rooms<'a>(&'a self, user_id: &'a str) -> StoreFuture<'a, Vec<String>>;
+
+    /// The memberships of users not expired at `now_ms`, by user then room; at most
+    /// [`MAX_MEMBERSHIPS_LISTED`].
+    fn live_memberships(&self, now_ms: i64) -> StoreFuture<'_, Vec<MembershipRecord>>;
+
+    /// Removes sessions, recovery records and users expired at `now_ms` (with the users'
+    /// memberships); resolves to how many sessions, recovery records and users.
     fn purge_expired(&self, now_ms: i64) -> StoreFuture<'_, u64>;
 
     /// Flushes every write queued so far, stops the writer and closes the connections.
@@ -284,6 +323,26 @@ pub struct SessionRecord {
     pub user_id: String,
     pub name: String,
     pub expires_at_ms: i64,
+}
+
+/// A user known beyond its connections: who holds a name, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: String,
+    /// The display name.
+    pub name: String,
+    /// The name in the form names are compared in (case- and Unicode-insensitive).
+    pub name_key: String,
+    /// When the user's latest session expires; the name is free again from then on.
+    pub expires_at_ms: i64,
+}
+
+/// A user's membership of a room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipRecord {
+    pub user_id: String,
+    pub room: String,
+    pub joined_at_ms: i64,
 }
 
 /// What socket.io connection-state recovery needs to resume a socket: its `pid`, whose it was,

@@ -13,9 +13,10 @@ use super::writer::{ClientKey, WriteConnection, WriterHandle, row_placeholders};
 
 use super::{
     Appended, Conversation, ConversationSummary, Durability, HistoryStore, KeyedMessageRow,
-    MAX_DIRECT_LISTED, MAX_ROOMS_LISTED, MessageRow, NewMessage, RecoveryRecord, RoomRecord,
-    SessionRecord, StoreError, StoreFuture, StoreOptions, StoredMessage, message_from_row, migrate,
-    page_limit,
+    MAX_DIRECT_LISTED, MAX_MEMBERSHIPS_LISTED, MAX_ROOMS_LISTED, MAX_ROOMS_PER_USER_LISTED,
+    MAX_USERS_LISTED, MembershipRecord, MessageRow, NewMessage, RecoveryRecord, RoomRecord,
+    SessionRecord, StoreError, StoreFuture, StoreOptions, StoredMessage, UserRecord,
+    message_from_row, migrate, page_limit,
 };
 
 /// History in a PostgreSQL database.
@@ -288,6 +289,95 @@ impl HistoryStore for PostgresStore {
         Box::pin(self.writer.delete_recovery(pid))
     }
 
+    fn save_user(&self, user: UserRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.save_user(user))
+    }
+
+    fn user_named<'a>(
+        &'a self,
+        name_key: &'a str,
+        now_ms: i64,
+    ) -> StoreFuture<'a, Option<UserRecord>> {
+        Box::pin(async move {
+            if name_key.contains('\0') {
+                return Ok(None);
+            }
+            let row: Option<UserRow> = sqlx::query_as(
+                "SELECT user_id, name, name_key, expires_at_ms FROM users \
+                 WHERE name_key = $1 AND expires_at_ms > $2 \
+                 ORDER BY expires_at_ms DESC LIMIT 1",
+            )
+            .bind(name_key)
+            .bind(now_ms)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(StoreError::db("looking up a user by name"))?;
+            Ok(row.map(user_from_row))
+        })
+    }
+
+    fn live_users(&self, now_ms: i64) -> StoreFuture<'_, Vec<UserRecord>> {
+        Box::pin(async move {
+            let rows: Vec<UserRow> = sqlx::query_as(
+                "SELECT user_id, name, name_key, expires_at_ms FROM users \
+                 WHERE expires_at_ms > $1 ORDER BY expires_at_ms DESC LIMIT $2",
+            )
+            .bind(now_ms)
+            .bind(i64::from(MAX_USERS_LISTED))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(StoreError::db("listing users"))?;
+            Ok(rows.into_iter().map(user_from_row).collect())
+        })
+    }
+
+    fn add_membership(&self, membership: MembershipRecord) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.add_membership(membership))
+    }
+
+    fn remove_membership(&self, user_id: String, room: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.remove_membership(user_id, room))
+    }
+
+    fn user_rooms<'a>(&'a self, user_id: &'a str) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            if user_id.contains('\0') {
+                return Ok(Vec::new());
+            }
+            sqlx::query_scalar(
+                "SELECT room FROM room_members WHERE user_id = $1 ORDER BY room LIMIT $2",
+            )
+            .bind(user_id)
+            .bind(i64::from(MAX_ROOMS_PER_USER_LISTED))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(StoreError::db("listing a user's rooms"))
+        })
+    }
+
+    fn live_memberships(&self, now_ms: i64) -> StoreFuture<'_, Vec<MembershipRecord>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT m.user_id, m.room, m.joined_at_ms FROM room_members m \
+                 JOIN users u ON u.user_id = m.user_id WHERE u.expires_at_ms > $1 \
+                 ORDER BY m.user_id, m.room LIMIT $2",
+            )
+            .bind(now_ms)
+            .bind(i64::from(MAX_MEMBERSHIPS_LISTED))
+            .fetch_all(&self.reads)
+            .await
+            .map_err(StoreError::db("listing memberships"))?;
+            Ok(rows
+                .into_iter()
+                .map(|(user_id, room, joined_at_ms)| MembershipRecord {
+                    user_id,
+                    room,
+                    joined_at_ms,
+                })
+                .collect())
+        })
+    }
+
     fn purge_expired(&self, now_ms: i64) -> StoreFuture<'_, u64> {
         Box::pin(self.writer.purge_expired(now_ms))
     }
@@ -513,10 +603,77 @@ impl WriteConnection for PostgresWriter {
             .execute(&mut self.connection)
             .await
             .map_err(StoreError::db("purging expired recovery sessions"))?;
-        Ok(sessions.rows_affected() + recoveries.rows_affected())
+        sqlx::query(
+            "DELETE FROM room_members WHERE user_id IN \
+             (SELECT user_id FROM users WHERE expires_at_ms <= $1)",
+        )
+        .bind(now_ms)
+        .execute(&mut self.connection)
+        .await
+        .map_err(StoreError::db("purging the memberships of expired users"))?;
+        let users = sqlx::query("DELETE FROM users WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("purging expired users"))?;
+        Ok(sessions.rows_affected() + recoveries.rows_affected() + users.rows_affected())
+    }
+
+    async fn save_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (user_id, name, name_key, expires_at_ms) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, \
+             name_key = excluded.name_key, \
+             expires_at_ms = GREATEST(users.expires_at_ms, excluded.expires_at_ms)",
+        )
+        .bind(&user.user_id)
+        .bind(&user.name)
+        .bind(&user.name_key)
+        .bind(user.expires_at_ms)
+        .execute(&mut self.connection)
+        .await
+        .map(drop)
+        .map_err(StoreError::db("saving a user"))
+    }
+
+    async fn add_membership(&mut self, membership: &MembershipRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO room_members (user_id, room, joined_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, room) DO NOTHING",
+        )
+        .bind(&membership.user_id)
+        .bind(&membership.room)
+        .bind(membership.joined_at_ms)
+        .execute(&mut self.connection)
+        .await
+        .map_err(StoreError::db("adding a room member"))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn remove_membership(&mut self, user_id: &str, room: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM room_members WHERE user_id = $1 AND room = $2")
+            .bind(user_id)
+            .bind(room)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("removing a room member"))?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn close(self) {
         let _ = self.connection.close().await;
+    }
+}
+
+/// Columns of a user row: `user_id, name, name_key, expires_at_ms`.
+type UserRow = (String, String, String, i64);
+
+fn user_from_row((user_id, name, name_key, expires_at_ms): UserRow) -> UserRecord {
+    UserRecord {
+        user_id,
+        name,
+        name_key,
+        expires_at_ms,
     }
 }

@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{
-    Appended, MAX_CLIENT_ID_LEN, MessageRow, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
-    StoreError, StoreOptions, StoredMessage, message_from_row, parse_direct_key,
+    Appended, MAX_CLIENT_ID_LEN, MembershipRecord, MessageRow, NewMessage, RecoveryRecord,
+    RoomRecord, SessionRecord, StoreError, StoreOptions, StoredMessage, UserRecord,
+    message_from_row, parse_direct_key,
 };
 
 /// The largest message body the store accepts, in bytes: a backstop far above the chat's own
@@ -92,6 +93,19 @@ pub(crate) trait WriteConnection: Send + 'static {
         &mut self,
         pid: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn save_user(
+        &mut self,
+        user: &UserRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn add_membership(
+        &mut self,
+        membership: &MembershipRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn remove_membership(
+        &mut self,
+        user_id: &str,
+        room: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn purge_expired(
         &mut self,
         now_ms: i64,
@@ -110,6 +124,9 @@ enum WriteOp {
     SaveRecovery(RecoveryRecord, Reply<()>),
     DeleteRecovery(String, Reply<bool>),
     PurgeExpired(i64, Reply<u64>),
+    SaveUser(UserRecord, Reply<()>),
+    AddMembership(MembershipRecord, Reply<bool>),
+    RemoveMembership(String, String, Reply<bool>),
     /// Finish what is queued, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -240,6 +257,32 @@ impl WriterHandle {
 
     pub(crate) async fn purge_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.request(|reply| WriteOp::PurgeExpired(now_ms, reply))
+            .await
+    }
+
+    pub(crate) async fn save_user(&self, user: UserRecord) -> Result<(), StoreError> {
+        reject_nul(&[&user.user_id, &user.name, &user.name_key])?;
+        self.request(|reply| WriteOp::SaveUser(user, reply)).await
+    }
+
+    pub(crate) async fn add_membership(
+        &self,
+        membership: MembershipRecord,
+    ) -> Result<bool, StoreError> {
+        reject_nul(&[&membership.user_id, &membership.room])?;
+        self.request(|reply| WriteOp::AddMembership(membership, reply))
+            .await
+    }
+
+    pub(crate) async fn remove_membership(
+        &self,
+        user_id: String,
+        room: String,
+    ) -> Result<bool, StoreError> {
+        if user_id.contains('\0') || room.contains('\0') {
+            return Ok(false);
+        }
+        self.request(|reply| WriteOp::RemoveMembership(user_id, room, reply))
             .await
     }
 
@@ -394,6 +437,18 @@ impl<C: WriteConnection> Writer<C> {
             WriteOp::PurgeExpired(now_ms, reply) => {
                 let result = connection.purge_expired(now_ms).await;
                 answer(reply, result, Applied::Count).await
+            }
+            WriteOp::SaveUser(user, reply) => {
+                let result = connection.save_user(&user).await;
+                answer(reply, result, |reply, ()| Applied::Unit(reply)).await
+            }
+            WriteOp::AddMembership(membership, reply) => {
+                let result = connection.add_membership(&membership).await;
+                answer(reply, result, Applied::Flag).await
+            }
+            WriteOp::RemoveMembership(user_id, room, reply) => {
+                let result = connection.remove_membership(&user_id, &room).await;
+                answer(reply, result, Applied::Flag).await
             }
             WriteOp::Close(done) => {
                 // `run` takes Close out of every batch; answering keeps the caller from hanging.
@@ -603,6 +658,10 @@ fn fail(write: WriteOp, error: StoreError) {
             reply.send(Err(error)).is_ok()
         }
         WriteOp::PurgeExpired(_, reply) => reply.send(Err(error)).is_ok(),
+        WriteOp::SaveUser(_, reply) => reply.send(Err(error)).is_ok(),
+        WriteOp::AddMembership(_, reply) | WriteOp::RemoveMembership(_, _, reply) => {
+            reply.send(Err(error)).is_ok()
+        }
         WriteOp::Close(done) => done.send(()).is_ok(),
     };
 }
@@ -772,6 +831,15 @@ mod tests {
             Ok(())
         }
         async fn delete_recovery(&mut self, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn save_user(&mut self, _: &UserRecord) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn add_membership(&mut self, _: &MembershipRecord) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn remove_membership(&mut self, _: &str, _: &str) -> Result<bool, StoreError> {
             Ok(false)
         }
         async fn purge_expired(&mut self, _: i64) -> Result<u64, StoreError> {
