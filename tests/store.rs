@@ -700,6 +700,15 @@ async fn memberships_are_added_once_removed_and_survive_reopening(backend: Backe
     }
     let store = db.open().await;
     assert_eq!(
+        store.delete_user("id-bob".to_owned()).await.ok(),
+        Some(true)
+    );
+    assert_eq!(
+        store.delete_user("id-bob".to_owned()).await.ok(),
+        Some(false)
+    );
+    assert_eq!(store.user_named("bob", 0).await.ok(), Some(None), "deleted");
+    assert_eq!(
         store.user_rooms("id-ann").await.ok(),
         Some(vec!["dev".to_owned(), "ops".to_owned()])
     );

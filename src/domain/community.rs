@@ -297,6 +297,32 @@ impl<C: Clone + Ord + Hash> Community<C> {
         );
     }
 
+    /// A user who never really arrived (its only connection closed while connecting, before
+    /// it could learn its token): gone for good rather than remembered as away, so its name
+    /// is free. Returns `None`, changing nothing, while the user has a socket open.
+    pub fn forget_user(&mut self, id: &UserId) -> Option<Vec<Outgoing<C>>> {
+        if self
+            .users
+            .get(id)
+            .is_some_and(|user| !user.sockets.is_empty())
+        {
+            return None;
+        }
+        let notices = self.remove_user(id);
+        if let Some(away) = self.away.remove(id) {
+            for room in &away.rooms {
+                if let Some(members) = self.rooms.get_mut(room) {
+                    members.remove(id);
+                }
+            }
+            let key = away.name.key();
+            if self.known.get(&key).is_some_and(|(known, _)| known == id) {
+                self.known.remove(&key);
+            }
+        }
+        Some(notices)
+    }
+
     /// Whether `user` is present or remembered as away (its rooms are known here).
     pub fn knows_user(&self, user: &UserId) -> bool {
         self.users.contains_key(user) || self.away.contains_key(user)
@@ -1441,6 +1467,26 @@ mod tests {
         );
         let dev = community.members("dev").expect("members");
         assert!(dev.iter().all(|m| m.online), "{dev:?}");
+    }
+
+    #[test]
+    fn a_forgotten_user_is_no_member_and_unreachable_unless_it_is_connected() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        connect(&mut community, 2, "g", "ghost");
+        assert!(
+            community.forget_user(&UserId::new("g")).is_none(),
+            "connected"
+        );
+        community.disconnect(&2, 0);
+        assert!(community.forget_user(&UserId::new("g")).is_some());
+        let general = community.members("general").expect("members");
+        assert_eq!(general.len(), 1, "{general:?}");
+        assert_eq!(
+            code(community.draft_direct(&1, "ghost", "hi")),
+            Some(ErrorCode::UnknownUser)
+        );
+        connect(&mut community, 3, "x", "ghost");
     }
 
     #[test]

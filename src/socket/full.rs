@@ -69,7 +69,7 @@ pub async fn connect(
         return Ok(());
     }
     let now = now_ms();
-    let (token, user, wanted) = if let Some(token) = credential("token") {
+    let (token, user, wanted, fresh) = if let Some(token) = credential("token") {
         let session = chat.history.session(&token, now).await.map_err(refusal)?;
         let Some(session) = session else {
             return Err(refusal(DomainError::new(
@@ -88,7 +88,7 @@ pub async fn connect(
             chat.community()
                 .restore_member(session.user.clone(), name, rooms);
         }
-        (token, session.user, session.name)
+        (token, session.user, session.name, false)
     } else if let Some(name) = credential("name") {
         let parsed = UserName::parse(&name).map_err(refusal)?;
         // A name belongs to its user while that user's session is valid, present or not.
@@ -101,7 +101,7 @@ pub async fn connect(
         {
             return Err(refusal(name_taken(&parsed)));
         }
-        (random_hex(32), UserId::new(random_hex(16)), name)
+        (random_hex(32), UserId::new(random_hex(16)), name, true)
     } else {
         return Ok(());
     };
@@ -127,7 +127,7 @@ pub async fn connect(
         let connected = community
             .connect(socket.id(), user.clone(), &wanted)
             .map_err(refusal)?;
-        chat.registered_on_connect(socket.id());
+        chat.registered_on_connect(socket.id(), fresh.then(|| (token.clone(), user.clone())));
         socket.join(FULL_ROOM);
         socket.join(&user_room(&user));
         let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();

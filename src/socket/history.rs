@@ -418,6 +418,26 @@ impl History {
         }
     }
 
+    /// Forget a session and its user, created for a connection that closed before it could
+    /// learn its token (nobody can ever use either, and the user would hold its name).
+    pub async fn forget_user(&self, token: &str, user: &UserId) {
+        match self {
+            Self::Durable(store) => {
+                let (session, user) = tokio::join!(
+                    store.delete_session(token_hash(token)),
+                    store.delete_user(user.as_str().to_owned())
+                );
+                if let Err(err) = session.and(user) {
+                    error!(%err, "forgetting an unreachable session failed");
+                }
+            }
+            Self::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
+                memory.sessions.remove(&token_hash(token));
+            }
+        }
+    }
+
     /// Forget sessions and recovery records that have expired.
     pub async fn purge_expired(&self, now_ms: i64) {
         if let Self::Durable(store) = self

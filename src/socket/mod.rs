@@ -29,7 +29,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::domain::{
-    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit,
+    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit, UserId,
 };
 use crate::store::Conversation;
 use history::History;
@@ -58,7 +58,7 @@ pub struct Chat {
     /// Sockets registered during `on_connect`, with the time, until the sweeper has seen
     /// them in the engine. The engine skips `on_disconnect` for a connection that closes
     /// while `on_connect` runs, so a socket it never confirmed must be removed here.
-    unconfirmed: Mutex<Vec<(SocketId, u64)>>,
+    unconfirmed: Mutex<Vec<Unconfirmed>>,
     /// Per conversation, the messages stored but not yet delivered because a predecessor
     /// is still on its way. Locked only while `community` is held (lock order: community,
     /// then this).
@@ -90,7 +90,9 @@ impl Chat {
             loop {
                 tick.tick().await;
                 let Some(chat) = chat.upgrade() else { return };
-                chat.sweep();
+                for (token, user) in chat.sweep() {
+                    chat.history.forget_user(&token, &user).await;
+                }
                 ticks += 1;
                 if ticks.is_multiple_of(PURGE_EVERY_TICKS) {
                     chat.history.purge_expired(now_ms()).await;
@@ -200,23 +202,38 @@ impl Chat {
         self.deliver(&community, None, &notices);
     }
 
-    /// Remember a socket registered during `on_connect` (see `unconfirmed`).
-    pub(crate) fn registered_on_connect(&self, socket: &SocketId) {
+    /// Remember a socket registered during `on_connect` (see `unconfirmed`); `fresh`: the
+    /// token and user this connection created, if it created them.
+    pub(crate) fn registered_on_connect(&self, socket: &SocketId, fresh: Option<(String, UserId)>) {
         let mut unconfirmed = self
             .unconfirmed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        unconfirmed.push((socket.clone(), now_ms_u64()));
+        unconfirmed.push(Unconfirmed {
+            socket: socket.clone(),
+            registered_ms: now_ms_u64(),
+            fresh,
+        });
     }
 
-    fn sweep(&self) {
+    /// Announce departures; returns the sessions (token, user) of connections that closed
+    /// while connecting and created their user: nobody can ever use them, so the caller
+    /// deletes them from history.
+    fn sweep(&self) -> Vec<(String, UserId)> {
         let now = now_ms_u64();
         let ghosts = self.unconfirmed_ghosts(now);
         let mut community = self.community();
         let mut notices = Vec::new();
-        for ghost in &ghosts {
-            debug!(socket = %ghost, "socket closed while connecting; forgetting it");
-            notices.extend(community.disconnect(ghost, now));
+        let mut unreachable = Vec::new();
+        for ghost in ghosts {
+            debug!(socket = %ghost.socket, "socket closed while connecting; forgetting it");
+            notices.extend(community.disconnect(&ghost.socket, now));
+            if let Some((token, user)) = ghost.fresh
+                && let Some(departures) = community.forget_user(&user)
+            {
+                notices.extend(departures);
+                unreachable.push((token, user));
+            }
         }
         if community.has_away_users() {
             notices.extend(community.sweep(now));
@@ -233,11 +250,12 @@ impl Chat {
             .flat_map(|order| order.expire(now, MAX_ORDER_WAIT_MS))
             .collect();
         self.deliver_messages(&community, overdue);
+        unreachable
     }
 
     /// Sockets registered at least a second ago that the engine does not know: their
     /// connection closed during `on_connect`. Those it knows are confirmed and forgotten here.
-    fn unconfirmed_ghosts(&self, now: u64) -> Vec<SocketId> {
+    fn unconfirmed_ghosts(&self, now: u64) -> Vec<Unconfirmed> {
         let Some(io) = self.io() else {
             return Vec::new();
         };
@@ -246,20 +264,28 @@ impl Chat {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut ghosts = Vec::new();
-        unconfirmed.retain(|(socket, registered)| {
-            if now.saturating_sub(*registered) < 1_000 {
-                return true;
+        for entry in std::mem::take(&mut *unconfirmed) {
+            if now.saturating_sub(entry.registered_ms) < 1_000 {
+                unconfirmed.push(entry);
+                continue;
             }
             let known = io
                 .of("/")
-                .is_some_and(|namespace| !namespace.to(socket.as_str()).is_empty());
+                .is_some_and(|namespace| !namespace.to(entry.socket.as_str()).is_empty());
             if !known {
-                ghosts.push(socket.clone());
+                ghosts.push(entry);
             }
-            false
-        });
+        }
         ghosts
     }
+}
+
+/// A socket registered during `on_connect` that the engine has not confirmed yet.
+struct Unconfirmed {
+    socket: SocketId,
+    registered_ms: u64,
+    /// The token and user its connect created (a new name), if it created them.
+    fresh: Option<(String, UserId)>,
 }
 
 /// Milliseconds since the Unix epoch (the store's timestamps).

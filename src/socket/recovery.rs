@@ -184,7 +184,7 @@ pub async fn recover(
                     community.disconnect(socket.id(), u64::try_from(now_ms()).unwrap_or(0));
                     return Ok(false);
                 }
-                chat.registered_on_connect(socket.id());
+                chat.registered_on_connect(socket.id(), None);
                 for page in &replay {
                     let released = chat.released(&page.conversation);
                     for message in &page.messages {

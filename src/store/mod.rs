@@ -164,6 +164,10 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// first when there are more).
     fn live_users(&self, now_ms: i64) -> StoreFuture<'_, Vec<UserRecord>>;
 
+    /// Removes a user and its memberships (e.g. one whose connection closed before it could
+    /// learn its token). Resolves to whether it existed.
+    fn delete_user(&self, user_id: String) -> StoreFuture<'_, bool>;
+
     /// Records that a user is a member of a room. Resolves to `false` if it was already.
     fn add_membership(&self, membership: MembershipRecord) -> StoreFuture<'_, bool>;
 

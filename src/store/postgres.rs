@@ -331,6 +331,10 @@ impl HistoryStore for PostgresStore {
         })
     }
 
+    fn delete_user(&self, user_id: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.delete_user(user_id))
+    }
+
     fn add_membership(&self, membership: MembershipRecord) -> StoreFuture<'_, bool> {
         Box::pin(self.writer.add_membership(membership))
     }
@@ -635,6 +639,20 @@ impl WriteConnection for PostgresWriter {
         .await
         .map(drop)
         .map_err(StoreError::db("saving a user"))
+    }
+
+    async fn delete_user(&mut self, user_id: &str) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM room_members WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("removing a user's memberships"))?;
+        let result = sqlx::query("DELETE FROM users WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("removing a user"))?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn add_membership(&mut self, membership: &MembershipRecord) -> Result<bool, StoreError> {

@@ -97,6 +97,10 @@ pub(crate) trait WriteConnection: Send + 'static {
         &mut self,
         user: &UserRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn delete_user(
+        &mut self,
+        user_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn add_membership(
         &mut self,
         membership: &MembershipRecord,
@@ -125,6 +129,7 @@ enum WriteOp {
     DeleteRecovery(String, Reply<bool>),
     PurgeExpired(i64, Reply<u64>),
     SaveUser(UserRecord, Reply<()>),
+    DeleteUser(String, Reply<bool>),
     AddMembership(MembershipRecord, Reply<bool>),
     RemoveMembership(String, String, Reply<bool>),
     /// Finish what is queued, then stop.
@@ -263,6 +268,14 @@ impl WriterHandle {
     pub(crate) async fn save_user(&self, user: UserRecord) -> Result<(), StoreError> {
         reject_nul(&[&user.user_id, &user.name, &user.name_key])?;
         self.request(|reply| WriteOp::SaveUser(user, reply)).await
+    }
+
+    pub(crate) async fn delete_user(&self, user_id: String) -> Result<bool, StoreError> {
+        if user_id.contains('\0') {
+            return Ok(false);
+        }
+        self.request(|reply| WriteOp::DeleteUser(user_id, reply))
+            .await
     }
 
     pub(crate) async fn add_membership(
@@ -441,6 +454,10 @@ impl<C: WriteConnection> Writer<C> {
             WriteOp::SaveUser(user, reply) => {
                 let result = connection.save_user(&user).await;
                 answer(reply, result, |reply, ()| Applied::Unit(reply)).await
+            }
+            WriteOp::DeleteUser(user_id, reply) => {
+                let result = connection.delete_user(&user_id).await;
+                answer(reply, result, Applied::Flag).await
             }
             WriteOp::AddMembership(membership, reply) => {
                 let result = connection.add_membership(&membership).await;
@@ -659,9 +676,9 @@ fn fail(write: WriteOp, error: StoreError) {
         }
         WriteOp::PurgeExpired(_, reply) => reply.send(Err(error)).is_ok(),
         WriteOp::SaveUser(_, reply) => reply.send(Err(error)).is_ok(),
-        WriteOp::AddMembership(_, reply) | WriteOp::RemoveMembership(_, _, reply) => {
-            reply.send(Err(error)).is_ok()
-        }
+        WriteOp::DeleteUser(_, reply)
+        | WriteOp::AddMembership(_, reply)
+        | WriteOp::RemoveMembership(_, _, reply) => reply.send(Err(error)).is_ok(),
         WriteOp::Close(done) => done.send(()).is_ok(),
     };
 }
@@ -835,6 +852,9 @@ mod tests {
         }
         async fn save_user(&mut self, _: &UserRecord) -> Result<(), StoreError> {
             Ok(())
+        }
+        async fn delete_user(&mut self, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
         }
         async fn add_membership(&mut self, _: &MembershipRecord) -> Result<bool, StoreError> {
             Ok(true)
