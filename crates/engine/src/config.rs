@@ -26,7 +26,9 @@ pub struct EngineConfig {
     /// Allowed `Origin` values for CORS and WebSocket; `None` allows any origin.
     pub allowed_origins: Option<Vec<String>>,
     /// Bound, in bytes, on one connection's queued outbound data. A non-volatile packet that
-    /// does not fit disconnects the slow reader (reason "transport error"). Default 1 MiB.
+    /// does not fit behind already queued data disconnects the slow reader (reason
+    /// "transport error"); a packet into an empty outbox is always accepted, so one large ack
+    /// is not mistaken for a slow reader. Default 1 MiB.
     pub max_outbound_bytes: usize,
     /// Time limit for reading an HTTP request body. Default 10 s.
     pub http_request_timeout: Duration,

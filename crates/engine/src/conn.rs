@@ -231,7 +231,7 @@ impl Conn {
     // ----- outbox -----
 
     /// Queue frames (all or none). A volatile push is dropped when the outbox is not empty;
-    /// a push that does not fit closes the connection as a slow reader.
+    /// a push that does not fit behind queued frames closes the connection as a slow reader.
     pub(crate) fn push(
         self: &Arc<Self>,
         frames: &[Frame],
@@ -246,7 +246,9 @@ impl Conn {
             if volatile && (!st.out.is_empty() || st.transport == Transport::Upgrading) {
                 return Ok(());
             }
-            if st.out_bytes + size > self.server.config.max_outbound_bytes {
+            // The bound is for a reader that falls behind: one large frame (a big ack or a
+            // history page) into an empty outbox is accepted, whatever its size.
+            if !st.out.is_empty() && st.out_bytes + size > self.server.config.max_outbound_bytes {
                 drop(st);
                 tracing::debug!(sid = %self.sid, "outbox full: disconnecting slow reader");
                 self.close(DisconnectReason::TransportError);

@@ -122,7 +122,16 @@ pub(crate) fn decode(text: &str) -> Result<Packet, SioError> {
     let data = if rest.is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(rest).map_err(|_| SioError::BadPayload)?
+        match serde_json::from_str(rest) {
+            Ok(data) => data,
+            // JavaScript strings may hold lone UTF-16 surrogates (an emoji cut in half);
+            // `JSON.stringify` escapes them and Node accepts them. serde_json does not, so
+            // retry once with each lone surrogate replaced by U+FFFD (off the hot path).
+            Err(_) => {
+                let repaired = replace_lone_surrogates(rest).ok_or(SioError::BadPayload)?;
+                serde_json::from_str(&repaired).map_err(|_| SioError::BadPayload)?
+            }
+        }
     };
 
     let valid = match kind {
@@ -222,6 +231,52 @@ pub(crate) fn args_json<A: serde::Serialize + ?Sized>(args: &A) -> Option<String
     json.starts_with('[').then_some(json)
 }
 
+/// `json` with every lone surrogate escape (`\uD800`–`\uDFFF` not part of a high+low pair)
+/// replaced by `\uFFFD`; `None` when there is none. Escaped backslashes are skipped, so
+/// `\\ud800` (a backslash, then text) is left alone.
+fn replace_lone_surrogates(json: &str) -> Option<String> {
+    fn unit_at(bytes: &[u8], at: usize) -> Option<u16> {
+        if bytes.get(at) != Some(&b'\\') || bytes.get(at + 1) != Some(&b'u') {
+            return None;
+        }
+        let hex = std::str::from_utf8(bytes.get(at + 2..at + 6)?).ok()?;
+        u16::from_str_radix(hex, 16).ok()
+    }
+    const HIGH: std::ops::Range<u16> = 0xD800..0xDC00;
+    const LOW: std::ops::Range<u16> = 0xDC00..0xE000;
+    let bytes = json.as_bytes();
+    let mut repaired: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        let Some(unit) = unit_at(bytes, i) else {
+            i += 2; // an escape like `\n` or `\\`: skip both characters
+            continue;
+        };
+        let paired =
+            HIGH.contains(&unit) && unit_at(bytes, i + 6).is_some_and(|u| LOW.contains(&u));
+        if paired {
+            i += 12;
+        } else if HIGH.contains(&unit) || LOW.contains(&unit) {
+            let out = repaired.get_or_insert_with(|| String::with_capacity(json.len()));
+            // `\` is ASCII, so `i` is a character boundary.
+            out.push_str(&json[copied..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            copied = i;
+        } else {
+            i += 6;
+        }
+    }
+    let mut out = repaired?;
+    out.push_str(&json[copied..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +294,24 @@ mod tests {
         assert_eq!(p.data, json!({"token":"abc"}));
         assert_eq!(decode("0/custom").unwrap().nsp, "/custom");
         assert_eq!(decode("0[1]"), Err(SioError::BadPayload));
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters_and_pairs_stay_intact() {
+        // "hello 😀".slice(0, 7) in JavaScript, as JSON.stringify writes it.
+        let cut = decode(r#"21["message:send",{"text":"hello \ud83d"}]"#).unwrap();
+        assert_eq!(
+            cut.data,
+            json!(["message:send", {"text": "hello \u{fffd}"}])
+        );
+        let low = decode(r#"2["m","\udc00x","\ud800"]"#).unwrap();
+        assert_eq!(low.data, json!(["m", "\u{fffd}x", "\u{fffd}"]));
+        let mixed = decode(r#"2["m","\ud83d\ude00 and \ud83d"]"#).unwrap();
+        assert_eq!(mixed.data, json!(["m", "😀 and \u{fffd}"]));
+        // An escaped backslash followed by "ud800" is text, not an escape.
+        let text = decode(r#"2["m","\\ud800","\ud800"]"#).unwrap();
+        assert_eq!(text.data, json!(["m", "\\ud800", "\u{fffd}"]));
+        assert_eq!(decode(r#"2["m","\ud800"#), Err(SioError::BadPayload));
     }
 
     #[test]

@@ -372,3 +372,50 @@ async fn an_owned_emitter_reaches_the_socket_after_its_handler_returned() {
     ws_send(&mut ws, "42[\"later\"]").await;
     assert_eq!(ws_text(&mut ws).await, "42[\"later-done\"]");
 }
+
+#[tokio::test]
+async fn a_large_ack_into_an_empty_outbox_arrives_even_beyond_the_outbound_bound() {
+    // A 2 MiB ack to a reader with a 1 MiB bound: one big frame is not a slow reader.
+    let config = EngineConfig {
+        max_outbound_bytes: 1 << 20,
+        max_payload: 4 << 20,
+        ..fast_config()
+    };
+    let mut server = start(config).await;
+    let mut ws = sio_ws(&server).await;
+    assert!(matches!(server.next_seen().await, Seen::Connect(..)));
+    let big = "z".repeat(2 << 20);
+    ws_send(&mut ws, &format!("421[\"message-with-ack\",\"{big}\"]")).await;
+    let reply = loop {
+        let text = ws_text(&mut ws).await;
+        if text.starts_with("431") {
+            break text;
+        }
+    };
+    assert_eq!(reply.len(), "431[\"\"]".len() + big.len());
+    assert_eq!(server.io.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn a_string_cut_inside_an_emoji_is_delivered_with_a_replacement_character() {
+    // What socket.io-client sends for `"hello 😀".slice(0, 7)`: a lone high surrogate.
+    let mut server = start(fast_config()).await;
+    let mut ws = sio_ws(&server).await;
+    assert!(matches!(server.next_seen().await, Seen::Connect(..)));
+    ws_send(
+        &mut ws,
+        r#"421["message-with-ack",{"text":"hello \ud83d"},"\ud83d\ude00"]"#,
+    )
+    .await;
+    assert_eq!(
+        server.next_seen().await,
+        Seen::Event(
+            "/".into(),
+            "message-with-ack".into(),
+            vec![json!({"text": "hello \u{fffd}"}), json!("😀")]
+        )
+    );
+    let ack = ws_text(&mut ws).await;
+    assert_eq!(json_of(&ack, 3), json!([{"text": "hello \u{fffd}"}, "😀"]));
+    assert_eq!(server.io.connection_count(), 1);
+}
