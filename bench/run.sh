@@ -195,34 +195,43 @@ for server in ${SERVERS//,/ }; do
     fi
 done
 
+# The reconnect scenarios: Node without and with connection-state recovery, and chinwag's own
+# protocol with its catch-up (session token + sync).
+RECONNECT_SERVERS=""
+wants "$SERVERS" node && RECONNECT_SERVERS="node node-csr"
+if [ "$CHINWAG_BUILT" = yes ] && wants "$SERVERS" chinwag-full; then
+    RECONNECT_SERVERS="$RECONNECT_SERVERS chinwag-full"
+fi
+recovery_of() {
+    case "$1" in
+        node-csr) echo socketio ;;
+        chinwag-full) echo chinwag ;;
+        *) echo none ;;
+    esac
+}
+
 if wants "$SCENARIOS" jitter; then
-    for server in node node-csr; do
-        wants "$SERVERS" node || continue
+    for server in $RECONNECT_SERVERS; do
         log "$server: jitter $JITTER_CLIENTS clients"
         if start_server "$server"; then
-            recovery=none
-            [ "$server" = node-csr ] && recovery=socketio
-            bench "$server" $((JITTER_SECS + 120)) jitter --clients "$JITTER_CLIENTS" \
-                --secs "$JITTER_SECS" --recovery "$recovery"
+            bench "$server" $((JITTER_SECS + 120)) $(kind_args "$server") jitter \
+                --clients "$JITTER_CLIENTS" --secs "$JITTER_SECS" --recovery "$(recovery_of "$server")"
             stop_server
         fi
     done
 fi
 
 if wants "$SCENARIOS" avalanche; then
-    for server in node node-csr; do
-        wants "$SERVERS" node || continue
+    for server in $RECONNECT_SERVERS; do
         for signal in TERM KILL; do
             log "$server: restart avalanche ($signal) $AVALANCHE_CLIENTS clients"
             RESTARTS=0
             start_server "$server" || continue
             port=$SERVER_PORT
             ready="$RUN_DIR/avalanche-$server-$signal.ready"
-            recovery=none
-            [ "$server" = node-csr ] && recovery=socketio
             timeout --kill-after=10 180 "$BENCH" --url "http://127.0.0.1:$port" --label "$server" \
-                avalanche --clients "$AVALANCHE_CLIENTS" --signal "$signal" --ready-file "$ready" \
-                --recovery "$recovery" --max-secs 150 >>"$RECORDS" 2> >(tee -a "$RUN_DIR/bench.log" >&2) &
+                $(kind_args "$server") avalanche --clients "$AVALANCHE_CLIENTS" --signal "$signal" \
+                --ready-file "$ready" --recovery "$(recovery_of "$server")" --max-secs 150 >>"$RECORDS" 2> >(tee -a "$RUN_DIR/bench.log" >&2) &
             gen=$!
             for _ in $(seq 1200); do [ -e "$ready" ] && break; kill -0 $gen 2>/dev/null || break; sleep 0.1; done
             if [ -e "$ready" ]; then

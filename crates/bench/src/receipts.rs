@@ -21,6 +21,9 @@ pub enum Recovery {
     None,
     /// socket.io connection-state recovery: `{pid, offset}` in the CONNECT auth.
     Socketio,
+    /// chinwag's catch-up: resume the session with its token, then `sync` from the last
+    /// sequence seen in `general` (again while the answer says `more`). Needs `--full`.
+    Chinwag,
 }
 
 /// Parses `~j|ID|MICROS|` out of a frame.
@@ -57,6 +60,12 @@ pub struct ClientState {
     pub offset: Option<String>,
     /// When the current connection was established (µs since the epoch).
     pub connected_at: u64,
+    /// chinwag: the session token (from the `session` event) and the last `general` seq seen.
+    pub token: Option<String>,
+    pub last_seq: u64,
+    /// chinwag: where follow-up `sync` requests go while a connection is open.
+    outbox: Option<mpsc::Sender<String>>,
+    next_ack: u64,
 }
 
 impl ClientState {
@@ -67,6 +76,10 @@ impl ClientState {
             pid: None,
             offset: None,
             connected_at: 0,
+            token: None,
+            last_seq: 0,
+            outbox: None,
+            next_ack: 0,
         }
     }
 
@@ -86,9 +99,19 @@ impl ClientState {
                 self.offset = Some(offset.clone());
             }
         }
-        let Some((id, sent)) = parse_marker(frame) else {
-            return;
-        };
+        if recovery == Recovery::Chinwag {
+            self.track_chinwag(frame);
+        }
+        // A sync answer carries many messages: count every marker in the frame.
+        let now = now_micros();
+        for (at, _) in frame.match_indices(MARKER) {
+            if let Some((id, sent)) = parse_marker(&frame[at..]) {
+                self.record(id, sent, now, latencies);
+            }
+        }
+    }
+
+    fn record(&mut self, id: u64, sent: u64, now: u64, latencies: &Latencies) {
         let (word, bit) = ((id / 64) as usize, id % 64);
         let Some(slot) = self.seen.get_mut(word) else {
             return;
@@ -99,11 +122,54 @@ impl ClientState {
         }
         *slot |= 1 << bit;
         self.unique += 1;
-        let now = now_micros();
         latencies.from_send.record(now.saturating_sub(sent));
         latencies
             .replay_lag
             .record(now.saturating_sub(sent.max(self.connected_at)));
+    }
+
+    /// chinwag: keeps the session token, the last sequence seen, and asks for more after a
+    /// `sync` answer that says `more`.
+    fn track_chinwag(&mut self, frame: &str) {
+        let (is_ack, body) = if let Some(body) = frame.strip_prefix("42") {
+            (false, body)
+        } else if let Some(body) = frame.strip_prefix("43") {
+            (true, body.trim_start_matches(|c: char| c.is_ascii_digit()))
+        } else {
+            return;
+        };
+        let Ok(Value::Array(args)) = serde_json::from_str::<Value>(body) else {
+            return;
+        };
+        if !is_ack && args.first().and_then(Value::as_str) == Some("session") {
+            self.token = args
+                .get(1)
+                .and_then(|session| session.get("token"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            return;
+        }
+        for arg in &args {
+            self.last_seq = self.last_seq.max(max_seq(arg));
+        }
+        let more = is_ack
+            && args
+                .first()
+                .and_then(|answer| answer.get("more"))
+                .and_then(Value::as_bool)
+                == Some(true);
+        if more {
+            self.send_sync();
+        }
+    }
+
+    /// chinwag: asks for everything in `general` after the last sequence seen.
+    fn send_sync(&mut self) {
+        if let Some(outbox) = &self.outbox {
+            self.next_ack += 1;
+            let args = serde_json::json!(["sync", {"rooms": {"general": self.last_seq}}]);
+            outbox.try_send(format!("42{}{args}", self.next_ack)).ok();
+        }
     }
 
     /// The CONNECT auth for the next connection of this client.
@@ -118,6 +184,10 @@ impl ClientState {
                     auth.insert("offset".into(), Value::String(offset.clone()));
                 }
                 Some(Value::Object(auth).to_string())
+            }
+            (Recovery::Chinwag, _) if self.token.is_some() => {
+                let token = self.token.clone().unwrap_or_default();
+                Some(serde_json::json!({ "token": token }).to_string())
             }
             _ => base.map(str::to_owned),
         }
@@ -187,10 +257,17 @@ pub async fn connect_once(
     until: impl std::future::Future<Output = ()>,
 ) -> Result<Option<Ended>, String> {
     let auth = state.auth(recovery, base_auth);
-    let (ws, handshake) = connector
-        .open(auth.as_deref())
-        .await
-        .map_err(|err| err.to_string())?;
+    let (ws, handshake) = match connector.open(auth.as_deref()).await {
+        Ok(opened) => opened,
+        Err(err) => {
+            let err = err.to_string();
+            if err.contains("invalid_token") {
+                // The server forgot the session: start a new one under the name next time.
+                state.token = None;
+            }
+            return Err(err);
+        }
+    };
     state.connected_at = now_micros();
     if recovery == Recovery::Socketio {
         if handshake.recovery_pid != state.pid {
@@ -203,13 +280,35 @@ pub async fn connect_once(
         state.on_frame(frame, recovery, latencies);
     }
     let wire = connector.wire();
-    // The outbox stays open for the connection's life; nothing is sent by receivers.
-    let (_outbox, rx) = mpsc::channel::<String>(1);
-    tokio::select! {
+    // Receivers send only chinwag's `sync` requests; the outbox lives as long as the connection.
+    let (outbox, rx) = mpsc::channel::<String>(16);
+    state.outbox = Some(outbox);
+    if recovery == Recovery::Chinwag && state.token.is_some() {
+        state.send_sync();
+    }
+    let ended = tokio::select! {
         ended = client::drive(ws, wire, rx, |frame| state.on_frame(frame, recovery, latencies)) => {
-            Ok(Some(ended))
+            Some(ended)
         }
-        () = until => Ok(None),
+        () = until => None,
+    };
+    state.outbox = None;
+    Ok(ended)
+}
+
+/// The largest `seq` of a chinwag message object anywhere inside `value` (0 if none).
+fn max_seq(value: &Value) -> u64 {
+    match value {
+        Value::Object(fields) => {
+            let own = if fields.contains_key("text") {
+                fields.get("seq").and_then(Value::as_u64).unwrap_or(0)
+            } else {
+                0
+            };
+            fields.values().map(max_seq).fold(own, u64::max)
+        }
+        Value::Array(items) => items.iter().map(max_seq).fold(0, u64::max),
+        _ => 0,
     }
 }
 
@@ -232,5 +331,28 @@ mod tests {
         assert_eq!(state.offset.as_deref(), Some("offset-7"));
         let auth = state.auth(Recovery::Socketio, None).unwrap_or_default();
         assert_eq!(auth, r#"{"offset":"offset-7","pid":"p1"}"#);
+    }
+
+    #[test]
+    fn a_chinwag_client_keeps_its_token_and_counts_every_message_of_a_sync_answer() {
+        let latencies = Latencies::default();
+        let mut state = ClientState::new(100);
+        state.on_frame(
+            r#"42["session",{"token":"t1","user":{"name":"a"}}]"#,
+            Recovery::Chinwag,
+            &latencies,
+        );
+        assert_eq!(
+            state.auth(Recovery::Chinwag, None).as_deref(),
+            Some(r#"{"token":"t1"}"#)
+        );
+        let answer = format!(
+            r#"431[{{"ok":true,"rooms":{{"general":[{{"seq":7,"text":"{}"}},{{"seq":8,"text":"{}"}}]}},"more":false}}]"#,
+            body(1),
+            body(2)
+        );
+        state.on_frame(&answer, Recovery::Chinwag, &latencies);
+        assert!(state.has(1) && state.has(2));
+        assert_eq!(state.last_seq, 8);
     }
 }

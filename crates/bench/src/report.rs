@@ -11,8 +11,9 @@ use crate::error::BenchError;
 /// Options of `report`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReportArgs {
-    /// File of JSON records written by the scenarios.
-    pub records: std::path::PathBuf,
+    /// Files of JSON records written by the scenarios (several runs can be merged).
+    #[arg(required = true)]
+    pub records: Vec<std::path::PathBuf>,
     /// The server the ratios are computed for.
     #[arg(long, default_value = "chinwag")]
     pub subject: String,
@@ -53,11 +54,14 @@ fn cell(value: Option<f64>, decimals: usize) -> String {
 }
 
 pub fn run(args: &ReportArgs) -> Result<(), BenchError> {
-    let text = std::fs::read_to_string(&args.records)?;
-    let records: Vec<Value> = text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let mut records: Vec<Value> = Vec::new();
+    for path in &args.records {
+        let text = std::fs::read_to_string(path)?;
+        records.extend(
+            text.lines()
+                .filter_map(|line| serde_json::from_str(line).ok()),
+        );
+    }
     print!("{}", render(&records, &args.subject));
     Ok(())
 }
