@@ -4,7 +4,6 @@
 //! payload; it answers `message` with `message-back` (same arguments, binary included) and acks
 //! `message-with-ack` with the same arguments.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use engine::{ConnectError, DisconnectReason, EngineConfig, Event, Handler, Socket, SocketIo};
@@ -56,8 +55,10 @@ async fn main() -> std::io::Result<()> {
         .build();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let app = io
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).await
+    let options = engine::ServeOptions {
+        // Test suites and fan-out benchmarks connect many clients from loopback.
+        max_connections_per_ip: engine::ServeOptions::default().max_connections,
+        ..engine::ServeOptions::default()
+    };
+    engine::serve(listener, io.router(), options, std::future::pending()).await
 }

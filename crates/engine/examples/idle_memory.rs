@@ -6,7 +6,6 @@
 //! after, prints KiB per connection, and stops both processes. Bounded: N ≤ 19,500 (clients of ≤ 10,000 each), 120 s.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,10 +76,13 @@ async fn server() -> std::io::Result<()> {
             );
         }
     });
-    let app = io
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let serve = axum::serve(listener, app);
+    // Up to 19,500 connections, all from loopback.
+    let options = engine::ServeOptions {
+        max_connections: 19_600,
+        max_connections_per_ip: 19_600,
+        ..engine::ServeOptions::default()
+    };
+    let serve = engine::serve(listener, io.router(), options, std::future::pending());
     // Stop by itself when the deadline passes.
     let _ = tokio::time::timeout(DEADLINE, serve).await;
     Ok(())

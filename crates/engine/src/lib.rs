@@ -18,6 +18,8 @@
 //!   [`BroadcastOperator`].
 //! - [`adapter`]: the room index and the [`Adapter`] trait for cluster fan-out.
 //! - [`server`]: [`SocketIo`], the builder and the HTTP service to mount.
+//! - [`serve()`]: the hardened accept loop to run the router with (header-read timeout,
+//!   connection caps in total and per address, graceful shutdown).
 //!
 //! # How a packet flows
 //! A reader (the WebSocket task or a polling POST) decodes packets: heartbeats and acks are
@@ -51,7 +53,8 @@
 //! let io = SocketIo::builder(EngineConfig::default()).namespace("/", Chat).build();
 //! let app = axum::Router::new().merge(io.router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+//! let stop = async { let _ = tokio::signal::ctrl_c().await; };
+//! engine::serve(listener, app, engine::ServeOptions::default(), stop).await
 //! # }
 //! ```
 
@@ -61,6 +64,7 @@ mod conn;
 mod eio;
 pub mod handler;
 mod ns;
+mod serve;
 pub mod server;
 mod sio;
 pub mod socket;
@@ -86,5 +90,6 @@ pub fn fuzz_decoders(data: &[u8]) {
 pub use adapter::{Adapter, BroadcastPacket, LocalAdapter};
 pub use config::EngineConfig;
 pub use handler::{Ack, ConnectError, DisconnectReason, Event, Handler};
+pub use serve::{ServeOptions, ServeStats, serve};
 pub use server::{SocketIo, SocketIoBuilder};
 pub use socket::{AckError, BroadcastOperator, EmitError, Handshake, Socket, SocketId};

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::{ConnectError, DisconnectReason, EngineConfig, Event, Handler, Socket, SocketIo};
+use engine::{
+    ConnectError, DisconnectReason, EngineConfig, Event, Handler, ServeOptions, Socket, SocketIo,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -170,6 +172,16 @@ pub fn fast_config() -> EngineConfig {
 }
 
 pub async fn start(config: EngineConfig) -> TestServer {
+    let options = ServeOptions {
+        // Every test connects from loopback.
+        max_connections_per_ip: 100_000,
+        ..ServeOptions::default()
+    };
+    start_serving(config, options).await
+}
+
+/// A server run by [`engine::serve`] with `options`, until the test's runtime ends.
+pub async fn start_serving(config: EngineConfig, options: ServeOptions) -> TestServer {
     let (tx, rx) = mpsc::unbounded_channel();
     let log = Arc::new(Mutex::new(Vec::new()));
     let io = SocketIo::builder(config)
@@ -190,10 +202,13 @@ pub async fn start(config: EngineConfig) -> TestServer {
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = io
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = io.router();
+    tokio::spawn(engine::serve(
+        listener,
+        app,
+        options,
+        std::future::pending::<()>(),
+    ));
     TestServer {
         addr,
         io,
