@@ -660,3 +660,48 @@ async fn a_member_who_was_away_is_listed_offline_and_returns_to_its_rooms() {
         .expect("bob is back");
     assert_eq!(session["rooms"], json!(["general", "rust"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_larger_than_a_connections_output_bound_arrive_cut_short_and_page_on() {
+    let mut config = test_config();
+    config.max_messages_per_second = 0;
+    config.relaxed_durability = true;
+    let app = TestApp::start_with(config).await;
+    let (mut ann, _) = join(&app, "ann").await;
+    // 300 messages of 4,000 characters: about 1.2 MB, more than a connection may queue.
+    let text = "x".repeat(4_000);
+    for _ in 0..300 {
+        let ack = ann
+            .request("message:send", json!({"room": "general", "text": text}))
+            .await;
+        assert_eq!(ack["ok"], json!(true), "{ack}");
+    }
+    let (mut bob, _) = join(&app, "bob").await;
+
+    let page = bob
+        .request("message:history", json!({"room": "general", "limit": 300}))
+        .await;
+    let newest = page["messages"]
+        .as_array()
+        .expect("a page, not a disconnect");
+    assert!(!newest.is_empty() && newest.len() < 300, "{}", newest.len());
+    assert_eq!(newest.last().map(|m| m["seq"].clone()), Some(json!(300)));
+    assert_eq!(page["more"], json!(true));
+
+    // `sync` from 0 pages on until it has everything, in order, without gaps.
+    let mut seen = 0;
+    loop {
+        let answer = bob
+            .request("sync", json!({"rooms": {"general": seen}}))
+            .await;
+        assert_eq!(answer["ok"], json!(true), "{answer}");
+        for message in answer["rooms"]["general"].as_array().expect("messages") {
+            seen += 1;
+            assert_eq!(message["seq"], json!(seen));
+        }
+        if answer["more"] != json!(true) {
+            break;
+        }
+    }
+    assert_eq!(seen, 300);
+}

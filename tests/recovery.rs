@@ -134,3 +134,39 @@ async fn an_unknown_pid_gets_a_fresh_session() {
     let (event, _) = ann.next_event().await;
     assert_eq!(event, "session", "a normal connect instead");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_much_to_replay_falls_back_to_a_normal_connect_instead_of_a_disconnect() {
+    let mut config = test_config();
+    config.connection_state_recovery = true;
+    config.presence_grace_ms = 100;
+    config.max_messages_per_second = 0;
+    config.relaxed_durability = true;
+    let app = TestApp::start_with(config).await;
+    let (mut ann, reply) = connect(&app, json!({"name": "ann"})).await;
+    let pid = reply["pid"].as_str().expect("a pid").to_owned();
+    let (_, session) = ann.next_event().await;
+    let token = session[0]["token"].as_str().expect("a token").to_owned();
+    let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"name": "bob"}))
+        .await
+        .expect("bob");
+    say(&mut bob, "one").await;
+    let (_, offset) = next_message(&mut ann).await;
+    ann.drop_abruptly();
+    wait_offline(&mut bob, "ann").await;
+    // About 1.2 MB missed: more than a connection may queue at once.
+    let text = "y".repeat(4_000);
+    for _ in 0..300 {
+        say(&mut bob, &text).await;
+    }
+
+    let (mut ann, reply) =
+        connect(&app, json!({"token": token, "pid": pid, "offset": offset})).await;
+    assert_ne!(reply["pid"], json!(pid), "not recovered");
+    let (event, args) = ann.next_event().await;
+    assert_eq!(event, "session", "a normal connect: {args:?}");
+    let answer = ann.request("sync", json!({"rooms": {"general": 1}})).await;
+    assert_eq!(answer["ok"], json!(true), "{answer}");
+    assert_eq!(answer["more"], json!(true));
+    assert_eq!(answer["rooms"]["general"][0]["seq"], json!(2));
+}

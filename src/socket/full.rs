@@ -17,6 +17,11 @@ use crate::store::{Conversation, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, StoredMessag
 /// Messages returned by a history read when the client names no limit.
 const DEFAULT_PAGE: u32 = 50;
 
+/// Most bytes of messages in one answer (history page, `sync`, join): far below the engine's
+/// bound on a connection's queued output (1 MiB), so an answer is never what overflows it.
+/// A longer page is cut short with `more: true`, and the client pages on.
+pub(crate) const PAGE_BYTES: usize = 256 * 1024;
+
 /// Most conversations one `sync` may name.
 const MAX_SYNC_CONVERSATIONS: usize = 100;
 
@@ -226,8 +231,9 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
             room
         };
         let conversation = Conversation::room(room.as_str());
+        let mut budget = PAGE_BYTES;
         let (messages, more) = match since {
-            Some(since) => page_after(chat, &conversation, since, limit).await?,
+            Some(since) => page_after(chat, &conversation, since, limit, &mut budget).await?,
             None => page_before(chat, &conversation, None, limit).await?,
         };
         let members = members_json(chat, room.as_str())?;
@@ -400,6 +406,9 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
             ));
         }
         let mut more = false;
+        // One budget for the whole answer: conversations past it get empty pages and
+        // `more`, and the client syncs again from where each one stopped.
+        let mut budget = PAGE_BYTES;
         let mut room_pages = Map::new();
         for (name, since) in rooms {
             let room = RoomName::parse(&name)?;
@@ -411,7 +420,7 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
             }
             let conversation = Conversation::room(room.as_str());
             let (messages, page_more) =
-                page_after(chat, &conversation, since, MAX_PAGE_LIMIT).await?;
+                page_after(chat, &conversation, since, MAX_PAGE_LIMIT, &mut budget).await?;
             more |= page_more;
             room_pages.insert(room.as_str().to_owned(), Value::Array(messages));
         }
@@ -433,7 +442,7 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
                 Err(error) => return Err(error),
             };
             let (messages, page_more) =
-                page_after(chat, &conversation, since, MAX_PAGE_LIMIT).await?;
+                page_after(chat, &conversation, since, MAX_PAGE_LIMIT, &mut budget).await?;
             more |= page_more;
             direct_pages.insert(
                 peer.as_str().to_owned(),
@@ -535,32 +544,67 @@ fn direct_conversation(
     Ok((conversation_of(&place), peer_name))
 }
 
-/// Up to `limit` messages after `since`, and whether more follow.
+/// Up to `limit` messages after `since`, at most `budget` bytes of them (see
+/// [`PAGE_BYTES`]; at least one message), and whether more follow.
 async fn page_after(
     chat: &Chat,
     conversation: &Conversation,
     since: i64,
     limit: u32,
+    budget: &mut usize,
 ) -> Result<(Vec<Value>, bool), DomainError> {
     let mut stored = chat
         .history
         .after(conversation, since, limit.saturating_add(1))
         .await?;
-    let more = stored.len() > limit as usize;
+    let mut more = stored.len() > limit as usize;
     stored.truncate(limit as usize);
+    let fits = within_budget(stored.iter(), budget);
+    more |= fits < stored.len();
+    stored.truncate(fits);
     Ok((stored.iter().map(stored_json).collect(), more))
 }
 
-/// Up to `limit` messages before `before` (or the latest), and whether older ones exist.
+/// Up to `limit` messages before `before` (or the latest), the newest ones that fit in
+/// [`PAGE_BYTES`] (at least one), and whether older ones exist.
 async fn page_before(
     chat: &Chat,
     conversation: &Conversation,
     before: Option<i64>,
     limit: u32,
 ) -> Result<(Vec<Value>, bool), DomainError> {
-    let stored = chat.history.before(conversation, before, limit).await?;
+    let mut stored = chat.history.before(conversation, before, limit).await?;
+    let mut budget = PAGE_BYTES;
+    let fits = within_budget(stored.iter().rev(), &mut budget);
+    stored.drain(..stored.len() - fits);
     let more = stored.first().is_some_and(|first| first.seq > 1);
     Ok((stored.iter().map(stored_json).collect(), more))
+}
+
+/// How many of `messages`, in order, fit in `budget` bytes (taken from it). The first always
+/// fits when the budget is untouched, so a client paging on always makes progress.
+fn within_budget<'a>(
+    messages: impl Iterator<Item = &'a StoredMessage>,
+    budget: &mut usize,
+) -> usize {
+    let mut count = 0;
+    for message in messages {
+        let size = encoded_size(message);
+        if size > *budget && !(count == 0 && *budget == PAGE_BYTES) {
+            *budget = 0;
+            break;
+        }
+        *budget = budget.saturating_sub(size);
+        count += 1;
+    }
+    count
+}
+
+/// A generous estimate of a message's size on the wire: JSON escapes at most double text
+/// (`\uXXXX` for control characters is rarer still), plus the fixed fields.
+pub(crate) fn encoded_size(message: &StoredMessage) -> usize {
+    let client_id = message.client_id.as_ref().map_or(0, String::len);
+    2 * (message.body.len() + message.author.name.len() + client_id) + 160
 }
 
 /// The wire form of a message read from history.

@@ -402,18 +402,24 @@ impl History {
         }
     }
 
-    /// What `pid` resumes (its user and state), unless unknown or expired.
+    /// What `pid` resumes (its user, state and expiry), unless unknown or expired.
     pub async fn recovery(
         &self,
         pid: &str,
         now_ms: i64,
-    ) -> Result<Option<(UserId, String)>, DomainError> {
+    ) -> Result<Option<(UserId, String, i64)>, DomainError> {
         match self {
             Self::Durable(store) => Ok(store
                 .recovery(pid, now_ms)
                 .await
                 .map_err(|e| unavailable("recovery", &e))?
-                .map(|record| (UserId::new(record.user_id), record.state))),
+                .map(|record| {
+                    (
+                        UserId::new(record.user_id),
+                        record.state,
+                        record.expires_at_ms,
+                    )
+                })),
             Self::Memory(_) => Ok(None),
         }
     }

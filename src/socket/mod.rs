@@ -226,6 +226,10 @@ impl Chat {
         let mut notices = Vec::new();
         let mut unreachable = Vec::new();
         for ghost in ghosts {
+            // Not a ghost after all if its disconnect was handled (it lived, however briefly).
+            if community.user_id_of(&ghost.socket).is_none() {
+                continue;
+            }
             debug!(socket = %ghost.socket, "socket closed while connecting; forgetting it");
             notices.extend(community.disconnect(&ghost.socket, now));
             if let Some((token, user)) = ghost.fresh
@@ -308,6 +312,9 @@ pub struct Connection {
     spelling: Mutex<Option<Spelling>>,
     /// How fast this socket may send messages; created on its first message.
     rate: Mutex<Option<RateLimit>>,
+    /// When this socket was resumed by connection-state recovery, and the deadline of the
+    /// record it resumed from.
+    resumed: Mutex<Option<(i64, i64)>>,
 }
 
 impl Connection {
@@ -317,6 +324,14 @@ impl Connection {
         let mut rate = self.rate.lock().unwrap_or_else(PoisonError::into_inner);
         rate.get_or_insert_with(|| RateLimit::new(per_second, now))
             .take(now)
+    }
+
+    pub(crate) fn set_resumed(&self, at_ms: i64, deadline_ms: i64) {
+        *self.resumed.lock().unwrap_or_else(PoisonError::into_inner) = Some((at_ms, deadline_ms));
+    }
+
+    pub(crate) fn resumed(&self) -> Option<(i64, i64)> {
+        *self.resumed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn spelling(&self) -> Option<Spelling> {
@@ -386,7 +401,7 @@ impl Handler for ChatHandler {
         let resumable = recovery::snapshot(&self.chat, socket);
         self.chat.disconnect(socket);
         if let Some(snapshot) = resumable {
-            recovery::remember(&self.chat, snapshot, recovery::RECOVERY_WINDOW_MS).await;
+            recovery::remember_left(&self.chat, socket, snapshot).await;
         }
     }
 }

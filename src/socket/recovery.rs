@@ -18,7 +18,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::deliver::{FULL_ROOM, emit_checked, user_room};
-use super::full::stored_json;
+use super::full::{encoded_size, stored_json};
 use super::{Chat, Connection, now_ms};
 use crate::domain::{DomainError, RoomName, UserId};
 use crate::store::{Conversation, StoredMessage};
@@ -32,6 +32,10 @@ const CONNECTED_RECORD_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Messages of other rooms from this long before the offset's time are replayed.
 const CROSS_ROOM_SLACK_MS: i64 = 3_000;
+
+/// Most bytes replayed in all (estimated as for history pages); beyond that recovery fails
+/// and the client uses `sync`. Half the engine's default bound on queued output.
+const REPLAY_BYTES: usize = 512 * 1024;
 
 /// Most messages replayed per room; beyond that recovery fails and the client uses `sync`.
 const MAX_REPLAY_PER_ROOM: u32 = 1_000;
@@ -87,6 +91,26 @@ pub fn snapshot(
     Some((pid, user, RecoveryState { name, rooms }))
 }
 
+/// Save the snapshot of a socket that left, valid for [`RECOVERY_WINDOW_MS`] from now: unless
+/// the socket was itself resumed less than that ago, when the record it resumed from keeps
+/// its deadline (a client whose every resume fails at once must not resume forever).
+pub async fn remember_left(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    snapshot: (String, UserId, RecoveryState),
+) {
+    let now = now_ms();
+    let mut expires = now.saturating_add(RECOVERY_WINDOW_MS);
+    if let Some((resumed_at, deadline)) = socket.data().resumed()
+        && now.saturating_sub(resumed_at) < RECOVERY_WINDOW_MS
+    {
+        expires = expires.min(deadline);
+    }
+    if expires > now {
+        remember(chat, snapshot, expires - now).await;
+    }
+}
+
 /// Save a snapshot, valid for `window_ms` from now.
 pub async fn remember(chat: &Chat, snapshot: (String, UserId, RecoveryState), window_ms: i64) {
     let (pid, user, state) = snapshot;
@@ -130,7 +154,7 @@ pub async fn recover(
     if socket.pid() != Some(pid) {
         return Ok(false); // the engine did not accept this pid (e.g. its socket is still here)
     }
-    let Some((user, state)) = chat.history.recovery(pid, now_ms()).await? else {
+    let Some((user, state, expires_at_ms)) = chat.history.recovery(pid, now_ms()).await? else {
         return Ok(false);
     };
     let Ok(state) = serde_json::from_str::<RecoveryState>(&state) else {
@@ -173,6 +197,18 @@ pub async fn recover(
                 }
             }
             if top_ups.is_empty() {
+                // Everything is replayed at once, queued behind the CONNECT: more than the
+                // connection's output bound would cut it off on every attempt. Past the
+                // budget the client connects normally and pages with `sync` instead.
+                let replay_bytes: usize = replay
+                    .iter()
+                    .flat_map(|page| &page.messages)
+                    .map(encoded_size)
+                    .sum();
+                if replay_bytes > REPLAY_BYTES {
+                    debug!(replay_bytes, "too much to replay; not recovering");
+                    return Ok(false);
+                }
                 let connected = community.connect(socket.id(), user.clone(), &state.name)?;
                 let mut notices = connected.notices;
                 for page in &replay {
@@ -185,6 +221,7 @@ pub async fn recover(
                     return Ok(false);
                 }
                 chat.registered_on_connect(socket.id(), None);
+                socket.data().set_resumed(now_ms(), expires_at_ms);
                 for page in &replay {
                     let released = chat.released(&page.conversation);
                     for message in &page.messages {
