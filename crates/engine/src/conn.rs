@@ -417,7 +417,12 @@ impl Conn {
                     Some(_) => {}
                     None if now >= st.next_ping_at => {
                         send_ping = true;
-                        st.pong_deadline = Some(now + config.ping_timeout);
+                        // Counted from when the ping was due, not from when this timer ran
+                        // (a little later): a client that stays silent for pingInterval +
+                        // pingTimeout finds the session closed, as the protocol says. At least
+                        // half the timeout remains, should this tick come very late.
+                        let due = st.next_ping_at + config.ping_timeout;
+                        st.pong_deadline = Some(due.max(now + config.ping_timeout / 2));
                         st.next_ping_at = now + config.ping_interval;
                     }
                     None => {}

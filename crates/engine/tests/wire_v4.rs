@@ -502,3 +502,17 @@ async fn a_stalled_post_body_times_out_and_closes_the_session() {
     assert_eq!(parse_response(&raw).status, 408);
     assert_eq!(get(&server, &q).await.status, 400);
 }
+
+#[tokio::test]
+async fn a_poll_at_exactly_ping_interval_plus_timeout_finds_the_session_closed() {
+    // The official suite's boundary: a client silent for pingInterval + pingTimeout (500 ms
+    // here) must get 400, not the ping that was due at 300 ms.
+    let server = start(fast_config()).await;
+    for _ in 0..5 {
+        let sid = polling_session(&server).await;
+        let silent_until = tokio::time::Instant::now() + Duration::from_millis(500);
+        tokio::time::sleep_until(silent_until).await;
+        let poll = get(&server, &format!("EIO=4&transport=polling&sid={sid}")).await;
+        assert_eq!(poll.status, 400, "{poll:?}");
+    }
+}
