@@ -185,3 +185,42 @@ async fn a_name_stays_with_its_away_user_also_across_a_restart() {
     );
     app.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_lists_are_capped_with_online_members_first_and_a_total() {
+    let config = test_config();
+    {
+        // 600 users with valid sessions, from an earlier run.
+        let store =
+            chinwag::store::open_store(&config.db, chinwag::store::Durability::ProcessCrash)
+                .await
+                .expect("open the store");
+        let saves = (0..600).map(|i| {
+            store.save_user(chinwag::store::UserRecord {
+                user_id: format!("id-{i}"),
+                name: format!("user{i}"),
+                name_key: format!("user{i}"),
+                expires_at_ms: i64::MAX,
+            })
+        });
+        for saved in futures_util::future::join_all(saves).await {
+            saved.expect("save a user");
+        }
+        store.close().await;
+    }
+    let app = TestApp::start_with(config).await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let listed = ok(&mut ann, "room:members", json!({"room": "general"})).await;
+    assert_eq!(listed["total"], json!(601));
+    let members = listed["members"].as_array().expect("members");
+    assert_eq!(members.len(), 500);
+    assert_eq!(
+        members[0],
+        json!({"name": "ann", "online": true}),
+        "online first"
+    );
+    let joined = ok(&mut ann, "room:join", json!({"room": "general"})).await;
+    assert_eq!(joined["memberCount"], json!(601));
+    assert_eq!(joined["members"].as_array().map(Vec::len), Some(500));
+    app.stop().await.expect("stop");
+}

@@ -22,6 +22,10 @@ const DEFAULT_PAGE: u32 = 50;
 /// A longer page is cut short with `more: true`, and the client pages on.
 pub(crate) const PAGE_BYTES: usize = 256 * 1024;
 
+/// Most members listed in one answer (`room:members`, `room:join`); the answer's total says
+/// how many there are. Online members come first.
+const MAX_MEMBERS_LISTED: usize = 500;
+
 /// Most conversations one `sync` may name.
 const MAX_SYNC_CONVERSATIONS: usize = 100;
 
@@ -236,8 +240,14 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
             Some(since) => page_after(chat, &conversation, since, limit, &mut budget).await?,
             None => page_before(chat, &conversation, None, limit).await?,
         };
-        let members = members_json(chat, room.as_str())?;
-        Ok(json!({"room": room.as_str(), "members": members, "messages": messages, "more": more}))
+        let (members, total) = members_json(chat, room.as_str())?;
+        Ok(json!({
+            "room": room.as_str(),
+            "members": members,
+            "memberCount": total,
+            "messages": messages,
+            "more": more,
+        }))
     }
     .await;
     answer(ack, result);
@@ -274,7 +284,8 @@ pub async fn room_leave(
 pub fn room_members(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
     let result = Request::of(args).and_then(|request| {
         member_check(chat, socket)?;
-        Ok(json!({"members": members_json(chat, request.text("room")?)?}))
+        let (members, total) = members_json(chat, request.text("room")?)?;
+        Ok(json!({"members": members, "total": total}))
     });
     answer(ack, result);
 }
@@ -513,13 +524,18 @@ fn member_check(chat: &Chat, socket: &Socket<Connection>) -> Result<(), DomainEr
     }
 }
 
-fn members_json(chat: &Chat, room: &str) -> Result<Vec<Value>, DomainError> {
-    Ok(chat
-        .community()
-        .members(room)?
+/// A room's members for an answer: online ones first (each group in arrival order), at most
+/// [`MAX_MEMBERS_LISTED`], and how many there are in all.
+fn members_json(chat: &Chat, room: &str) -> Result<(Vec<Value>, usize), DomainError> {
+    let mut members = chat.community().members(room)?;
+    let total = members.len();
+    members.sort_by_key(|member| !member.online);
+    members.truncate(MAX_MEMBERS_LISTED);
+    let listed = members
         .into_iter()
         .map(|member| json!({"name": member.name.as_str(), "online": member.online}))
-        .collect())
+        .collect();
+    Ok((listed, total))
 }
 
 /// The direct conversation between the socket's user and the user called `with`.
