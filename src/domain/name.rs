@@ -3,6 +3,7 @@
 use std::fmt;
 
 use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
 use super::error::{DomainError, ErrorCode};
 
@@ -18,8 +19,10 @@ pub const SERVER_NAME: &str = "Server";
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserName(String);
 
-/// The comparison form of a name: NFKC-normalised, then lowercased. Two names with the same
-/// key are the same name ("Ann", "ANN" and fullwidth "Ａｎｎ" collide).
+/// The comparison form of a name: NFKC-normalised, then case-folded, then NFKC again
+/// (NFKC_Casefold, closely): two names with the same key are the same name ("Ann", "ANN"
+/// and fullwidth "Ａｎｎ" collide, and so do "Straße" and "STRASSE", "ΣΑΣ" and "σασ").
+/// Keys are stored (users' names in history): changing this function needs a migration.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NameKey(String);
 
@@ -34,13 +37,23 @@ impl UserName {
                 format!("a name must have 1 to {MAX_NAME_CHARS} characters"),
             ));
         }
-        if !name.chars().all(is_name_char) {
+        // Checked in the NFKC form too: compatibility characters may normalise to others.
+        let normalised: String = name.nfkc().collect();
+        let allowed = |text: &str| text.chars().all(|c| is_name_char(c) && !is_invisible(c));
+        if !allowed(name) || !allowed(&normalised) {
             return Err(DomainError::new(
                 ErrorCode::InvalidName,
                 "a name may contain only letters, digits, spaces and _ - .",
             ));
         }
-        if NameKey::of(name) == NameKey::of(SERVER_NAME) {
+        if name.chars().next().is_some_and(is_combining) {
+            return Err(DomainError::new(
+                ErrorCode::InvalidName,
+                "a name cannot start with a combining mark",
+            ));
+        }
+        let key = NameKey::of(name);
+        if key == NameKey::of(SERVER_NAME) || looks_like_server(&key) {
             return Err(DomainError::new(
                 ErrorCode::NameReserved,
                 format!("the name {SERVER_NAME} is reserved"),
@@ -67,10 +80,14 @@ impl fmt::Display for UserName {
 
 impl NameKey {
     fn of(name: &str) -> Self {
-        // Normalise again after lowercasing: lowercasing can produce sequences that NFKC
-        // composes differently, and the key must be stable under both steps.
-        let lowered = name.nfkc().collect::<String>().to_lowercase();
-        Self(lowered.nfkc().collect())
+        // Full case folding, approximated by uppercasing then lowercasing: that maps "ß" to
+        // "ss" and final "ς" to "σ" as folding does (plain lowercasing does neither), and
+        // it merges a few pairs folding keeps apart (such as dotless "ı" and "i"), which
+        // only makes names more distinct from each other. Normalise again at the end:
+        // case mapping can produce sequences that NFKC composes differently.
+        let normalised = name.nfkc().collect::<String>();
+        let folded = normalised.to_uppercase().to_lowercase();
+        Self(folded.nfkc().collect())
     }
 
     pub fn as_str(&self) -> &str {
@@ -81,6 +98,56 @@ impl NameKey {
 /// Letters of any script (with their combining marks), digits, space and `_ - .`.
 fn is_name_char(c: char) -> bool {
     c.is_alphabetic() || c.is_numeric() || matches!(c, ' ' | '_' | '-' | '.') || is_mark(c)
+}
+
+/// Code points that render as nothing (or as blank) and so let one name pass for another:
+/// Unicode's default-ignorable code points (joiners, fillers, variation selectors, bidi and
+/// other format controls, tags) and every other format character.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+        || c.general_category() == GeneralCategory::Format
+}
+
+/// A combining mark (it belongs after a letter, not at the start of a name).
+fn is_combining(c: char) -> bool {
+    c.general_category_group() == GeneralCategoryGroup::Mark
+}
+
+/// Whether a name key reads "server" once common Cyrillic and Greek look-alikes of Latin
+/// letters are taken as those letters ("Ѕеrvеr" in Cyrillic). Only "Server" is guarded
+/// this way; other mixed-script look-alikes are not detected.
+fn looks_like_server(key: &NameKey) -> bool {
+    let skeleton: String = key
+        .as_str()
+        .chars()
+        .map(|c| match c {
+            'а' | 'α' => 'a',
+            'с' | 'ϲ' => 'c',
+            'е' | 'ε' => 'e',
+            'і' | 'ι' => 'i',
+            'о' | 'ο' => 'o',
+            'р' | 'ρ' => 'p',
+            'ѕ' => 's',
+            'ѵ' | 'ν' => 'v',
+            'г' => 'r',
+            'х' | 'χ' => 'x',
+            'у' | 'γ' => 'y',
+            other => other,
+        })
+        .collect();
+    skeleton == "server"
 }
 
 /// Combining marks that scripts such as Devanagari or Thai need inside words. `is_alphabetic`
@@ -194,6 +261,51 @@ mod tests {
             "composed and decomposed forms collide"
         );
         assert_ne!(key("Ann"), key("Anne"));
+    }
+
+    #[test]
+    fn invisible_and_blank_characters_and_a_leading_mark_are_refused() {
+        for name in [
+            "Server\u{034F}",
+            "S\u{034F}erver",
+            "ann\u{034F}",
+            "\u{034F}",
+            "Server\u{3164}",
+            "\u{3164}",
+            "a\u{115F}",
+            "a\u{1160}",
+            "a\u{FFA0}",
+            "a\u{200B}b",
+            "a\u{200D}b",
+            "a\u{2060}b",
+            "a\u{FE0F}",
+            "a\u{E0100}",
+            "a\u{00AD}b",
+            "\u{0301}ann",
+        ] {
+            assert_eq!(
+                code(name),
+                Some(ErrorCode::InvalidName),
+                "{name:?} should be refused"
+            );
+        }
+        assert!(UserName::parse("Zoe\u{0308}").is_ok(), "a mark after a letter is fine");
+    }
+
+    #[test]
+    fn server_look_alikes_in_other_scripts_are_reserved() {
+        for name in ["\u{0405}\u{0435}rv\u{0435}r", "S\u{0435}rver", "ѕегvег"] {
+            assert_eq!(code(name), Some(ErrorCode::NameReserved), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn keys_use_full_case_folding() {
+        let key = |s: &str| UserName::parse(s).map(|n| n.key());
+        assert_eq!(key("Straße"), key("STRASSE"));
+        assert_eq!(key("ΣΑΣ"), key("σασ"));
+        assert_eq!(key("ΣΑΣ"), key("σας"));
+        assert_ne!(key("Strasse"), key("Strase"));
     }
 
     #[test]
