@@ -238,6 +238,7 @@ impl Conn {
         volatile: bool,
     ) -> Result<(), EmitError> {
         let size: usize = frames.iter().map(Frame::len).sum();
+        let was_empty;
         {
             let mut st = self.lock();
             if st.closed.is_some() {
@@ -254,10 +255,17 @@ impl Conn {
                 self.close(DisconnectReason::TransportError);
                 return Err(EmitError::Overflow);
             }
+            was_empty = st.out.is_empty();
             st.out.extend(frames.iter().cloned());
             st.out_bytes += size;
         }
-        self.writer_wake.notify_one();
+        // The writer takes the whole outbox each time it wakes, so only the push that makes
+        // it non-empty needs to wake it: a broadcast burst costs one wake-up per connection,
+        // not one per frame. (Frames held behind a CONNECT barrier are woken for by
+        // `release_barrier`.)
+        if was_empty {
+            self.writer_wake.notify_one();
+        }
         Ok(())
     }
 

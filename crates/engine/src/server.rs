@@ -127,8 +127,8 @@ impl SocketIo {
         }
     }
     /// An axum router serving the Engine.IO endpoint at `config.path` (polling and WebSocket).
-    /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so remote addresses
-    /// are known.
+    /// Serve it with [`crate::serve()`] (or `axum::serve` with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`) so remote addresses are known.
     pub fn router(&self) -> axum::Router {
         crate::transport::router(self.inner.clone())
     }
