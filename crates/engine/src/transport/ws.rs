@@ -5,6 +5,7 @@
 //! the WebSocket with a small read buffer, the outbox stays unallocated while empty, and
 //! hyper's connection state is gone after the upgrade.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -220,29 +222,105 @@ fn on_message(conn: &Arc<Conn>, message: Option<Result<Message, WsError>>) -> St
     }
 }
 
-fn to_message(eio: u8, frame: Frame) -> Message {
-    match frame {
-        Frame::Text(text) => Message::Text(text),
-        Frame::Binary(data) if eio >= 4 => Message::Binary(data),
-        Frame::Binary(data) => {
-            let mut prefixed = Vec::with_capacity(data.len() + 1);
-            prefixed.push(4);
-            prefixed.extend_from_slice(&data);
-            Message::Binary(prefixed.into())
-        }
-    }
-}
-
-/// Write every writable queued frame, then flush once.
+/// Write every writable queued frame straight to the socket, several per syscall.
+///
+/// Server frames are unmasked, so a frame is a 2–10 byte header and the payload as it is:
+/// the shared payload of a broadcast is written from its one buffer to every recipient
+/// (`writev` of header and payload slices), with no per-frame copy into tungstenite's write
+/// buffer. Tungstenite's own pending output (an automatic pong) is flushed first, so frames
+/// never interleave.
 async fn flush(conn: &Conn, ws: &mut Ws) -> Result<(), WsError> {
     let batch = conn.take_batch();
     if batch.is_empty() {
         return Ok(());
     }
-    for frame in batch {
-        ws.feed(to_message(conn.eio, frame)).await?;
+    ws.flush().await?;
+    write_frames(ws.get_mut(), conn.eio, Vec::from(batch))
+        .await
+        .map_err(WsError::Io)
+}
+
+/// Frames per `writev` call (Linux allows 1024 slices; each frame takes two or three).
+const FRAMES_PER_WRITE: usize = 64;
+/// Engine.IO v3 prefixes binary WebSocket messages with the packet type (4: message).
+const V3_BINARY_PREFIX: &[u8] = &[4];
+
+/// The header of an unmasked, final WebSocket frame (RFC 6455 §5.2).
+#[derive(Clone, Copy)]
+struct FrameHead {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+impl FrameHead {
+    const TEXT: u8 = 0x1;
+    const BINARY: u8 = 0x2;
+
+    fn new(opcode: u8, payload_len: usize) -> Self {
+        let mut bytes = [0u8; 10];
+        bytes[0] = 0x80 | opcode;
+        let len = if payload_len < 126 {
+            bytes[1] = payload_len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(payload_len) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        };
+        Self { bytes, len }
     }
-    ws.flush().await
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The WebSocket encoding of `frames`, written with vectored writes.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    eio: u8,
+    frames: Vec<Frame>,
+) -> std::io::Result<()> {
+    let heads: Vec<FrameHead> = frames
+        .iter()
+        .map(|frame| match frame {
+            Frame::Text(text) => FrameHead::new(FrameHead::TEXT, text.len()),
+            Frame::Binary(data) if eio >= 4 => FrameHead::new(FrameHead::BINARY, data.len()),
+            Frame::Binary(data) => FrameHead::new(FrameHead::BINARY, data.len() + 1),
+        })
+        .collect();
+    let mut slices = Vec::with_capacity(3 * frames.len().min(FRAMES_PER_WRITE));
+    for (heads, frames) in heads
+        .chunks(FRAMES_PER_WRITE)
+        .zip(frames.chunks(FRAMES_PER_WRITE))
+    {
+        slices.clear();
+        for (head, frame) in heads.iter().zip(frames) {
+            slices.push(IoSlice::new(head.as_slice()));
+            match frame {
+                Frame::Text(text) => slices.push(IoSlice::new(text.as_bytes())),
+                Frame::Binary(data) => {
+                    if eio < 4 {
+                        slices.push(IoSlice::new(V3_BINARY_PREFIX));
+                    }
+                    slices.push(IoSlice::new(data));
+                }
+            }
+        }
+        let mut pending = &mut slices[..];
+        while !pending.is_empty() {
+            let written = out.write_vectored(pending).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut pending, written);
+        }
+    }
+    out.flush().await
 }
 
 /// Resolves once the connection is closed.
@@ -331,5 +409,41 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
     if let Some(job) = job {
         job.await;
         conn.job_done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_heads_use_the_shortest_length_encoding() {
+        let head = |opcode, len| FrameHead::new(opcode, len).as_slice().to_vec();
+        assert_eq!(head(FrameHead::TEXT, 0), [0x81, 0]);
+        assert_eq!(head(FrameHead::TEXT, 125), [0x81, 125]);
+        assert_eq!(head(FrameHead::BINARY, 126), [0x82, 126, 0, 126]);
+        assert_eq!(head(FrameHead::TEXT, 65_535), [0x81, 126, 0xff, 0xff]);
+        assert_eq!(
+            head(FrameHead::BINARY, 65_536),
+            [0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_as_the_frames_tungstenite_reads_back() {
+        let (server, client) = tokio::io::duplex(1 << 20);
+        let mut server = server;
+        let text = "x".repeat(70_000);
+        let frames = vec![
+            Frame::text("42[\"a\"]"),
+            Frame::text(text.clone()),
+            Frame::Binary(bytes::Bytes::from_static(&[1, 2, 3])),
+        ];
+        write_frames(&mut server, 3, frames).await.unwrap();
+        let mut reader = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let mut next = async || reader.next().await.unwrap().unwrap();
+        assert_eq!(next().await, Message::text("42[\"a\"]"));
+        assert_eq!(next().await, Message::text(text));
+        assert_eq!(next().await, Message::binary(vec![4, 1, 2, 3]));
     }
 }
