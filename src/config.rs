@@ -77,6 +77,20 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_PRESENCE_GRACE_MS", default_value_t = 5_000)]
     pub presence_grace_ms: u64,
 
+    /// Open connections (HTTP and WebSocket) beyond which new ones are refused with 503.
+    /// Keep it below the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "CHINWAG_MAX_CONNECTIONS", default_value_t = 19_000)]
+    pub max_connections: usize,
+
+    /// Open connections from one IP address beyond which its new ones are refused with 503
+    /// (loopback included: raise it for load tests from one host).
+    #[arg(long, env = "CHINWAG_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+
+    /// Time a client has to send a complete HTTP request head, in milliseconds.
+    #[arg(long, env = "CHINWAG_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
     /// Longest wait for connections to close on shutdown, in milliseconds.
     #[arg(long, env = "CHINWAG_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -101,6 +115,9 @@ impl Config {
             connection_state_recovery: false,
             presence_grace_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            max_connections: 19_000,
+            max_connections_per_ip: 1_000,
+            header_read_timeout_ms: 10_000,
         }
     }
 
@@ -130,6 +147,15 @@ mod tests {
         assert_eq!(parsed.ping_interval_ms, defaults.ping_interval_ms);
         assert_eq!(parsed.max_payload, defaults.max_payload);
         assert_eq!(parsed.max_message_chars, defaults.max_message_chars);
+        assert_eq!(parsed.max_connections, defaults.max_connections);
+        assert_eq!(
+            parsed.max_connections_per_ip,
+            defaults.max_connections_per_ip
+        );
+        assert_eq!(
+            parsed.header_read_timeout_ms,
+            defaults.header_read_timeout_ms
+        );
     }
 
     #[test]

@@ -14,8 +14,7 @@ pub mod http;
 pub mod socket;
 pub mod store;
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 
 use engine::{EngineConfig, SocketIo};
@@ -89,15 +88,19 @@ pub async fn serve(
     );
 
     let (stop_accepting, accepting_stopped) = oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    // The engine's accept loop: a header-read timeout and connection limits (total and per
+    // address), so idle or half-sent connections cannot use up the file descriptors.
+    let serve_options = engine::ServeOptions {
+        header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
+        max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        ..engine::ServeOptions::default()
+    };
+    let server = engine::serve(listener, app, serve_options, async move {
         // Either a send or a dropped sender means: stop.
         let _ = accepting_stopped.await;
     });
-    let mut server = tokio::spawn(server.into_future());
+    let mut server = tokio::spawn(server);
 
     tokio::select! {
         finished = &mut server => {

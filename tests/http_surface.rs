@@ -165,3 +165,55 @@ async fn the_binary_prints_its_port_serves_and_exits_zero_on_sigterm() {
         .expect("wait for chinwag");
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn a_half_sent_request_is_timed_out_and_connections_per_address_are_limited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = support::test_config();
+    config.header_read_timeout_ms = 300;
+    config.max_connections_per_ip = 2;
+    let app = TestApp::start_with(config).await;
+
+    // A request head that never ends is closed by the server.
+    let mut slow = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("send half a head");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the half-sent request was still open after 5 s"
+    );
+
+    // Two idle connections from this address use up its allowance: the third is refused.
+    let _idle = [
+        tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connect"),
+        tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connect"),
+    ];
+    // It gets a 503 and is closed (the close may reset the connection before the 503 is
+    // read); either way it is not served.
+    let mut refused = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = refused
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        refused.read_to_end(&mut answer).await
+    })
+    .await
+    .expect("the refused connection is closed at once");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_err() || answer.starts_with("HTTP/1.1 503"),
+        "{read:?} {answer}"
+    );
+}

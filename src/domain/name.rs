@@ -289,7 +289,10 @@ mod tests {
                 "{name:?} should be refused"
             );
         }
-        assert!(UserName::parse("Zoe\u{0308}").is_ok(), "a mark after a letter is fine");
+        assert!(
+            UserName::parse("Zoe\u{0308}").is_ok(),
+            "a mark after a letter is fine"
+        );
     }
 
     #[test]
