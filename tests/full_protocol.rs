@@ -705,3 +705,19 @@ async fn pages_larger_than_a_connections_output_bound_arrive_cut_short_and_page_
     }
     assert_eq!(seen, 300);
 }
+
+#[tokio::test]
+async fn a_direct_message_to_a_tutorial_user_is_refused_not_lost() {
+    let app = TestApp::start().await;
+    let mut tutorial = app.client().await;
+    tutorial.join_as("tut").await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let refused = ann
+        .request("dm:send", json!({"to": "tut", "text": "hello?"}))
+        .await;
+    assert_eq!(code(&refused), "not_supported");
+    let refused = tutorial
+        .request("room:create", json!({"room": "elsewhere"}))
+        .await;
+    assert_eq!(code(&refused), "not_supported");
+}

@@ -481,6 +481,19 @@ impl<C: Clone + Ord + Hash> Community<C> {
     ) -> Result<Draft, DomainError> {
         let (author, user) = self.speaker(socket)?;
         let (to, to_name) = self.recipient_named(raw_to)?;
+        // Tutorial clients have no event for direct messages: one would be stored and
+        // acknowledged but never shown.
+        let tutorial = |id: &UserId| {
+            self.users
+                .get(id)
+                .is_some_and(|user| user.protocol == Protocol::Tutorial)
+        };
+        if tutorial(author) || tutorial(&to) {
+            return Err(DomainError::new(
+                ErrorCode::NotSupported,
+                "direct messages are only between users of the full protocol",
+            ));
+        }
         let body = MessageBody::parse(raw_text, self.limits.max_message_chars)?;
         Ok(Draft {
             author: author.clone(),
@@ -537,7 +550,9 @@ impl<C: Clone + Ord + Hash> Community<C> {
         raw_room: &str,
     ) -> Result<(RoomName, Vec<Outgoing<C>>), DomainError> {
         let room = RoomName::parse(raw_room)?;
-        self.speaker(socket)?;
+        if self.speaker(socket)?.1.protocol == Protocol::Tutorial {
+            return Err(tutorial_lives_in_general());
+        }
         if self.rooms.contains_key(&room) {
             return Err(DomainError::new(
                 ErrorCode::RoomExists,
@@ -562,7 +577,11 @@ impl<C: Clone + Ord + Hash> Community<C> {
         raw_room: &str,
     ) -> Result<(RoomName, Vec<Outgoing<C>>), DomainError> {
         let room = RoomName::parse(raw_room)?;
-        let user_id = self.speaker(socket)?.0.clone();
+        let (user_id, user) = self.speaker(socket)?;
+        let user_id = user_id.clone();
+        if user.protocol == Protocol::Tutorial && room != RoomName::general() {
+            return Err(tutorial_lives_in_general());
+        }
         let members = self.rooms.get_mut(&room).ok_or_else(unknown_room)?;
         if !members.insert(user_id.clone()) {
             return Ok((room, Vec::new()));
@@ -944,6 +963,13 @@ fn server_says(text: String) -> Notice {
         from: Speaker::Server,
         text,
     }
+}
+
+fn tutorial_lives_in_general() -> DomainError {
+    DomainError::new(
+        ErrorCode::NotSupported,
+        "tutorial-protocol clients live in #general only",
+    )
 }
 
 fn unknown_room() -> DomainError {
@@ -1487,6 +1513,31 @@ mod tests {
             Some(ErrorCode::UnknownUser)
         );
         connect(&mut community, 3, "x", "ghost");
+    }
+
+    #[test]
+    fn tutorial_users_have_no_direct_messages_and_no_other_rooms() {
+        let mut community = community();
+        add(&mut community, 1, "tut");
+        connect(&mut community, 2, "f", "full");
+        community.create_room(&2, "dev").expect("create");
+        assert_eq!(
+            code(community.draft_direct(&2, "tut", "hi")),
+            Some(ErrorCode::NotSupported)
+        );
+        assert_eq!(
+            code(community.draft_direct(&1, "full", "hi")),
+            Some(ErrorCode::NotSupported)
+        );
+        assert_eq!(
+            code(community.join_room(&1, "dev")),
+            Some(ErrorCode::NotSupported)
+        );
+        assert_eq!(
+            code(community.create_room(&1, "x")),
+            Some(ErrorCode::NotSupported)
+        );
+        assert!(community.join_room(&1, "general").is_ok());
     }
 
     #[test]

@@ -12,7 +12,8 @@ pub enum ErrorCode {
     InvalidName,
     /// The name is reserved for the server ("Server", in any case or width).
     NameReserved,
-    /// Someone connected already uses this name (compared case-insensitively, after NFKC).
+    /// Another user holds this name: connected, or away with a valid session (compared after
+    /// NFKC and case folding).
     NameTaken,
     /// This connection already has another name; renaming is not allowed.
     AlreadyNamed,
@@ -30,8 +31,11 @@ pub enum ErrorCode {
     RoomExists,
     /// The user is not a member of the room.
     NotInRoom,
-    /// Nobody present has this name.
+    /// Nobody holds this name.
     UnknownUser,
+    /// The request needs the full protocol, and a tutorial-protocol user is involved (they
+    /// live only in `general` and have no direct messages).
+    NotSupported,
     /// The session token is unknown or expired.
     InvalidToken,
     /// Too much, too fast (or too many of something).
@@ -60,6 +64,7 @@ impl ErrorCode {
             Self::InvalidToken => "invalid_token",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::NotSupported => "not_supported",
         }
     }
 }

@@ -195,11 +195,14 @@ pub async fn room_create(
                 format!("#{room} exists already"),
             ));
         }
-        let user = full_user(chat, socket)?;
+        let Some(user) = full_user(chat, socket)? else {
+            return Err(DomainError::new(
+                ErrorCode::NotSupported,
+                "tutorial-protocol clients live in #general only",
+            ));
+        };
         chat.history.create_room(room.as_str(), now_ms()).await?;
-        if let Some(user) = &user {
-            chat.history.add_membership(user, &room, now_ms()).await?;
-        }
+        chat.history.add_membership(&user, &room, now_ms()).await?;
         let mut community = chat.community();
         let (room, notices) = community.create_room(socket.id(), room.as_str())?;
         chat.deliver(&community, Some(socket), &notices);
