@@ -187,8 +187,10 @@ impl NsCore {
         }
         // Pushing never blocks; an overflowing recipient is closed (by a spawned cleanup),
         // which does not touch this index until we release it.
+        // Most broadcasts exclude nobody: then skip hashing each recipient's id.
+        let check_excluded = !excluded.is_empty();
         let send = |id: &SocketId, member: &Member| {
-            if !excluded.contains(id) {
+            if !(check_excluded && excluded.contains(id)) {
                 let _ = member.conn.push(frames, targets.volatile);
             }
         };

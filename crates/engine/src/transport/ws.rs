@@ -5,8 +5,11 @@
 //! the WebSocket with a small read buffer, the outbox stays unallocated while empty, and
 //! hyper's connection state is gone after the upgrade.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -229,16 +232,29 @@ fn on_message(conn: &Arc<Conn>, message: Option<Result<Message, WsError>>) -> St
 /// (`writev` of header and payload slices), with no per-frame copy into tungstenite's write
 /// buffer. Tungstenite's own pending output (an automatic pong) is flushed first, so frames
 /// never interleave.
-async fn flush(conn: &Conn, ws: &mut Ws) -> Result<(), WsError> {
-    let batch = conn.take_batch();
+///
+/// A batch of at least [`KEEP_BUFFER_FROM`] frames means the connection is busy: its buffer
+/// is kept in `spare` and becomes the next outbox, so steady traffic allocates no buffers.
+/// Smaller batches let it go, so idle connections keep none.
+async fn flush(conn: &Conn, ws: &mut Ws, spare: &mut VecDeque<Frame>) -> Result<(), WsError> {
+    let mut batch = conn.take_batch_reusing(std::mem::take(spare));
     if batch.is_empty() {
+        *spare = batch;
         return Ok(());
     }
     ws.flush().await?;
-    write_frames(ws.get_mut(), conn.eio, Vec::from(batch))
+    write_frames(ws.get_mut(), conn.eio, batch.make_contiguous())
         .await
-        .map_err(WsError::Io)
+        .map_err(WsError::Io)?;
+    if batch.len() >= KEEP_BUFFER_FROM {
+        batch.clear();
+        *spare = batch;
+    }
+    Ok(())
 }
+
+/// Batches of this many frames or more keep their buffer for the next batch.
+const KEEP_BUFFER_FROM: usize = 4;
 
 /// Frames per `writev` call (Linux allows 1024 slices; each frame takes two or three).
 const FRAMES_PER_WRITE: usize = 64;
@@ -279,47 +295,88 @@ impl FrameHead {
     }
 }
 
+impl FrameHead {
+    const EMPTY: Self = Self {
+        bytes: [0; 10],
+        len: 0,
+    };
+
+    /// The header of `frame` and the length of its payload on the wire.
+    fn of(frame: &Frame, eio: u8) -> (Self, usize) {
+        let (opcode, payload_len) = match frame {
+            Frame::Text(text) => (Self::TEXT, text.len()),
+            Frame::Binary(data) if eio >= 4 => (Self::BINARY, data.len()),
+            Frame::Binary(data) => (Self::BINARY, data.len() + V3_BINARY_PREFIX.len()),
+        };
+        (Self::new(opcode, payload_len), payload_len)
+    }
+}
+
 /// The WebSocket encoding of `frames`, written with vectored writes.
+///
+/// The headers and slices of each `writev` are built on the stack inside the poll, so the
+/// connection task's future (alive as long as the connection) stays small, and a batch costs
+/// no allocation; only the position in the batch survives a pending write.
 async fn write_frames<W: AsyncWrite + Unpin>(
     out: &mut W,
     eio: u8,
-    frames: Vec<Frame>,
+    frames: &[Frame],
 ) -> std::io::Result<()> {
-    let heads: Vec<FrameHead> = frames
-        .iter()
-        .map(|frame| match frame {
-            Frame::Text(text) => FrameHead::new(FrameHead::TEXT, text.len()),
-            Frame::Binary(data) if eio >= 4 => FrameHead::new(FrameHead::BINARY, data.len()),
-            Frame::Binary(data) => FrameHead::new(FrameHead::BINARY, data.len() + 1),
-        })
-        .collect();
-    let mut slices = Vec::with_capacity(3 * frames.len().min(FRAMES_PER_WRITE));
-    for (heads, frames) in heads
-        .chunks(FRAMES_PER_WRITE)
-        .zip(frames.chunks(FRAMES_PER_WRITE))
-    {
-        slices.clear();
-        for (head, frame) in heads.iter().zip(frames) {
-            slices.push(IoSlice::new(head.as_slice()));
-            match frame {
-                Frame::Text(text) => slices.push(IoSlice::new(text.as_bytes())),
-                Frame::Binary(data) => {
-                    if eio < 4 {
-                        slices.push(IoSlice::new(V3_BINARY_PREFIX));
+    // The first frame not completely written, and how much of its encoding is.
+    let mut next = 0;
+    let mut offset = 0;
+    std::future::poll_fn(|cx| {
+        while next < frames.len() {
+            let window = &frames[next..frames.len().min(next + FRAMES_PER_WRITE)];
+            let mut heads = [FrameHead::EMPTY; FRAMES_PER_WRITE];
+            let mut sizes = [0usize; FRAMES_PER_WRITE];
+            for (i, frame) in window.iter().enumerate() {
+                let (head, payload_len) = FrameHead::of(frame, eio);
+                heads[i] = head;
+                sizes[i] = head.len + payload_len;
+            }
+            let mut slices = [IoSlice::new(&[]); 3 * FRAMES_PER_WRITE];
+            let mut count = 0;
+            for (head, frame) in heads.iter().zip(window) {
+                slices[count] = IoSlice::new(head.as_slice());
+                count += 1;
+                let payload: &[u8] = match frame {
+                    Frame::Text(text) => text.as_bytes(),
+                    Frame::Binary(data) => {
+                        if eio < 4 {
+                            slices[count] = IoSlice::new(V3_BINARY_PREFIX);
+                            count += 1;
+                        }
+                        data
                     }
-                    slices.push(IoSlice::new(data));
+                };
+                slices[count] = IoSlice::new(payload);
+                count += 1;
+            }
+            let mut pending = &mut slices[..count];
+            IoSlice::advance_slices(&mut pending, offset);
+            let written = match Pin::new(&mut *out).poll_write_vectored(cx, pending) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
+                Poll::Ready(Ok(written)) => written,
+            };
+            let mut done = offset + written;
+            offset = 0;
+            for size in &sizes[..window.len()] {
+                if done < *size {
+                    offset = done;
+                    break;
+                }
+                done -= size;
+                next += 1;
             }
         }
-        let mut pending = &mut slices[..];
-        while !pending.is_empty() {
-            let written = out.write_vectored(pending).await?;
-            if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut pending, written);
-        }
-    }
+        Poll::Ready(Ok(()))
+    })
+    .await?;
     out.flush().await
 }
 
@@ -344,6 +401,8 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
     let timer = sleep_until(next_tick.unwrap_or_else(|| Instant::now() + FAR_FUTURE));
     tokio::pin!(timer);
     let mut close_code = None;
+    // The buffer of the last busy batch, reused as the next outbox (see `flush`).
+    let mut spare = VecDeque::new();
     loop {
         if conn.closed().is_some() {
             break;
@@ -377,6 +436,11 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
             }
             _ = &mut timer => {
                 next_tick = conn.heartbeat_tick();
+                // Once per heartbeat: a connection that went quiet gives its buffers back.
+                if spare.capacity() > 0 && !conn.has_writable_frames() {
+                    spare = VecDeque::new();
+                    conn.release_idle_outbox();
+                }
             }
         }
         if conn.has_writable_frames() {
@@ -384,7 +448,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
             // a write that cannot finish within a heartbeat period fails the connection.
             let write_timeout = conn.server.config.ping_interval + conn.server.config.ping_timeout;
             let written = tokio::select! {
-                result = flush(&conn, &mut ws) => result.is_ok(),
+                result = flush(&conn, &mut ws, &mut spare) => result.is_ok(),
                 _ = closed(&conn) => false,
                 _ = tokio::time::sleep(write_timeout) => false,
             };
@@ -396,7 +460,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
     }
     // Closed: send what is queued (CONNECT_ERROR, DISCONNECT…) and a close frame, bounded in time.
     let goodbye = async {
-        flush(&conn, &mut ws).await?;
+        flush(&conn, &mut ws, &mut spare).await?;
         let frame = close_code.map(|code| CloseFrame {
             code,
             reason: "".into(),
@@ -431,19 +495,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_is_written_as_the_frames_tungstenite_reads_back() {
-        let (server, client) = tokio::io::duplex(1 << 20);
-        let mut server = server;
+        // A 64-byte pipe: every frame is written in several partial writes.
+        let (mut server, client) = tokio::io::duplex(64);
         let text = "x".repeat(70_000);
-        let frames = vec![
-            Frame::text("42[\"a\"]"),
-            Frame::text(text.clone()),
-            Frame::Binary(bytes::Bytes::from_static(&[1, 2, 3])),
-        ];
-        write_frames(&mut server, 3, frames).await.unwrap();
-        let mut reader = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
-        let mut next = async || reader.next().await.unwrap().unwrap();
-        assert_eq!(next().await, Message::text("42[\"a\"]"));
-        assert_eq!(next().await, Message::text(text));
-        assert_eq!(next().await, Message::binary(vec![4, 1, 2, 3]));
+        let mut frames = vec![Frame::text("42[\"a\"]"), Frame::text(text.clone())];
+        for i in 0..100u8 {
+            frames.push(Frame::Binary(bytes::Bytes::from(vec![i; 3])));
+        }
+        let writing = async { write_frames(&mut server, 3, &frames).await.unwrap() };
+        let reading = async {
+            let mut reader = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+            let mut next = async || reader.next().await.unwrap().unwrap();
+            assert_eq!(next().await, Message::text("42[\"a\"]"));
+            assert_eq!(next().await, Message::text(text.clone()));
+            for i in 0..100u8 {
+                assert_eq!(next().await, Message::binary(vec![4, i, i, i]));
+            }
+        };
+        tokio::join!(writing, reading);
     }
 }
