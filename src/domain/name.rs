@@ -103,7 +103,7 @@ fn is_name_char(c: char) -> bool {
 /// Code points that render as nothing (or as blank) and so let one name pass for another:
 /// Unicode's default-ignorable code points (joiners, fillers, variation selectors, bidi and
 /// other format controls, tags) and every other format character.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
         | '\u{180B}'..='\u{180F}'

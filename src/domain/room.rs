@@ -3,7 +3,16 @@
 
 use std::fmt;
 
+use unicode_normalization::UnicodeNormalization;
+
 use super::error::{DomainError, ErrorCode};
+use super::name::is_invisible;
+
+/// NFKC, full case folding (upper then lower), NFKC again: the form names compare in.
+fn fold(text: &str) -> String {
+    let normalised: String = text.nfkc().collect();
+    normalised.to_uppercase().to_lowercase().nfkc().collect()
+}
 
 /// Longest room name, in Unicode scalar values.
 pub const MAX_ROOM_CHARS: usize = 48;
@@ -17,8 +26,12 @@ pub const GENERAL: &str = "general";
 pub struct RoomName(String);
 
 impl RoomName {
+    /// Validate `raw` and put it in canonical form: trimmed, NFKC-normalised and case-folded
+    /// (as names are compared, see [`super::name`]), so `General` and fullwidth `ｇｅｎｅｒａｌ` are
+    /// `general`, not look-alike rooms of their own.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let name = raw.trim();
+        let folded = fold(raw.trim());
+        let name = folded.as_str();
         let length = name.chars().take(MAX_ROOM_CHARS + 1).count();
         if length == 0 || length > MAX_ROOM_CHARS {
             return Err(DomainError::new(
@@ -26,7 +39,8 @@ impl RoomName {
                 format!("a room name must have 1 to {MAX_ROOM_CHARS} characters"),
             ));
         }
-        let allowed = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+        let allowed =
+            |c: char| (c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) && !is_invisible(c);
         if !name.chars().all(allowed) {
             return Err(DomainError::new(
                 ErrorCode::InvalidRoom,
@@ -59,6 +73,19 @@ mod tests {
     #[test]
     fn the_default_room_is_a_valid_room_name() {
         assert_eq!(RoomName::parse(GENERAL), Ok(RoomName::general()));
+    }
+
+    #[test]
+    fn room_names_are_case_folded_and_normalised() {
+        for raw in ["General", "GENERAL", "ｇｅｎｅｒａｌ", " general "] {
+            assert_eq!(RoomName::parse(raw), Ok(RoomName::general()), "{raw:?}");
+        }
+        assert_eq!(
+            RoomName::parse("Straße").map(|r| r.0),
+            Ok("strasse".to_owned())
+        );
+        let code = RoomName::parse("dev\u{3164}").err().map(|e| e.code());
+        assert_eq!(code, Some(ErrorCode::InvalidRoom), "a blank filler");
     }
 
     #[test]
