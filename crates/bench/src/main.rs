@@ -9,6 +9,8 @@
 //! - `fanout`: scenario 2, rising message rates to C clients until saturation.
 //! - `jitter`: scenario 3, clients dropped every ~15 s, delivery rate and replay lag.
 //! - `avalanche`: scenario 4, every client reconnecting after a server restart.
+//! - `receipts`: what 3 and 4 share: numbered messages, per-client receipts, socket.io
+//!   recovery (pid/offset) and chinwag's catch-up (token + `sync`).
 //! - `report`: the comparison table from the JSON records of one run.
 //! - `histogram`, `procfs`: latency percentiles; RSS and CPU of a process from `/proc`.
 //!
