@@ -28,12 +28,22 @@ async fn main() -> ExitCode {
         }
     };
     let bound = listener.local_addr().unwrap_or(address);
+    // The history opens before the address is announced: a bad `--db` exits non-zero
+    // without ever claiming to listen.
+    let history = match chinwag::open_history(&config).await {
+        Ok(history) => history,
+        Err(err) => {
+            error!(%err, "cannot open the history");
+            eprintln!("chinwag: cannot open the history {:?}: {err}", config.db);
+            return ExitCode::FAILURE;
+        }
+    };
     // Tests and scripts read this exact line to learn the port (port 0 picks one).
     println!("listening on http://{bound}");
     let _ = std::io::stdout().flush();
     info!(address = %bound, "listening");
 
-    match chinwag::run(listener, config, shutdown).await {
+    match chinwag::serve(listener, config, history, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(%err, "server failed");
@@ -42,12 +52,21 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Libraries whose trace logs dump WebSocket frames or HTTP bodies, which carry session
+/// tokens: never logged above `debug`, whatever the filter asks.
+const FRAME_DUMPING_TARGETS: [&str; 4] = ["tungstenite", "tokio_tungstenite", "hyper", "h2"];
+
 /// Logs go to stderr, so stdout carries only the `listening on` line.
 fn init_logging(filter: &str) {
-    let (filter, rejected) = match EnvFilter::try_new(filter) {
+    let (mut filter, rejected) = match EnvFilter::try_new(filter) {
         Ok(filter) => (filter, None),
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
+    for target in FRAME_DUMPING_TARGETS {
+        if let Ok(cap) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

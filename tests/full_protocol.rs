@@ -721,3 +721,22 @@ async fn a_direct_message_to_a_tutorial_user_is_refused_not_lost() {
         .await;
     assert_eq!(code(&refused), "not_supported");
 }
+
+#[tokio::test]
+async fn a_name_that_is_not_text_and_add_user_on_a_session_get_clear_answers() {
+    let app = TestApp::start().await;
+    let refused = Client::connect_with_auth(app.addr, json!({"name": 42})).await;
+    assert_eq!(
+        refused.err().map(|e| e["data"].clone()),
+        Some(json!({"code": "invalid_argument", "message": "a name must be text"}))
+    );
+    let (mut ann, _) = join(&app, "ann").await;
+    ann.emit("addUser", json!(["bob"])).await;
+    let reason = loop {
+        let (event, args) = ann.next_event().await;
+        if event == "updateChat" {
+            break args[1].clone();
+        }
+    };
+    assert_eq!(reason, json!("you are already in the chat as ann"));
+}

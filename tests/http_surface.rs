@@ -217,3 +217,29 @@ async fn a_half_sent_request_is_timed_out_and_connections_per_address_are_limite
         "{read:?} {answer}"
     );
 }
+
+#[tokio::test]
+async fn a_history_that_cannot_be_opened_exits_non_zero_without_claiming_to_listen() {
+    // A directory is not a database file.
+    let directory = std::env::temp_dir().join(format!("chinwag-not-a-db-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("a directory");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_chinwag"))
+            .args(["--port", "0", "--host", "127.0.0.1", "--db"])
+            .arg(&directory)
+            .env_remove("PORT")
+            .env_remove("HOST")
+            .output()
+    });
+    let output = tokio::time::timeout(Duration::from_secs(15), output)
+        .await
+        .expect("chinwag exits in time")
+        .expect("join")
+        .expect("run chinwag");
+    assert!(!output.status.success());
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("listening on"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

@@ -63,11 +63,18 @@ pub async fn connect(
     socket: &Socket<Connection>,
     auth: &Value,
 ) -> Result<(), ConnectError> {
+    for key in ["name", "token"] {
+        if auth.get(key).is_some_and(|value| !value.is_string()) {
+            return Err(refusal(DomainError::new(
+                ErrorCode::InvalidArgument,
+                format!("a {key} must be text"),
+            )));
+        }
+    }
     let credential = |key: &str| -> Option<String> {
         match auth.get(key) {
             Some(Value::String(value)) => Some(value.clone()),
-            Some(_) => Some(String::new()), // a wrong type fails validation below
-            None => socket.handshake().query_param(key).map(str::to_owned),
+            _ => socket.handshake().query_param(key).map(str::to_owned),
         }
     };
     if chat.recovery

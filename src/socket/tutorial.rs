@@ -61,9 +61,13 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
         Err(error) => return refuse(socket, used, &error),
     };
     if chat.is_full_protocol(socket) {
+        let current = chat.community().name_of(socket.id()).cloned();
         let error = DomainError::new(
             ErrorCode::AlreadyNamed,
-            "this connection has a session already",
+            match current {
+                Some(current) => format!("you are already in the chat as {current}"),
+                None => "you are already in the chat".to_owned(),
+            },
         );
         return refuse(socket, used, &error);
     }
