@@ -236,16 +236,27 @@ fn on_message(conn: &Arc<Conn>, message: Option<Result<Message, WsError>>) -> St
 /// A batch of at least [`KEEP_BUFFER_FROM`] frames means the connection is busy: its buffer
 /// is kept in `spare` and becomes the next outbox, so steady traffic allocates no buffers.
 /// Smaller batches let it go, so idle connections keep none.
-async fn flush(conn: &Conn, ws: &mut Ws, spare: &mut VecDeque<Frame>) -> Result<(), WsError> {
+///
+/// `cut` is true while frames are being written: if this future is dropped then (the
+/// connection closed or the write timed out), the stream may end inside a frame and must not
+/// be written to again.
+async fn flush(
+    conn: &Conn,
+    ws: &mut Ws,
+    spare: &mut VecDeque<Frame>,
+    cut: &mut bool,
+) -> Result<(), WsError> {
     let mut batch = conn.take_batch_reusing(std::mem::take(spare));
     if batch.is_empty() {
         *spare = batch;
         return Ok(());
     }
     ws.flush().await?;
+    *cut = true;
     write_frames(ws.get_mut(), conn.eio, batch.make_contiguous())
         .await
         .map_err(WsError::Io)?;
+    *cut = false;
     if batch.len() >= KEEP_BUFFER_FROM {
         batch.clear();
         *spare = batch;
@@ -432,6 +443,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
     let mut close_code = None;
     // The buffer of the last busy batch, reused as the next outbox (see `flush`).
     let mut spare = VecDeque::new();
+    let mut cut = false;
     loop {
         if conn.closed().is_some() {
             break;
@@ -477,7 +489,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
             // a write that cannot finish within a heartbeat period fails the connection.
             let write_timeout = conn.server.config.ping_interval + conn.server.config.ping_timeout;
             let written = tokio::select! {
-                result = flush(&conn, &mut ws, &mut spare) => result.is_ok(),
+                result = flush(&conn, &mut ws, &mut spare, &mut cut) => result.is_ok(),
                 _ = closed(&conn) => false,
                 _ = tokio::time::sleep(write_timeout) => false,
             };
@@ -489,7 +501,11 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
     }
     // Closed: send what is queued (CONNECT_ERROR, DISCONNECT…) and a close frame, bounded in time.
     let goodbye = async {
-        flush(&conn, &mut ws, &mut spare).await?;
+        if cut {
+            // A frame was left half-written: anything more would corrupt the stream.
+            return Ok(());
+        }
+        flush(&conn, &mut ws, &mut spare, &mut cut).await?;
         let frame = close_code.map(|code| CloseFrame {
             code,
             reason: "".into(),
