@@ -4,7 +4,8 @@
 //! - [`domain`]: the pure core — names, rooms, messages, limits, who receives what. No I/O.
 //! - `store`: message history behind the `HistoryStore` trait (SQLite, PostgreSQL).
 //! - [`socket`]: chat event handlers over the `engine` crate; the tutorial protocol adapter.
-//! - [`http`]: the axum router — our page, the socket.io client bundle, health, Socket.IO.
+//! - [`http`]: the axum router — our page, the socket.io client bundle, health, metrics,
+//!   Socket.IO.
 //! - [`config`]: flags and environment into one typed [`Config`].
 //! - [`run`] (this file): wiring and the shutdown sequence; `main.rs` only binds and signals.
 
@@ -81,10 +82,12 @@ pub async fn serve(
         .namespace("/", ChatHandler::new(Arc::clone(&chat)))
         .build();
     chat.start(io.clone());
+    let serve_stats = Arc::new(engine::ServeStats::default());
     let app = http::router(
         &io,
         Arc::clone(&chat),
         OriginPolicy::new(&config.allowed_origins),
+        Arc::clone(&serve_stats),
     );
 
     let (stop_accepting, accepting_stopped) = oneshot::channel::<()>();
@@ -94,6 +97,7 @@ pub async fn serve(
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        stats: serve_stats,
         ..engine::ServeOptions::default()
     };
     let server = engine::serve(listener, app, serve_options, async move {

@@ -243,3 +243,55 @@ async fn a_history_that_cannot_be_opened_exits_non_zero_without_claiming_to_list
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+#[tokio::test]
+async fn metrics_count_connections_users_and_stored_messages_for_prometheus() {
+    let app = TestApp::start().await;
+    let (mut ann, _) =
+        support::Client::connect_with_auth(app.addr, serde_json::json!({"name": "ann"}))
+            .await
+            .expect("ann");
+    for text in ["one", "two", "three"] {
+        let ack = ann
+            .request(
+                "message:send",
+                serde_json::json!({"room": "general", "text": text, "clientId": text}),
+            )
+            .await;
+        assert_eq!(ack["ok"], serde_json::json!(true), "{ack}");
+    }
+    // A resend is not stored again, nor counted.
+    ann.request(
+        "message:send",
+        serde_json::json!({"room": "general", "text": "one", "clientId": "one"}),
+    )
+    .await;
+
+    let metrics = app.get("/metrics", &[]).await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|kind| kind.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        metrics.header("content-type")
+    );
+    let text = metrics.text();
+    for line in [
+        "chinwag_socketio_connections 1",
+        "chinwag_users_present 1",
+        "chinwag_messages_stored_total 3",
+        "# TYPE chinwag_store_batch_size histogram",
+        "# TYPE chinwag_store_commit_seconds histogram",
+        "chinwag_http_connections_refused_total{limit=\"per_ip\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    // Every write so far (the session, the user, the messages) went through a batch.
+    let batches: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("chinwag_store_batch_size_count "))
+        .and_then(|count| count.parse().ok())
+        .expect("a batch count");
+    assert!(batches >= 1, "{text}");
+}

@@ -3,10 +3,12 @@
 //!
 //! # Layout
 //! - this file: [`router`], every route in one place.
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format.
 //! - [`assets`]: files embedded in the binary (page, script, style, client bundle).
 //! - [`origin`]: the browser origin allow-list in front of the Socket.IO endpoint.
 
 pub mod assets;
+pub mod metrics;
 pub mod origin;
 
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use engine::SocketIo;
+use engine::{ServeStats, SocketIo};
 use http::HeaderMap;
 
 use crate::socket::Chat;
@@ -24,13 +26,20 @@ use origin::OriginPolicy;
 
 /// What the HTTP handlers read.
 #[derive(Clone)]
-struct AppState {
-    io: SocketIo,
-    chat: Arc<Chat>,
+pub(crate) struct AppState {
+    pub(crate) io: SocketIo,
+    pub(crate) chat: Arc<Chat>,
+    /// The accept loop's counters (open and refused connections).
+    pub(crate) serve_stats: Arc<ServeStats>,
 }
 
 /// The whole HTTP surface of chinwag.
-pub fn router(io: &SocketIo, chat: Arc<Chat>, origins: OriginPolicy) -> Router {
+pub fn router(
+    io: &SocketIo,
+    chat: Arc<Chat>,
+    origins: OriginPolicy,
+    serve_stats: Arc<ServeStats>,
+) -> Router {
     let files = Router::new()
         .route(
             "/",
@@ -62,9 +71,11 @@ pub fn router(io: &SocketIo, chat: Arc<Chat>, origins: OriginPolicy) -> Router {
         );
     let health = Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
         .with_state(AppState {
             io: io.clone(),
             chat,
+            serve_stats,
         });
     let socket_io = io.router().layer(axum::middleware::from_fn_with_state(
         Arc::new(origins),

@@ -453,6 +453,14 @@ impl History {
         }
     }
 
+    /// The durable store's writer counters; `None` without history.
+    pub fn writer_stats(&self) -> Option<Arc<crate::store::stats::WriterStats>> {
+        match self {
+            Self::Durable(store) => Some(store.writer_stats()),
+            Self::Memory(_) => None,
+        }
+    }
+
     /// Flush and close the store (part of shutdown).
     pub async fn close(&self) {
         if let Self::Durable(store) = self {

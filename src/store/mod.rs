@@ -6,6 +6,7 @@
 //! - `writer.rs`: the group-commit writer task shared by both backends. It owns the store's
 //!   write connection, drains a bounded queue of writes, commits them in one transaction and answers
 //!   each caller after the commit. Sequence numbers are assigned there.
+//! - [`stats`]: the writer's counters and histograms (batch sizes, commit latency), for metrics.
 //! - `migrate.rs`: migrations embedded in the binary (SQL files under `migrations/`).
 //! - `sqlite.rs`: SQLite (the default): WAL, `synchronous=FULL` unless relaxed, a small read pool.
 //! - `postgres.rs`: PostgreSQL, for deployments that share history between nodes.
@@ -31,6 +32,7 @@
 mod migrate;
 mod postgres;
 mod sqlite;
+pub mod stats;
 mod writer;
 
 use std::fmt;
@@ -184,6 +186,9 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Removes sessions, recovery records and users expired at `now_ms` (with the users'
     /// memberships); resolves to how many sessions, recovery records and users.
     fn purge_expired(&self, now_ms: i64) -> StoreFuture<'_, u64>;
+
+    /// What the group-commit writer did since the store opened (for metrics).
+    fn writer_stats(&self) -> Arc<stats::WriterStats>;
 
     /// Flushes every write queued so far, stops the writer and closes the connections.
     /// Later calls fail with [`StoreError::Closed`]. Part of graceful shutdown.

@@ -396,6 +396,10 @@ impl HistoryStore for SqliteStore {
         Box::pin(self.writer.purge_expired(now_ms))
     }
 
+    fn writer_stats(&self) -> Arc<super::stats::WriterStats> {
+        Arc::clone(&self.writer.stats)
+    }
+
     fn close(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             self.writer.close().await;

@@ -15,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::stats::WriterStats;
 use super::{
     Appended, MAX_CLIENT_ID_LEN, MembershipRecord, MessageRow, NewMessage, RecoveryRecord,
     RoomRecord, SessionRecord, StoreError, StoreOptions, StoredMessage, UserRecord,
@@ -177,6 +178,8 @@ fn reject_nul(texts: &[&str]) -> Result<(), StoreError> {
 /// The stores' side of the writer: a bounded queue into the writer task.
 pub(crate) struct WriterHandle {
     queue: mpsc::Sender<WriteOp>,
+    /// What the writer did, for metrics.
+    pub(crate) stats: Arc<WriterStats>,
     /// Taken by `close` to wait for the task to finish.
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -185,13 +188,16 @@ impl WriterHandle {
     /// Starts the writer task on `connection`.
     pub(crate) fn spawn<C: WriteConnection>(connection: C, options: &StoreOptions) -> Self {
         let (queue, receiver) = mpsc::channel(options.queue_capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
         let writer = Writer {
             connection,
             max_batch: options.max_batch.max(1),
+            stats: Arc::clone(&stats),
         };
         let task = tokio::spawn(writer.run(receiver));
         Self {
             queue,
+            stats,
             task: Mutex::new(Some(task)),
         }
     }
@@ -316,6 +322,7 @@ impl WriterHandle {
 struct Writer<C> {
     connection: C,
     max_batch: usize,
+    stats: Arc<WriterStats>,
 }
 
 impl<C: WriteConnection> Writer<C> {
@@ -355,6 +362,8 @@ impl<C: WriteConnection> Writer<C> {
         let mut appends = Vec::new();
         let mut append_replies = Vec::new();
         let mut applied = Vec::with_capacity(writes.len());
+        let started = std::time::Instant::now();
+        let batch_size = writes.len();
         let mut failure = self.connection.begin().await.err();
         for write in writes {
             if let WriteOp::Append(message, reply) = write {
@@ -388,10 +397,26 @@ impl<C: WriteConnection> Writer<C> {
         match failure {
             None => {
                 tracing::trace!(writes = applied.len(), "history batch committed");
+                self.stats.batch_size.observe(batch_size as f64);
+                self.stats
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let stored = applied
+                    .iter()
+                    .filter(
+                        |done| matches!(done, Applied::Append(_, appended) if !appended.duplicate),
+                    )
+                    .count();
+                self.stats
+                    .messages_stored
+                    .fetch_add(stored as u64, std::sync::atomic::Ordering::Relaxed);
                 applied.into_iter().for_each(Applied::succeed);
             }
             Some(error) => {
                 tracing::error!(%error, writes = applied.len() + append_replies.len(), "history batch failed, rolled back");
+                self.stats
+                    .failed_batches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // The counters advanced in this batch roll back with it: no gap.
                 self.connection.rollback().await;
                 for done in applied {
