@@ -740,3 +740,78 @@ async fn a_name_that_is_not_text_and_add_user_on_a_session_get_clear_answers() {
     };
     assert_eq!(reason, json!("you are already in the chat as ann"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_back_to_back_are_acked_stored_and_delivered_in_order() {
+    let mut config = test_config();
+    config.max_messages_per_second = 0;
+    let app = TestApp::start_with(config).await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (mut bob, _) = join(&app, "bob").await;
+    const COUNT: u64 = 200;
+    // All sent before any ack is read: the server pipelines them.
+    for id in 0..COUNT {
+        let packet = json!(["message:send", {"room": "general", "text": format!("m{id}")}]);
+        ann.send_raw(&format!("42{id}{packet}")).await;
+    }
+    let mut acked = 0;
+    while acked < COUNT {
+        let packet = ann.next_packet().await;
+        let Some(rest) = packet.strip_prefix("43") else {
+            continue;
+        };
+        let expected = format!("{acked}[");
+        assert!(
+            rest.starts_with(&expected),
+            "ack {acked} expected, got {packet}"
+        );
+        let args: Value = serde_json::from_str(&rest[expected.len() - 1..]).expect("ack");
+        assert_eq!(args[0]["seq"], json!(acked + 1), "{packet}");
+        acked += 1;
+    }
+    for seq in 1..=COUNT {
+        let message = next_named(&mut bob, "message:new").await;
+        assert_eq!(message["seq"], json!(seq));
+        assert_eq!(message["text"], json!(format!("m{}", seq - 1)));
+    }
+    let history = bob
+        .request("message:history", json!({"room": "general", "limit": 1000}))
+        .await;
+    assert_eq!(
+        history["messages"].as_array().map(Vec::len),
+        Some(COUNT as usize)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tutorial_users_last_messages_come_before_its_departure() {
+    let mut config = test_config();
+    config.max_messages_per_second = 0;
+    let app = TestApp::start_with(config).await;
+    let mut watcher = app.client().await;
+    watcher.join_as("watcher").await;
+    let mut talker = app.client().await;
+    talker.join_as("talker").await;
+    for index in 0..50 {
+        talker.emit("sendChat", json!([format!("t{index}")])).await;
+    }
+    talker.drop_abruptly();
+    let mut said = Vec::new();
+    loop {
+        let (event, args) = watcher.next_event().await;
+        if event != "updateChat" {
+            continue;
+        }
+        if args == [json!("Server"), json!("talker has disconnected.")] {
+            break;
+        }
+        if args[0] == json!("talker") {
+            said.push(args[1].as_str().expect("text").to_owned());
+        }
+    }
+    let expected: Vec<String> = (0..50).map(|index| format!("t{index}")).collect();
+    assert_eq!(
+        said, expected,
+        "every message, in order, before the departure"
+    );
+}

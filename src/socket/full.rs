@@ -4,6 +4,8 @@
 //! Every request that can fail is answered through its ack with `{"ok": true, ...}` or
 //! `{"error": {"code", "message"}}`; [`answer`] is the one place that shapes both.
 
+use std::sync::Arc;
+
 use engine::{Ack, ConnectError, Socket};
 use serde_json::{Map, Value, json};
 use tracing::debug;
@@ -302,7 +304,7 @@ pub fn room_members(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ac
 
 /// `message:send {room, text, clientId?}`: acknowledged once durable, then broadcast.
 pub async fn message_send(
-    chat: &Chat,
+    chat: &Arc<Chat>,
     socket: &Socket<Connection>,
     args: &[Value],
     ack: Option<Ack>,
@@ -311,35 +313,55 @@ pub async fn message_send(
         Ok(request) => request,
         Err(error) => return answer(ack, Err(error)),
     };
-    let result = async {
+    let drafted = (|| {
         let room = RoomName::parse(request.text("room")?)?;
         let text = request.text("text")?;
         let client_id = request.client_id()?;
         chat.take_message_token(socket)?;
         let draft = chat.community().draft_for_room(socket.id(), &room, text)?;
-        chat.store(draft, client_id).await
+        Ok((draft, client_id))
+    })();
+    match drafted {
+        Ok((draft, client_id)) => {
+            chat.pipeline(socket, draft, client_id, move |chat, result| {
+                acknowledge_and_post(chat, ack, result);
+            })
+            .await;
+        }
+        Err(error) => answer(ack, Err(error)),
     }
-    .await;
-    acknowledge_and_post(chat, ack, result);
 }
 
 /// `dm:send {to, text, clientId?}`.
-pub async fn dm_send(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
+pub async fn dm_send(
+    chat: &Arc<Chat>,
+    socket: &Socket<Connection>,
+    args: &[Value],
+    ack: Option<Ack>,
+) {
     let request = match Request::of(args) {
         Ok(request) => request,
         Err(error) => return answer(ack, Err(error)),
     };
-    let result = async {
+    let drafted = async {
         let to = request.text("to")?;
         let text = request.text("text")?;
         let client_id = request.client_id()?;
         chat.take_message_token(socket)?;
         learn_recipient(chat, to).await?;
         let draft = chat.community().draft_direct(socket.id(), to, text)?;
-        chat.store(draft, client_id).await
+        Ok((draft, client_id))
     }
     .await;
-    acknowledge_and_post(chat, ack, result);
+    match drafted {
+        Ok((draft, client_id)) => {
+            chat.pipeline(socket, draft, client_id, move |chat, result| {
+                acknowledge_and_post(chat, ack, result);
+            })
+            .await;
+        }
+        Err(error) => answer(ack, Err(error)),
+    }
 }
 
 fn acknowledge_and_post(

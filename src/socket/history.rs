@@ -19,6 +19,11 @@ pub const SESSION_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Most sessions kept when history is off (memory is the only place they live then).
 const MAX_MEMORY_SESSIONS: usize = 100_000;
 
+/// The commit of a queued message: the message as stored, and whether it is a resend.
+pub type PendingMessage = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(Message, bool), DomainError>> + Send>,
+>;
+
 /// A session: who a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
@@ -81,11 +86,22 @@ impl History {
         client_id: Option<String>,
         now_ms: i64,
     ) -> Result<(Message, bool), DomainError> {
+        self.append_queued(draft, client_id, now_ms).await?.await
+    }
+
+    /// Queue a message for storing; resolves once it is queued (its sequence is then fixed
+    /// relative to the caller's earlier messages), to the future of its commit.
+    pub async fn append_queued(
+        &self,
+        draft: Draft,
+        client_id: Option<String>,
+        now_ms: i64,
+    ) -> Result<PendingMessage, DomainError> {
         let conversation = conversation_of(&draft.place);
         match self {
             Self::Durable(store) => {
-                let appended = store
-                    .append(NewMessage {
+                let pending = store
+                    .append_queued(NewMessage {
                         conversation,
                         author: Author {
                             user_id: draft.author.as_str().to_owned(),
@@ -97,17 +113,21 @@ impl History {
                     })
                     .await
                     .map_err(|err| unavailable("append", &err))?;
-                let stored = appended.message;
-                let message = Message {
-                    id: stored.id,
-                    place: draft.place,
-                    seq: stored.seq,
-                    timestamp_ms: stored.timestamp_ms,
-                    from: draft.author_name,
-                    text: stored.body,
-                    client_id: stored.client_id,
-                };
-                Ok((message, appended.duplicate))
+                let (place, from) = (draft.place, draft.author_name);
+                Ok(Box::pin(async move {
+                    let appended = pending.await.map_err(|err| unavailable("append", &err))?;
+                    let stored = appended.message;
+                    let message = Message {
+                        id: stored.id,
+                        place,
+                        seq: stored.seq,
+                        timestamp_ms: stored.timestamp_ms,
+                        from,
+                        text: stored.body,
+                        client_id: stored.client_id,
+                    };
+                    Ok((message, appended.duplicate))
+                }))
             }
             Self::Memory(memory) => {
                 let seq = {
@@ -125,7 +145,7 @@ impl History {
                     text: draft.body.into_string(),
                     client_id,
                 };
-                Ok((message, false))
+                Ok(Box::pin(std::future::ready(Ok((message, false)))))
             }
         }
     }

@@ -140,14 +140,50 @@ impl Chat {
         Ok(())
     }
 
-    /// Store a validated message; resolves once it is durable (see [`History::append`]).
-    pub(crate) async fn store(
+    /// Queue a validated message for storing (see [`History::append_queued`]).
+    pub(crate) async fn enqueue(
         &self,
         draft: Draft,
         client_id: Option<String>,
-    ) -> Result<(Message, bool), DomainError> {
+    ) -> Result<history::PendingMessage, DomainError> {
         self.prime(&history::conversation_of(&draft.place)).await?;
-        self.history.append(draft, client_id, now_ms()).await
+        self.history.append_queued(draft, client_id, now_ms()).await
+    }
+
+    /// Pipeline a message of `socket`: wait for room among its messages in flight, queue it
+    /// for storing, and return; a task then waits for the commit and for the socket's
+    /// previous message to be finished, and calls `finish` (ack, deliver). So one socket
+    /// may have many messages in one group commit, and its acks and deliveries still come
+    /// in the order it sent them. `on_disconnect` waits for the last one (see
+    /// [`Connection::wait_for_pipeline`]).
+    pub(crate) async fn pipeline<F>(
+        self: &Arc<Self>,
+        socket: &Socket<Connection>,
+        draft: Draft,
+        client_id: Option<String>,
+        finish: F,
+    ) where
+        F: FnOnce(&Chat, Result<(Message, bool), DomainError>) + Send + 'static,
+    {
+        let in_flight = Arc::clone(&socket.data().in_flight);
+        // The semaphore is never closed, so this only fails if it were: then go unbounded.
+        let permit = in_flight.acquire_owned().await.ok();
+        let pending = self.enqueue(draft, client_id).await;
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let previous = socket.data().chain(finished);
+        let chat = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = match pending {
+                Ok(pending) => pending.await,
+                Err(error) => Err(error),
+            };
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            finish(&chat, result);
+            drop(permit);
+            let _ = done.send(());
+        });
     }
 
     /// Deliver a stored message to everyone who should see it, after its predecessors.
@@ -305,9 +341,17 @@ fn now_ms_u64() -> u64 {
     u64::try_from(now_ms()).unwrap_or(0)
 }
 
+/// Most messages of one socket stored but not yet answered; past it the socket's next
+/// message waits (its events are handled one at a time), so memory stays bounded.
+const MAX_IN_FLIGHT_PER_SOCKET: usize = 64;
+
 /// Per-socket state, created empty when a socket connects.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Connection {
+    /// Room for this socket's messages in flight (see [`Chat::pipeline`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Resolves when the socket's last pipelined message is finished (acked and delivered).
+    pipeline_tail: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// The event spelling this socket used to add itself; `None` until it has a name.
     spelling: Mutex<Option<Spelling>>,
     /// How fast this socket may send messages; created on its first message.
@@ -317,7 +361,43 @@ pub struct Connection {
     resumed: Mutex<Option<(i64, i64)>>,
 }
 
+impl Default for Connection {
+    fn default() -> Self {
+        Self {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_SOCKET)),
+            pipeline_tail: Mutex::new(None),
+            spelling: Mutex::default(),
+            rate: Mutex::default(),
+            resumed: Mutex::default(),
+        }
+    }
+}
+
 impl Connection {
+    /// Make `next` the pipeline's tail; returns the previous tail, which the caller waits
+    /// for before finishing.
+    fn chain(
+        &self,
+        next: tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.pipeline_tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(next)
+    }
+
+    /// Wait until every pipelined message of this socket is finished.
+    pub(crate) async fn wait_for_pipeline(&self) {
+        let tail = self
+            .pipeline_tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(tail) = tail {
+            let _ = tail.await;
+        }
+    }
+
     /// Count one message against this socket's rate limit.
     pub(crate) fn take_message_token(&self, per_second: u32) -> Result<(), DomainError> {
         let now = now_ms_u64();
@@ -398,6 +478,8 @@ impl Handler for ChatHandler {
 
     async fn on_disconnect(&self, socket: &Socket<Connection>, reason: DisconnectReason) {
         debug!(socket = %socket.id(), reason = reason.as_str(), "socket left");
+        // The user's last messages are answered and delivered before it is announced gone.
+        socket.data().wait_for_pipeline().await;
         let resumable = recovery::snapshot(&self.chat, socket);
         self.chat.disconnect(socket);
         if let Some(snapshot) = resumable {

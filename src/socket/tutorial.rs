@@ -11,6 +11,8 @@
 //!
 //! [`Community`]: crate::domain::Community
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use tracing::debug;
 
@@ -101,7 +103,12 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
 }
 
 /// `sendChat(text)`: stored in `general`, then delivered to both protocols.
-pub async fn send_chat(chat: &Chat, socket: &Socket<Connection>, used: Spelling, args: &[Value]) {
+pub async fn send_chat(
+    chat: &Arc<Chat>,
+    socket: &Socket<Connection>,
+    used: Spelling,
+    args: &[Value],
+) {
     let text = match text_argument(args, "a message must be text") {
         Ok(text) => text,
         Err(error) => return refuse(socket, used, &error),
@@ -110,14 +117,25 @@ pub async fn send_chat(chat: &Chat, socket: &Socket<Connection>, used: Spelling,
         chat.community()
             .draft_for_room(socket.id(), &RoomName::general(), text)
     });
-    let posted = match draft {
-        Ok(draft) => chat.store(draft, None).await,
-        Err(error) => Err(error),
+    let draft = match draft {
+        Ok(draft) => draft,
+        Err(error) => return refuse(socket, used, &error),
     };
-    match posted {
+    // Stored in the socket's pipeline; a failure is told to it afterwards, in its spelling.
+    let spelling = socket.data().spelling().unwrap_or(used);
+    let emitter = socket.emitter();
+    chat.pipeline(socket, draft, None, move |chat, result| match result {
         Ok((message, _)) => chat.post(message),
-        Err(error) => refuse(socket, used, &error),
-    }
+        Err(error) => {
+            debug!(code = error.code().as_str(), "message not stored");
+            if let Err(error) =
+                emitter.emit(spelling.update_chat(), &(SERVER_NAME, error.message()))
+            {
+                debug!(?error, "refusal not delivered");
+            }
+        }
+    })
+    .await;
 }
 
 /// The first argument as text, or an `invalid_argument` error (objects, arrays, numbers and

@@ -82,6 +82,13 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Stores a message and assigns its id and sequence. Resolves after the commit.
     fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended>;
 
+    /// Queues a message for the writer and resolves as soon as it is queued (waiting only
+    /// for room in the queue: backpressure), to the future of its commit. Messages queued
+    /// one after another get their sequences in that order, so a caller may queue the next
+    /// before the previous has committed (pipelining: many messages of one sender share a
+    /// group commit) and still keep its order.
+    fn append_queued(&self, message: NewMessage) -> StoreFuture<'_, PendingAppend>;
+
     /// The newest `limit` messages of a conversation, ascending.
     fn latest<'a>(
         &'a self,
@@ -194,6 +201,9 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Later calls fail with [`StoreError::Closed`]. Part of graceful shutdown.
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
+
+/// The commit of a queued append (see [`HistoryStore::append_queued`]).
+pub type PendingAppend = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send>>;
 
 /// What a message belongs to: a room, or the direct conversation of two users.
 ///

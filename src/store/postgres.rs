@@ -118,6 +118,10 @@ impl HistoryStore for PostgresStore {
         Box::pin(self.writer.append(message))
     }
 
+    fn append_queued(&self, message: NewMessage) -> StoreFuture<'_, super::PendingAppend> {
+        Box::pin(self.writer.append_queued(message))
+    }
+
     fn latest<'a>(
         &'a self,
         conversation: &'a Conversation,

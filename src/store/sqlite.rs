@@ -128,6 +128,10 @@ impl HistoryStore for SqliteStore {
         Box::pin(self.writer.append(message))
     }
 
+    fn append_queued(&self, message: NewMessage) -> StoreFuture<'_, super::PendingAppend> {
+        Box::pin(self.writer.append_queued(message))
+    }
+
     fn latest<'a>(
         &'a self,
         conversation: &'a Conversation,

@@ -212,6 +212,14 @@ impl WriterHandle {
     }
 
     pub(crate) async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        self.append_queued(message).await?.await
+    }
+
+    /// Validates and queues an append; resolves once queued, to the future of its commit.
+    pub(crate) async fn append_queued(
+        &self,
+        message: NewMessage,
+    ) -> Result<super::PendingAppend, StoreError> {
         if let Some(client_id) = &message.client_id {
             if client_id.is_empty() {
                 return Err(StoreError::InvalidInput("client id is empty"));
@@ -230,7 +238,14 @@ impl WriterHandle {
             message.client_id.as_deref().unwrap_or_default(),
             &message.conversation.storage_key(),
         ])?;
-        self.request(|reply| WriteOp::Append(message, reply)).await
+        let (reply, result) = oneshot::channel();
+        self.queue
+            .send(WriteOp::Append(message, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Box::pin(async move {
+            result.await.map_err(|_| StoreError::Closed)?
+        }))
     }
 
     pub(crate) async fn create_room(&self, room: RoomRecord) -> Result<bool, StoreError> {
