@@ -14,7 +14,9 @@ use support::{Client, TestApp, test_config};
 const CLIENTS: usize = 64;
 const MESSAGES_PER_CLIENT: usize = 200;
 
-async fn acked_per_second(no_history: bool) -> f64 {
+/// `pipelined`: each client sends all its messages, then reads the acks (as a fire-and-forget
+/// client does); otherwise it waits for each ack before the next send.
+async fn acked_per_second(no_history: bool, pipelined: bool) -> f64 {
     let mut config = test_config();
     config.no_history = no_history;
     config.max_messages_per_second = 0;
@@ -34,6 +36,19 @@ async fn acked_per_second(no_history: bool) -> f64 {
     let started = Instant::now();
     let senders = clients.into_iter().enumerate().map(|(index, mut client)| {
         tokio::spawn(async move {
+            if pipelined {
+                for seq in 0..MESSAGES_PER_CLIENT {
+                    let send = json!(["message:send", {"room": format!("r{index}"), "text": format!("m{seq}")}]);
+                    client.send_raw(&format!("42{seq}{send}")).await;
+                }
+                let mut acked = 0;
+                while acked < MESSAGES_PER_CLIENT {
+                    if client.next_packet().await.starts_with("43") {
+                        acked += 1;
+                    }
+                }
+                return;
+            }
             for seq in 0..MESSAGES_PER_CLIENT {
                 let send = json!({"room": format!("r{index}"), "text": format!("m{seq}")});
                 let ack = client.request("message:send", send).await;
@@ -52,10 +67,16 @@ async fn acked_per_second(no_history: bool) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run with --ignored --nocapture, preferably --release"]
 async fn measure_acknowledged_messages_per_second_with_and_without_history() {
-    let durable = acked_per_second(false).await;
-    let memory = acked_per_second(true).await;
+    let durable = acked_per_second(false, false).await;
+    let memory = acked_per_second(true, false).await;
     println!(
         "acked messages/s, {CLIENTS} clients x {MESSAGES_PER_CLIENT} sequential sends: \
+         durable history {durable:.0}/s, history off {memory:.0}/s"
+    );
+    let durable = acked_per_second(false, true).await;
+    let memory = acked_per_second(true, true).await;
+    println!(
+        "acked messages/s, {CLIENTS} clients x {MESSAGES_PER_CLIENT} sends without waiting: \
          durable history {durable:.0}/s, history off {memory:.0}/s"
     );
 }
