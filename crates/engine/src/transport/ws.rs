@@ -489,6 +489,9 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
             // a write that cannot finish within a heartbeat period fails the connection.
             let write_timeout = conn.server.config.ping_interval + conn.server.config.ping_timeout;
             let written = tokio::select! {
+                // The flush first: when it completes at once (the usual case), the timeout
+                // is never polled, so no timer is registered for it.
+                biased;
                 result = flush(&conn, &mut ws, &mut spare, &mut cut) => result.is_ok(),
                 _ = closed(&conn) => false,
                 _ = tokio::time::sleep(write_timeout) => false,
