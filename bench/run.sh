@@ -62,7 +62,9 @@ RECORDS="$RUN_DIR/records.jsonl"
 BENCH="$ROOT/target/release/chinwag-bench"
 # chinwag's default per-connection rate limit (100 msg/s) would refuse the fan-out senders'
 # traffic at high rates; the peers have no limit, so it is lifted for like-for-like saturation.
-CHINWAG_FLAGS=${CHINWAG_FLAGS:---max-messages-per-second 0}
+# Its per-address connection cap (1000) would refuse the generators, which hold up to 19,500
+# connections from a few loopback addresses; the peers have no cap either.
+CHINWAG_FLAGS=${CHINWAG_FLAGS:---max-messages-per-second 0 --max-connections-per-ip 20000}
 SERVER_PID=""
 SERVER_PORT=""
 DB_SEQ=0
