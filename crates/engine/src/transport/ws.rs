@@ -269,6 +269,18 @@ const KEEP_BUFFER_FROM: usize = 4;
 
 /// Frames per `writev` call (Linux allows 1024 slices; each frame takes two or three).
 const FRAMES_PER_WRITE: usize = 32;
+/// Small frames are copied into one buffer of up to [`COALESCE_UP_TO`] bytes and written with
+/// one `write`: many small slices cost the kernel more than one copy here. Larger frames go
+/// out with `writev`, their payloads never copied.
+const COALESCE_FRAMES_UP_TO: usize = 16 * 1024;
+const COALESCE_UP_TO: usize = 64 * 1024;
+
+thread_local! {
+    /// The coalescing buffer of this worker thread: filled and written within one poll, so
+    /// no connection holds it across a wait.
+    static COALESCED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Engine.IO v3 prefixes binary WebSocket messages with the packet type (4: message).
 const V3_BINARY_PREFIX: &[u8] = &[4];
 
@@ -340,7 +352,10 @@ async fn write_frames<W: AsyncWrite + Unpin>(
         while next < frames.len() {
             // Arrays sized for the window: a lone frame (the common case at moderate load)
             // does not pay for initialising room for a large batch.
-            let written = if frames.len() - next <= 2 {
+            let (head, payload_len) = FrameHead::of(&frames[next], eio);
+            let written = if head.len + payload_len <= COALESCE_FRAMES_UP_TO {
+                poll_write_coalesced(out, cx, eio, frames, &mut next, &mut offset)
+            } else if frames.len() - next <= 2 {
                 poll_write_window::<2, 6, _>(out, cx, eio, frames, &mut next, &mut offset)
             } else {
                 poll_write_window::<FRAMES_PER_WRITE, { 3 * FRAMES_PER_WRITE }, _>(
@@ -361,6 +376,64 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     })
     .await?;
     out.flush().await
+}
+
+/// One `write` of as many small frames from `frames[*next..]` as fit in [`COALESCE_UP_TO`]
+/// bytes, copied into this thread's buffer, resuming `*offset` bytes into the first; advances
+/// `next` and `offset` by what was written.
+fn poll_write_coalesced<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    cx: &mut std::task::Context<'_>,
+    eio: u8,
+    frames: &[Frame],
+    next: &mut usize,
+    offset: &mut usize,
+) -> Poll<std::io::Result<()>> {
+    COALESCED.with_borrow_mut(|buffer| {
+        buffer.clear();
+        let mut taken = 0;
+        for frame in &frames[*next..] {
+            let (head, payload_len) = FrameHead::of(frame, eio);
+            let size = head.len + payload_len;
+            if size > COALESCE_FRAMES_UP_TO
+                || (!buffer.is_empty() && buffer.len() + size > COALESCE_UP_TO)
+            {
+                break;
+            }
+            buffer.extend_from_slice(head.as_slice());
+            match frame {
+                Frame::Text(text) => buffer.extend_from_slice(text.as_bytes()),
+                Frame::Binary(data) => {
+                    if eio < 4 {
+                        buffer.extend_from_slice(V3_BINARY_PREFIX);
+                    }
+                    buffer.extend_from_slice(data);
+                }
+            }
+            taken += 1;
+        }
+        let written = match Pin::new(&mut *out).poll_write(cx, &buffer[*offset..]) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(written)) => written,
+        };
+        let mut done = *offset + written;
+        *offset = 0;
+        let sizes = frames[*next..*next + taken].iter().map(|frame| {
+            let (head, payload_len) = FrameHead::of(frame, eio);
+            head.len + payload_len
+        });
+        for size in sizes {
+            if done < size {
+                *offset = done;
+                break;
+            }
+            done -= size;
+            *next += 1;
+        }
+        Poll::Ready(Ok(()))
+    })
 }
 
 /// One `writev` of up to `N` frames from `frames[*next..]` (`S` = 3 × `N` slices), resuming
@@ -401,7 +474,8 @@ fn poll_write_window<const N: usize, const S: usize, W: AsyncWrite + Unpin>(
     }
     let mut pending = &mut slices[..count];
     IoSlice::advance_slices(&mut pending, *offset);
-    let written = match Pin::new(&mut *out).poll_write_vectored(cx, pending) {
+    let result = Pin::new(&mut *out).poll_write_vectored(cx, pending);
+    let written = match result {
         Poll::Pending => return Poll::Pending,
         Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
         Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
