@@ -227,11 +227,10 @@ fn on_message(conn: &Arc<Conn>, message: Option<Result<Message, WsError>>) -> St
 
 /// Write every writable queued frame straight to the socket, several per syscall.
 ///
-/// Server frames are unmasked, so a frame is a 2–10 byte header and the payload as it is:
-/// the shared payload of a broadcast is written from its one buffer to every recipient
-/// (`writev` of header and payload slices), with no per-frame copy into tungstenite's write
-/// buffer. Tungstenite's own pending output (an automatic pong) is flushed first, so frames
-/// never interleave.
+/// Server frames are unmasked, so a frame is a 2–10 byte header and the payload as it is,
+/// encoded here without tungstenite's per-frame machinery (see [`write_frames`]).
+/// Tungstenite's own pending output (an automatic pong) is flushed first, so frames never
+/// interleave.
 ///
 /// A batch of at least [`KEEP_BUFFER_FROM`] frames means the connection is busy: its buffer
 /// is kept in `spare` and becomes the next outbox, so steady traffic allocates no buffers.
@@ -335,11 +334,12 @@ impl FrameHead {
     }
 }
 
-/// The WebSocket encoding of `frames`, written with vectored writes.
+/// The WebSocket encoding of `frames`: runs of small frames copied into one buffer and
+/// written with one `write`; a large frame's payload written uncopied with `writev`.
 ///
-/// The headers and slices of each `writev` are built on the stack inside the poll, so the
-/// connection task's future (alive as long as the connection) stays small, and a batch costs
-/// no allocation; only the position in the batch survives a pending write.
+/// Buffers, headers and slices live only inside a poll (a per-thread buffer, stack arrays),
+/// so the connection task's future (alive as long as the connection) stays small; only the
+/// position in the batch survives a pending write.
 async fn write_frames<W: AsyncWrite + Unpin>(
     out: &mut W,
     eio: u8,
