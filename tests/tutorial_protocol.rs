@@ -283,9 +283,9 @@ async fn a_dropped_connection_is_announced_with_the_new_list() {
     ann.next_event().await;
 
     bob.drop_abruptly();
-    ann.expect("updateUsers", json!([{"ann": "ann"}])).await;
     ann.expect("updateChat", json!(["Server", "bob has disconnected."]))
         .await;
+    ann.expect("updateUsers", json!([{"ann": "ann"}])).await;
 
     // The name is free again.
     let mut bob_again = app.client().await;
@@ -305,9 +305,9 @@ async fn a_clean_disconnect_is_announced_and_an_unnamed_one_is_not() {
 
     lurker.send_raw("41").await;
     bob.send_raw("41").await;
-    ann.expect("updateUsers", json!([{"ann": "ann"}])).await;
     ann.expect("updateChat", json!(["Server", "bob has disconnected."]))
         .await;
+    ann.expect("updateUsers", json!([{"ann": "ann"}])).await;
 }
 
 #[tokio::test]

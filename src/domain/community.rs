@@ -217,6 +217,9 @@ pub struct Community<C> {
     /// Every room and its members.
     rooms: BTreeMap<RoomName, BTreeSet<UserId>>,
     next_arrival: u64,
+    /// How many present users speak the tutorial protocol: with none, nobody needs the
+    /// tutorial's user list, and it is not built.
+    tutorial_users: usize,
     limits: Limits,
 }
 
@@ -242,6 +245,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             sockets: HashMap::new(),
             rooms,
             next_arrival: 0,
+            tutorial_users: 0,
             limits,
         }
     }
@@ -299,7 +303,9 @@ impl<C: Clone + Ord + Hash> Community<C> {
 
     /// A user who never really arrived (its only connection closed while connecting, before
     /// it could learn its token): gone for good rather than remembered as away, so its name
-    /// is free. Returns `None`, changing nothing, while the user has a socket open.
+    /// is free. Returns `None`, changing nothing, while the user has a socket open. The
+    /// departures have no user list: the caller adds [`Community::users_notice`] once for
+    /// the batch.
     pub fn forget_user(&mut self, id: &UserId) -> Option<Vec<Outgoing<C>>> {
         if self
             .users
@@ -418,7 +424,11 @@ impl<C: Clone + Ord + Hash> Community<C> {
             return Vec::new();
         }
         match user.protocol {
-            Protocol::Tutorial => self.remove_user(&user_id),
+            Protocol::Tutorial => {
+                let mut notices = self.remove_user(&user_id);
+                notices.extend(self.users_notice());
+                notices
+            }
             Protocol::Full => {
                 user.away_since = Some(now_ms);
                 Vec::new()
@@ -426,7 +436,9 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
     }
 
-    /// End the users whose grace period is over at `now_ms`; returns their departures.
+    /// End the users whose grace period is over at `now_ms`; returns their departures, then
+    /// (if a tutorial user is present) one user list for the whole batch: building a list
+    /// per departure would cost O(departures × users).
     pub fn sweep(&mut self, now_ms: u64) -> Vec<Outgoing<C>> {
         let grace = self.limits.presence_grace_ms;
         let expired: Vec<UserId> = self
@@ -438,7 +450,21 @@ impl<C: Clone + Ord + Hash> Community<C> {
             })
             .map(|(id, _)| id.clone())
             .collect();
-        expired.iter().flat_map(|id| self.remove_user(id)).collect()
+        let mut notices: Vec<Outgoing<C>> =
+            expired.iter().flat_map(|id| self.remove_user(id)).collect();
+        if !notices.is_empty() {
+            notices.extend(self.users_notice());
+        }
+        notices
+    }
+
+    /// The tutorial's user list for every tutorial socket, or nothing when no tutorial user
+    /// is present. [`Community::forget_user`] leaves it out: add it once after a batch.
+    pub fn users_notice(&self) -> Option<Outgoing<C>> {
+        (self.tutorial_users > 0).then(|| Outgoing {
+            to: Audience::Tutorial { except: None },
+            notice: Notice::Users(self.names_present()),
+        })
     }
 
     /// Whether some user's grace period is running (the caller then schedules a sweep).
@@ -840,6 +866,9 @@ impl<C: Clone + Ord + Hash> Community<C> {
             .insert(id.clone());
         let arrival = self.next_arrival;
         self.next_arrival += 1;
+        if protocol == Protocol::Tutorial {
+            self.tutorial_users += 1;
+        }
         self.users.insert(
             id.clone(),
             User {
@@ -875,6 +904,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         match user.protocol {
             // A tutorial user is gone for good.
             Protocol::Tutorial => {
+                self.tutorial_users = self.tutorial_users.saturating_sub(1);
                 for room in &user.rooms {
                     if let Some(members) = self.rooms.get_mut(room) {
                         members.remove(id);
@@ -894,11 +924,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 self.away.insert(id.clone(), away);
             }
         }
+        // No user list here: the caller adds one per batch of departures.
         vec![
-            Outgoing {
-                to: Audience::Tutorial { except: None },
-                notice: Notice::Users(self.names_present()),
-            },
             Outgoing {
                 to: Audience::Tutorial { except: None },
                 notice: server_says(format!("{} has disconnected.", user.name)),
@@ -930,25 +957,21 @@ impl<C: Clone + Ord + Hash> Community<C> {
     /// What everyone else is told when `name` arrives (`newcomer`: a tutorial socket that
     /// already got its own greeting).
     fn arrival_notices(&self, name: &UserName, newcomer: Option<&C>) -> Vec<Outgoing<C>> {
-        vec![
-            Outgoing {
-                to: Audience::Tutorial {
-                    except: newcomer.cloned(),
-                },
-                notice: server_says(format!("{name} has connected")),
+        let mut notices = vec![Outgoing {
+            to: Audience::Tutorial {
+                except: newcomer.cloned(),
             },
-            Outgoing {
-                to: Audience::Tutorial { except: None },
-                notice: Notice::Users(self.names_present()),
+            notice: server_says(format!("{name} has connected")),
+        }];
+        notices.extend(self.users_notice());
+        notices.push(Outgoing {
+            to: Audience::Everyone,
+            notice: Notice::Presence {
+                name: name.clone(),
+                online: true,
             },
-            Outgoing {
-                to: Audience::Everyone,
-                notice: Notice::Presence {
-                    name: name.clone(),
-                    online: true,
-                },
-            },
-        ]
+        });
+        notices
     }
 
     fn names_present(&self) -> Vec<UserName> {
@@ -1209,10 +1232,6 @@ mod tests {
             vec![
                 Outgoing {
                     to: tutorial_all(),
-                    notice: users(&["bob"])
-                },
-                Outgoing {
-                    to: tutorial_all(),
                     notice: chat("Server", "ann has disconnected.")
                 },
                 Outgoing {
@@ -1221,6 +1240,10 @@ mod tests {
                         name: name("ann"),
                         online: false
                     },
+                },
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: users(&["bob"])
                 },
             ]
         );
@@ -1574,5 +1597,85 @@ mod tests {
             to: Audience::Tutorial { except: None },
             notice: chat("Server", "bob has connected"),
         }));
+    }
+
+    fn lists(notices: &[Outgoing<u32>]) -> Vec<&Notice> {
+        notices
+            .iter()
+            .map(|outgoing| &outgoing.notice)
+            .filter(|notice| matches!(notice, Notice::Users(_)))
+            .collect()
+    }
+
+    #[test]
+    fn a_sweep_of_many_departures_builds_one_user_list_after_every_notice() {
+        let mut community = community();
+        add(&mut community, 1, "watcher");
+        for socket in 2..202 {
+            connect(
+                &mut community,
+                socket,
+                &format!("id{socket}"),
+                &format!("u{socket}"),
+            );
+        }
+        for socket in 2..202 {
+            assert_eq!(community.disconnect(&socket, 0), Vec::new());
+        }
+        let notices = community.sweep(60_000);
+        assert_eq!(
+            lists(&notices),
+            vec![&users(&["watcher"])],
+            "one list, the final one"
+        );
+        let farewells = notices
+            .iter()
+            .filter(|outgoing| {
+                matches!(&outgoing.notice, Notice::Chat { text, .. } if text.ends_with("has disconnected."))
+            })
+            .count();
+        assert_eq!(farewells, 200, "every leaver is still announced");
+        assert!(
+            matches!(
+                notices.last(),
+                Some(Outgoing {
+                    notice: Notice::Users(_),
+                    ..
+                })
+            ),
+            "the list comes after the notices"
+        );
+    }
+
+    #[test]
+    fn without_a_tutorial_user_no_list_is_built() {
+        let mut community = community();
+        for socket in 1..101 {
+            let connected = connect(
+                &mut community,
+                socket,
+                &format!("id{socket}"),
+                &format!("u{socket}"),
+            );
+            assert!(lists(&connected.notices).is_empty());
+        }
+        for socket in 1..101 {
+            community.disconnect(&socket, 0);
+        }
+        let notices = community.sweep(60_000);
+        assert!(lists(&notices).is_empty());
+        assert_eq!(notices.len(), 200, "a notice and a presence per leaver");
+        assert!(community.users_notice().is_none());
+
+        add(&mut community, 200, "late");
+        assert_eq!(
+            community.users_notice().map(|outgoing| outgoing.notice),
+            Some(users(&["late"]))
+        );
+        community.disconnect(&200, 0);
+        assert!(
+            community.users_notice().is_none(),
+            "the count follows departures"
+        );
     }
 }

@@ -8,6 +8,8 @@
 //! A room other than `general` is reached as the union of its members' `user:` rooms, so a
 //! user's other tabs follow a room joined in one tab without any per-socket bookkeeping.
 
+use std::sync::{Mutex, PoisonError};
+
 use engine::{BroadcastOperator, EmitError, Socket, SocketId};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Value, json};
@@ -27,18 +29,73 @@ pub fn user_room(user: &UserId) -> String {
     format!("user:{}", user.as_str())
 }
 
+/// The tutorial's latest user list, waiting to be encoded and sent outside the community
+/// lock. Only the latest list matters, so a list not sent yet is replaced by a newer one:
+/// a burst of arrivals or departures costs one encoding, not one per user.
+#[derive(Default)]
+pub struct UsersOutbox {
+    latest: Mutex<Option<Vec<UserName>>>,
+    ready: tokio::sync::Notify,
+}
+
+impl UsersOutbox {
+    /// Queue `names` as the list to send (replacing any list not sent yet). Cheap: call it
+    /// with the community locked, so lists are queued in the order of the changes.
+    pub fn put(&self, names: Vec<UserName>) {
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(names);
+        self.ready.notify_one();
+    }
+
+    /// Wait for a list to send, and take it.
+    pub async fn next(&self) -> Vec<UserName> {
+        loop {
+            if let Some(names) = self.take() {
+                return names;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn take(&self) -> Option<Vec<UserName>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Send a user list to every named tutorial socket, in its spelling. Called by one task
+/// only (see `Chat::start`), without the community lock: the lists go out in order.
+pub fn send_users(io: &engine::SocketIo, names: &[UserName]) {
+    for spelling in Spelling::ALL {
+        let Some(op) = namespace(io) else { return };
+        let op = op.to(spelling.room());
+        if op.is_empty() {
+            continue;
+        }
+        report(op.emit(spelling.update_users(), &(UsersMap(names),)));
+    }
+}
+
 /// Deliver `notices`. `io` reaches every socket; `actor` is the socket whose action produced
 /// them (the only one an `Audience::Socket` can name). Call with the community locked, so
-/// every client sees notices in one order.
+/// every client sees notices in one order. The tutorial's user lists go to `users`, to be
+/// encoded and sent after the lock is released (a list holds every name present).
 pub fn deliver(
     io: &engine::SocketIo,
     community: &Community<SocketId>,
     actor: Option<&Socket<Connection>>,
     notices: &[Outgoing<SocketId>],
     offsets: bool,
+    users: &UsersOutbox,
 ) {
     for Outgoing { to, notice } in notices {
         match to {
+            Audience::Tutorial { except: None } if matches!(notice, Notice::Users(_)) => {
+                if let Notice::Users(names) = notice {
+                    users.put(names.clone());
+                }
+            }
             Audience::Socket(id) => {
                 if let Some(socket) = actor.filter(|socket| socket.id() == id) {
                     to_socket(socket, notice);

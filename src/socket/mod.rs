@@ -49,7 +49,9 @@ pub struct Chat {
     /// Users, sockets and rooms. A std `Mutex`: every critical section is short and
     /// synchronous (domain call + non-blocking emits), never held across an `.await`.
     /// Emitting while holding it is deliberate: every client then sees arrivals, departures
-    /// and messages in one and the same order.
+    /// and messages in one and the same order. The one large payload, the tutorial's user
+    /// list, is only queued under it (see [`deliver::UsersOutbox`]); it is encoded and sent
+    /// after, so a burst of departures does not stop every other thread.
     community: Mutex<Community<SocketId>>,
     /// Messages and sessions.
     pub history: History,
@@ -65,6 +67,8 @@ pub struct Chat {
     order: Mutex<HashMap<Conversation, InOrder<Message>>>,
     /// Socket.IO connection-state recovery is on: room messages carry an offset.
     pub(crate) recovery: bool,
+    /// The tutorial's next user list, sent by one task outside the community lock.
+    users_out: Arc<deliver::UsersOutbox>,
 }
 
 impl Chat {
@@ -76,12 +80,25 @@ impl Chat {
             unconfirmed: Mutex::new(Vec::new()),
             order: Mutex::new(HashMap::new()),
             recovery,
+            users_out: Arc::default(),
         }
     }
 
     /// Hand over the engine once built, and start announcing users whose grace period ends.
     pub fn start(self: &Arc<Self>, io: SocketIo) {
         let _ = self.io.set(io);
+        // The tutorial's user lists: encoded and sent here, never under the community lock.
+        let users_out = Arc::clone(&self.users_out);
+        let chat: Weak<Chat> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let names = users_out.next().await;
+                let Some(chat) = chat.upgrade() else { return };
+                if let Some(io) = chat.io() {
+                    deliver::send_users(io, &names);
+                }
+            }
+        });
         let chat: Weak<Chat> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -214,7 +231,14 @@ impl Chat {
         notices: &[Outgoing<SocketId>],
     ) {
         if let Some(io) = self.io() {
-            deliver::deliver(io, community, actor, notices, self.recovery);
+            deliver::deliver(
+                io,
+                community,
+                actor,
+                notices,
+                self.recovery,
+                &self.users_out,
+            );
         }
     }
 
@@ -274,6 +298,10 @@ impl Chat {
                 notices.extend(departures);
                 unreachable.push((token, user));
             }
+        }
+        // One user list for all the ghosts (`forget_user` leaves it out).
+        if !notices.is_empty() {
+            notices.extend(community.users_notice());
         }
         if community.has_away_users() {
             notices.extend(community.sweep(now));
