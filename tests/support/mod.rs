@@ -266,6 +266,22 @@ impl Client {
     pub fn drop_abruptly(self) {
         drop(self.ws.into_inner());
     }
+
+    /// End the TCP connection without any goodbye (no DISCONNECT, no close frame), but with an
+    /// orderly FIN after everything sent, and read until the server closes. Unlike
+    /// `drop_abruptly`, which resets the connection (unread data on our side makes the kernel
+    /// send RST, and the peer's kernel then discards what the server had not read yet), every
+    /// byte sent before reaches the server.
+    pub async fn hang_up(self) {
+        let mut stream = self.ws.into_inner();
+        stream.shutdown().await.expect("half-close");
+        let mut sink = [0u8; 4096];
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        drained.expect("the server closes the connection after our FIN");
+    }
 }
 
 /// A parsed HTTP response.
