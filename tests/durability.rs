@@ -3,47 +3,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use support::{Client, temp_db_path};
-
-/// Start the real binary on port 0 with `db`; returns it and its address.
-async fn start_binary(db: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
-        .args(["--port", "0", "--host", "127.0.0.1", "--db", db])
-        .args(["--max-messages-per-second", "0"])
-        .env_remove("PORT")
-        .env_remove("HOST")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chinwag");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(20), line)
-        .await
-        .expect("the address is printed in time")
-        .expect("join")
-        .expect("read stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (child, addr)
-}
+use support::{Client, start_binary, temp_db_path};
 
 #[tokio::test]
 async fn every_acknowledged_message_survives_kill_9_with_its_sequence_and_no_duplicate() {
     let db = temp_db_path();
-    let (mut server, addr) = start_binary(&db).await;
+    let (mut server, addr) = start_binary(&["--db", &db, "--max-messages-per-second", "0"]).await;
     let (mut ann, session) = Client::connect_with_auth(addr, json!({"name": "ann"}))
         .await
         .expect("ann connects");
@@ -65,7 +31,7 @@ async fn every_acknowledged_message_survives_kill_9_with_its_sequence_and_no_dup
     server.kill().expect("kill -9");
     let _ = server.wait();
 
-    let (mut server, addr) = start_binary(&db).await;
+    let (mut server, addr) = start_binary(&["--db", &db, "--max-messages-per-second", "0"]).await;
     let (mut ann, _) = Client::connect_with_auth(addr, json!({"token": token}))
         .await
         .expect("the session survived");

@@ -2,11 +2,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use support::{TestApp, http_get};
+use support::{TestApp, http_get, start_binary};
 
 #[tokio::test]
 async fn the_page_is_ours_renders_text_only_and_loads_no_third_party_script() {
@@ -128,29 +127,7 @@ async fn shutdown_closes_open_sockets_and_returns() {
 
 #[tokio::test]
 async fn the_binary_prints_its_port_serves_and_exits_zero_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
-        .args(["--port", "0", "--host", "127.0.0.1", "--no-history"])
-        .env_remove("PORT")
-        .env_remove("HOST")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chinwag");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(10), line)
-        .await
-        .expect("the address is printed in time")
-        .expect("join")
-        .expect("read stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let addr = addr.parse().expect("an address");
+    let (mut child, addr) = start_binary(&["--no-history"]).await;
     assert_eq!(http_get(addr, "/healthz", &[]).await.status, 200);
 
     let signalled = Command::new("kill")

@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,6 +29,36 @@ pub fn test_config() -> Config {
     let mut config = Config::defaults();
     config.db = temp_db_path();
     config
+}
+
+/// Start the real `chinwag` binary on 127.0.0.1 port 0 with `args` added, and wait (up to 20 s)
+/// for its `listening on http://ADDR` line; returns the process and that address.
+pub async fn start_binary(args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
+        .args(["--port", "0", "--host", "127.0.0.1"])
+        .args(args)
+        .env_remove("PORT")
+        .env_remove("HOST")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chinwag");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(20), line)
+        .await
+        .expect("the address is printed in time")
+        .expect("join")
+        .expect("read stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, addr)
 }
 
 /// A database path no other test uses (removed when the test process ends is not needed:
