@@ -31,10 +31,30 @@ async fn a_burst_of_departures_sends_one_final_list_and_does_not_stall_the_serve
     let app = TestApp::start_with(config).await;
     let addr = app.addr;
 
+    let gate = Arc::new(Semaphore::new(64));
+    let mut joining = Vec::with_capacity(USERS);
+    for index in 0..USERS {
+        let gate = Arc::clone(&gate);
+        joining.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("the gate stays open");
+            let name = format!("burst{index}");
+            match Client::connect_with_auth(addr, json!({ "name": name })).await {
+                Ok((client, _session)) => client,
+                Err(error) => panic!("{name} refused: {error}"),
+            }
+        }));
+    }
+    let mut users = Vec::with_capacity(USERS);
+    for joined in joining {
+        users.push(joined.await.expect("a user connects"));
+    }
+
     let mut watcher = app.client().await;
     watcher.join_as("watcher").await;
-    // The watcher reads everything (arrivals too, so its outbox never fills), and returns
-    // once every leaver was announced and the list holds only itself again.
+    // The watcher joins once everyone is in: 1,500 arrivals would each send it a growing user
+    // list (O(N²) bytes), and on a loaded machine it could fall behind and be disconnected as
+    // a slow reader, which is the outbox bound working, not what this test is about. It
+    // returns once every leaver was announced and the list holds only itself again.
     let watching = tokio::spawn(async move {
         let mut farewells = 0;
         let mut lists_after_first_farewell = 0;
@@ -57,24 +77,6 @@ async fn a_burst_of_departures_sends_one_final_list_and_does_not_stall_the_serve
             }
         }
     });
-
-    let gate = Arc::new(Semaphore::new(64));
-    let mut joining = Vec::with_capacity(USERS);
-    for index in 0..USERS {
-        let gate = Arc::clone(&gate);
-        joining.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("the gate stays open");
-            let name = format!("burst{index}");
-            match Client::connect_with_auth(addr, json!({ "name": name })).await {
-                Ok((client, _session)) => client,
-                Err(error) => panic!("{name} refused: {error}"),
-            }
-        }));
-    }
-    let mut users = Vec::with_capacity(USERS);
-    for joined in joining {
-        users.push(joined.await.expect("a user connects"));
-    }
 
     // Everyone drops at once; probe the server while the departures are announced.
     for user in users {
