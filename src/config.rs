@@ -77,6 +77,12 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_PRESENCE_GRACE_MS", default_value_t = 5_000)]
     pub presence_grace_ms: u64,
 
+    /// How long users who were online when the server stopped still count as present after
+    /// it starts again, in milliseconds: a restart is not announced as everyone leaving and
+    /// coming back, unless they do not come back within this time.
+    #[arg(long, env = "CHINWAG_RESTART_GRACE_MS", default_value_t = 30_000)]
+    pub restart_grace_ms: u64,
+
     /// Open connections (HTTP and WebSocket) beyond which new ones are refused with 503.
     /// Keep it below the process's open-file limit (`ulimit -n`).
     #[arg(long, env = "CHINWAG_MAX_CONNECTIONS", default_value_t = 19_000)]
@@ -114,6 +120,7 @@ impl Config {
             relaxed_durability: false,
             connection_state_recovery: false,
             presence_grace_ms: 5_000,
+            restart_grace_ms: 30_000,
             shutdown_grace_ms: 10_000,
             max_connections: 19_000,
             max_connections_per_ip: 1_000,

@@ -73,9 +73,15 @@ pub async fn serve(
         .await
         .map_err(std::io::Error::other)?;
     {
+        // Those online when the server stopped stay present while their clients reconnect.
+        let leaves_at = socket::now_ms_u64().saturating_add(config.restart_grace_ms);
         let mut community = chat.community();
-        for (user, name, rooms) in members {
-            community.restore_member(user, name, rooms);
+        for member in members {
+            if member.online {
+                community.restore_present(member.user, member.name, member.rooms, leaves_at);
+            } else {
+                community.restore_member(member.user, member.name, member.rooms);
+            }
         }
     }
     let io = SocketIo::builder(engine_config(&config))
@@ -119,6 +125,10 @@ pub async fn serve(
 
     info!("shutting down: no new connections");
     let _ = stop_accepting.send(());
+    // Users whose connections had already dropped were leaving: after the restart they are
+    // not online. Everyone still connected is, while their clients reconnect.
+    let leaving = chat.community().users_in_grace();
+    chat.history.mark_offline(leaving).await;
     let grace = config.shutdown_grace();
     info!(
         connections = io.connection_count(),
@@ -159,6 +169,7 @@ fn limits(config: &Config) -> Limits {
     Limits {
         max_message_chars: config.max_message_chars,
         presence_grace_ms: config.presence_grace_ms,
+        restart_grace_ms: config.restart_grace_ms,
         messages_per_second: config.max_messages_per_second,
         ..Limits::default()
     }

@@ -62,9 +62,14 @@ fn init_logging(filter: &str) {
         Ok(filter) => (filter, None),
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
-    for target in FRAME_DUMPING_TARGETS {
-        if let Ok(cap) = format!("{target}=debug").parse() {
-            filter = filter.add_directive(cap);
+    // A directive sets a level, it does not cap one: added to a quieter filter (`warn`) it
+    // would turn these libraries' debug logs on. Only a filter that enables trace somewhere
+    // needs it.
+    if filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
+        for target in FRAME_DUMPING_TARGETS {
+            if let Ok(cap) = format!("{target}=debug").parse() {
+                filter = filter.add_directive(cap);
+            }
         }
     }
     tracing_subscriber::fmt()

@@ -47,7 +47,8 @@ fn member_list(answer: &Value) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn after_a_restart_a_user_is_back_in_its_rooms_and_away_members_are_listed() {
-    let config = test_config();
+    let mut config = test_config();
+    config.presence_grace_ms = 100;
     let app = TestApp::start_with(config.clone()).await;
     let (mut ann, ann_token) = join(&app, "ann").await;
     let (mut bob, bob_token) = join(&app, "bob").await;
@@ -56,7 +57,15 @@ async fn after_a_restart_a_user_is_back_in_its_rooms_and_away_members_are_listed
     ok(&mut ann, "room:create", json!({"room": "left"})).await;
     ok(&mut ann, "room:leave", json!({"room": "left"})).await;
     ok(&mut bob, "room:join", json!({"room": "dev"})).await;
-    drop((ann, bob));
+    // Bob leaves before the restart; ann is still online when the server stops.
+    drop(bob);
+    loop {
+        let (event, args) = ann.next_event().await;
+        if event == "presence" && args[0] == json!({"name": "bob", "online": false}) {
+            break;
+        }
+    }
+    drop(ann);
     app.stop().await.expect("stop");
 
     let app = TestApp::start_with(config).await;
@@ -190,7 +199,7 @@ async fn a_name_stays_with_its_away_user_also_across_a_restart() {
 async fn member_lists_are_capped_with_online_members_first_and_a_total() {
     let config = test_config();
     {
-        // 600 users with valid sessions, from an earlier run.
+        // 600 users with valid sessions, from an earlier run, who had left.
         let store =
             chinwag::store::open_store(&config.db, chinwag::store::Durability::ProcessCrash)
                 .await
@@ -201,6 +210,7 @@ async fn member_lists_are_capped_with_online_members_first_and_a_total() {
                 name: format!("user{i}"),
                 name_key: format!("user{i}"),
                 expires_at_ms: i64::MAX,
+                online: false,
             })
         });
         for saved in futures_util::future::join_all(saves).await {

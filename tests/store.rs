@@ -560,6 +560,7 @@ fn user(id: &str, name: &str, expires_at_ms: i64) -> UserRecord {
         name: name.to_owned(),
         name_key: name.to_lowercase(),
         expires_at_ms,
+        online: true,
     }
 }
 
@@ -728,6 +729,48 @@ async fn memberships_are_added_once_removed_and_survive_reopening(backend: Backe
         ],
         "an expired user's memberships are left out"
     );
+    store.close().await;
+}
+
+async fn who_was_online_survives_reopening_until_marked_offline(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    {
+        let store = db.open().await;
+        for id in ["id-ann", "id-bob", "id-cy"] {
+            store.save_user(user(id, id, 10_000)).await.expect("save");
+        }
+        store
+            .mark_offline(vec!["id-bob".to_owned(), "id-nobody".to_owned()])
+            .await
+            .expect("bob left");
+        store.mark_offline(Vec::new()).await.expect("nobody left");
+        // A crash: no goodbye for ann and cy.
+        store.close().await;
+    }
+    let store = db.open().await;
+    let mut online: Vec<(String, bool)> = store
+        .live_users(0)
+        .await
+        .expect("live")
+        .into_iter()
+        .map(|u| (u.user_id, u.online))
+        .collect();
+    online.sort();
+    assert_eq!(
+        online,
+        [
+            ("id-ann".to_owned(), true),
+            ("id-bob".to_owned(), false),
+            ("id-cy".to_owned(), true)
+        ]
+    );
+    // Connecting again marks a user online again.
+    store
+        .save_user(user("id-bob", "id-bob", 10_000))
+        .await
+        .expect("back");
+    let bob = store.user_named("id-bob", 0).await.expect("lookup");
+    assert_eq!(bob.map(|u| u.online), Some(true));
     store.close().await;
 }
 
@@ -1083,6 +1126,7 @@ behaviours!(
     rooms_are_registered_once_and_listed_by_name,
     sessions_and_recovery_records_round_trip_and_expire,
     users_hold_their_names_until_they_expire,
+    who_was_online_survives_reopening_until_marked_offline,
     memberships_are_added_once_removed_and_survive_reopening,
     reopening_the_store_keeps_everything_and_continues_the_sequence,
     a_closed_store_refuses_writes_and_bad_input_is_refused,

@@ -49,6 +49,10 @@ pub struct Limits {
     pub max_message_chars: usize,
     /// How long a user whose last socket left is still considered present, in milliseconds.
     pub presence_grace_ms: u64,
+    /// How long a user who was online when the server stopped is still considered present
+    /// after it starts again, in milliseconds: long enough for clients to reconnect, so a
+    /// restart does not announce everyone leaving and coming back.
+    pub restart_grace_ms: u64,
     /// Most rooms that may exist.
     pub max_rooms: usize,
     /// Sustained messages per second per connection (bursts of twice that); 0: unlimited.
@@ -60,6 +64,7 @@ impl Default for Limits {
         Self {
             max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
             presence_grace_ms: 5_000,
+            restart_grace_ms: 30_000,
             max_rooms: 10_000,
             messages_per_second: 100,
         }
@@ -188,8 +193,9 @@ struct User<C> {
     sockets: BTreeSet<C>,
     rooms: BTreeSet<RoomName>,
     arrival: u64,
-    /// When the last socket left (grace period running), in milliseconds.
-    away_since: Option<u64>,
+    /// With no socket: when its grace period ends and it is announced as gone, in
+    /// milliseconds.
+    leaves_at: Option<u64>,
 }
 
 /// A full-protocol user who left: still a member of its rooms, offline.
@@ -221,6 +227,15 @@ pub struct Community<C> {
     /// tutorial's user list, and it is not built.
     tutorial_users: usize,
     limits: Limits,
+}
+
+/// What [`Community::sweep`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept<C> {
+    /// The departures to announce (and one tutorial user list for the batch).
+    pub notices: Vec<Outgoing<C>>,
+    /// The full-protocol users who left (now away).
+    pub departed: Vec<UserId>,
 }
 
 /// What [`Community::connect`] did.
@@ -301,6 +316,60 @@ impl<C: Clone + Ord + Hash> Community<C> {
         );
     }
 
+    /// A full-protocol user who was online when the server stopped (known from storage):
+    /// present without a socket, as if its connection had just dropped, until `leaves_at_ms`.
+    /// If it reconnects by then nobody is told anything, else its departure is announced
+    /// then. Falls back to [`Community::restore_member`] if its name is held by someone else.
+    pub fn restore_present(
+        &mut self,
+        user: UserId,
+        name: UserName,
+        rooms: impl IntoIterator<Item = RoomName>,
+        leaves_at_ms: u64,
+    ) {
+        if self.users.contains_key(&user) || self.away.contains_key(&user) {
+            return;
+        }
+        if self.claim_name(&name, &user).is_err() {
+            self.restore_member(user, name, rooms);
+            return;
+        }
+        let mut kept = BTreeSet::from([RoomName::general()]);
+        kept.extend(
+            rooms
+                .into_iter()
+                .filter(|room| self.rooms.contains_key(room)),
+        );
+        for room in &kept {
+            if let Some(members) = self.rooms.get_mut(room) {
+                members.insert(user.clone());
+            }
+        }
+        self.remember_known(&user, &name);
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.users.insert(
+            user,
+            User {
+                name,
+                protocol: Protocol::Full,
+                sockets: BTreeSet::new(),
+                rooms: kept,
+                arrival,
+                leaves_at: Some(leaves_at_ms),
+            },
+        );
+    }
+
+    /// Full-protocol users present without a socket (their grace period is running).
+    pub fn users_in_grace(&self) -> Vec<UserId> {
+        self.users
+            .iter()
+            .filter(|(_, user)| user.protocol == Protocol::Full && user.sockets.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// A user who never really arrived (its only connection closed while connecting, before
     /// it could learn its token): gone for good rather than remembered as away, so its name
     /// is free. Returns `None`, changing nothing, while the user has a socket open. The
@@ -327,6 +396,11 @@ impl<C: Clone + Ord + Hash> Community<C> {
             }
         }
         Some(notices)
+    }
+
+    /// Whether `user` is present: connected, or within a grace period.
+    pub fn is_present(&self, user: &UserId) -> bool {
+        self.users.contains_key(user)
     }
 
     /// Whether `user` is present or remembered as away (its rooms are known here).
@@ -377,7 +451,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
     ) -> Result<Connected<C>, DomainError> {
         if let Some(present) = self.users.get_mut(&user) {
             present.sockets.insert(socket.clone());
-            present.away_since = None;
+            present.leaves_at = None;
             let connected = Connected {
                 name: present.name.clone(),
                 rooms: present.rooms.iter().cloned().collect(),
@@ -430,7 +504,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 notices
             }
             Protocol::Full => {
-                user.away_since = Some(now_ms);
+                user.leaves_at = Some(now_ms.saturating_add(self.limits.presence_grace_ms));
                 Vec::new()
             }
         }
@@ -439,23 +513,21 @@ impl<C: Clone + Ord + Hash> Community<C> {
     /// End the users whose grace period is over at `now_ms`; returns their departures, then
     /// (if a tutorial user is present) one user list for the whole batch: building a list
     /// per departure would cost O(departures × users).
-    pub fn sweep(&mut self, now_ms: u64) -> Vec<Outgoing<C>> {
-        let grace = self.limits.presence_grace_ms;
-        let expired: Vec<UserId> = self
+    pub fn sweep(&mut self, now_ms: u64) -> Swept<C> {
+        let departed: Vec<UserId> = self
             .users
             .iter()
-            .filter(|(_, user)| {
-                user.away_since
-                    .is_some_and(|since| now_ms.saturating_sub(since) >= grace)
-            })
+            .filter(|(_, user)| user.leaves_at.is_some_and(|at| now_ms >= at))
             .map(|(id, _)| id.clone())
             .collect();
-        let mut notices: Vec<Outgoing<C>> =
-            expired.iter().flat_map(|id| self.remove_user(id)).collect();
+        let mut notices: Vec<Outgoing<C>> = departed
+            .iter()
+            .flat_map(|id| self.remove_user(id))
+            .collect();
         if !notices.is_empty() {
             notices.extend(self.users_notice());
         }
-        notices
+        Swept { notices, departed }
     }
 
     /// The tutorial's user list for every tutorial socket, or nothing when no tutorial user
@@ -469,7 +541,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
 
     /// Whether some user's grace period is running (the caller then schedules a sweep).
     pub fn has_away_users(&self) -> bool {
-        self.users.values().any(|user| user.away_since.is_some())
+        self.users.values().any(|user| user.leaves_at.is_some())
     }
 
     /// Validate a message from `socket` to `room` before it is stored.
@@ -836,10 +908,9 @@ impl<C: Clone + Ord + Hash> Community<C> {
         })
     }
 
+    /// Present, also during a grace period: listed online exactly while `presence` says so.
     fn is_online(&self, id: &UserId) -> bool {
-        self.users
-            .get(id)
-            .is_some_and(|user| !user.sockets.is_empty())
+        self.users.contains_key(id)
     }
 
     fn claim_name(&mut self, name: &UserName, user: &UserId) -> Result<(), DomainError> {
@@ -877,7 +948,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 sockets: BTreeSet::from([socket.clone()]),
                 rooms: BTreeSet::from([general]),
                 arrival,
-                away_since: None,
+                leaves_at: None,
             },
         );
         self.sockets.insert(socket.clone(), id);
@@ -1274,11 +1345,11 @@ mod tests {
             "the grace period starts"
         );
         assert_eq!(
-            community.sweep(6_999),
+            community.sweep(6_999).notices,
             Vec::new(),
             "still within 5 s of grace"
         );
-        let gone = community.sweep(7_000);
+        let gone = community.sweep(7_000).notices;
         assert!(gone.contains(&Outgoing {
             to: Audience::Everyone,
             notice: Notice::Presence {
@@ -1287,6 +1358,45 @@ mod tests {
             },
         }));
         assert_eq!(community.user_count(), 0);
+    }
+
+    #[test]
+    fn a_user_online_before_a_restart_returns_silently_or_leaves_when_its_grace_ends() {
+        let mut community = community();
+        community.restore_rooms([room("rust")]);
+        community.restore_present(UserId::new("a"), name("ann"), [room("rust")], 30_000);
+        community.restore_present(UserId::new("b"), name("bob"), [], 30_000);
+        let watcher = connect(&mut community, 3, "c", "cy");
+        assert_eq!(watcher.name, name("cy"));
+        assert_eq!(
+            community.members("rust").unwrap_or_default(),
+            vec![MemberView {
+                name: name("ann"),
+                online: true
+            }],
+            "listed online while its client reconnects"
+        );
+        assert_eq!(
+            code(community.connect(&9, UserId::new("z"), "ANN")),
+            Some(ErrorCode::NameTaken)
+        );
+        let back = connect(&mut community, 1, "a", "ann");
+        assert_eq!(back.notices, Vec::new(), "ann's return is not announced");
+        assert_eq!(back.rooms, vec![RoomName::general(), room("rust")]);
+        assert_eq!(community.sweep(29_999).notices, Vec::new());
+        let swept = community.sweep(30_000);
+        assert_eq!(
+            swept.departed,
+            vec![UserId::new("b")],
+            "only bob never came back"
+        );
+        assert!(swept.notices.contains(&Outgoing {
+            to: Audience::Everyone,
+            notice: Notice::Presence {
+                name: name("bob"),
+                online: false
+            },
+        }));
     }
 
     #[test]
@@ -1302,7 +1412,7 @@ mod tests {
             vec![RoomName::general(), room("rust")],
             "rooms are kept"
         );
-        assert_eq!(community.sweep(100_000), Vec::new());
+        assert_eq!(community.sweep(100_000).notices, Vec::new());
     }
 
     #[test]
@@ -1314,7 +1424,7 @@ mod tests {
         assert!(community.join_room(&2, "rust").is_ok());
         assert_eq!(community.disconnect(&2, 0), Vec::new());
         assert!(
-            !community.sweep(10_000).is_empty(),
+            !community.sweep(10_000).notices.is_empty(),
             "bob is announced offline"
         );
         let members = community.members("rust").unwrap_or_default();
@@ -1455,7 +1565,7 @@ mod tests {
         connect(&mut community, 1, "a", "ann");
         connect(&mut community, 2, "b", "bob");
         assert_eq!(community.disconnect(&2, 0), Vec::new());
-        assert!(!community.sweep(10_000).is_empty(), "bob is gone");
+        assert!(!community.sweep(10_000).notices.is_empty(), "bob is gone");
         let draft = community.draft_direct(&1, "bob", "later");
         assert_eq!(
             draft.map(|d| d.place).ok(),
@@ -1622,7 +1732,7 @@ mod tests {
         for socket in 2..202 {
             assert_eq!(community.disconnect(&socket, 0), Vec::new());
         }
-        let notices = community.sweep(60_000);
+        let notices = community.sweep(60_000).notices;
         assert_eq!(
             lists(&notices),
             vec![&users(&["watcher"])],
@@ -1662,7 +1772,7 @@ mod tests {
         for socket in 1..101 {
             community.disconnect(&socket, 0);
         }
-        let notices = community.sweep(60_000);
+        let notices = community.sweep(60_000).notices;
         assert!(lists(&notices).is_empty());
         assert_eq!(notices.len(), 200, "a notice and a presence per leaver");
         assert!(community.users_notice().is_none());

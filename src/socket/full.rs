@@ -87,9 +87,9 @@ pub async fn connect(
         return Ok(());
     }
     let now = now_ms();
-    let (token, user, wanted, fresh) = if let Some(token) = credential("token") {
+    let (token, user, wanted, fresh, refresh_due) = if let Some(token) = credential("token") {
         let session = chat.history.session(&token, now).await.map_err(refusal)?;
-        let Some(session) = session else {
+        let Some((session, refresh_due)) = session else {
             return Err(refusal(DomainError::new(
                 ErrorCode::InvalidToken,
                 "this session token is unknown or expired; connect with a name",
@@ -106,7 +106,7 @@ pub async fn connect(
             chat.community()
                 .restore_member(session.user.clone(), name, rooms);
         }
-        (token, session.user, session.name, false)
+        (token, session.user, session.name, false, refresh_due)
     } else if let Some(name) = credential("name") {
         let parsed = UserName::parse(&name).map_err(refusal)?;
         // A name belongs to its user while that user's session is valid, present or not.
@@ -119,26 +119,40 @@ pub async fn connect(
         {
             return Err(refusal(name_taken(&parsed)));
         }
-        (random_hex(32), UserId::new(random_hex(16)), name, true)
+        (
+            random_hex(32),
+            UserId::new(random_hex(16)),
+            name,
+            true,
+            true,
+        )
     } else {
         return Ok(());
     };
 
     // Persist the session before announcing anything, so `session` is the first event the
     // client sees and its token works from then on.
-    let holder = chat.community().user_named(&wanted).ok().map(|(id, _)| id);
+    let (holder, present) = {
+        let community = chat.community();
+        let holder = community.user_named(&wanted).ok().map(|(id, _)| id);
+        (holder, community.is_present(&user))
+    };
     if holder.is_some_and(|holder| holder != user) {
         let name = UserName::parse(&wanted).map_err(refusal)?;
         return Err(refusal(name_taken(&name)));
     }
-    let session = Session {
-        user: user.clone(),
-        name: wanted.trim().to_owned(),
-    };
-    chat.history
-        .save_session(&token, &session, now)
-        .await
-        .map_err(refusal)?;
+    // A present user (another tab, or back within a grace period) is stored as online
+    // already; its session is saved again only when its expiry is due to be pushed back.
+    if refresh_due || !present {
+        let session = Session {
+            user: user.clone(),
+            name: wanted.trim().to_owned(),
+        };
+        chat.history
+            .save_session(&token, &session, now)
+            .await
+            .map_err(refusal)?;
+    }
 
     {
         let mut community = chat.community();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, RoomName, UserId, UserName};
 use crate::store::{
@@ -15,6 +15,10 @@ use crate::store::{
 
 /// How long a session token stays valid after its last use.
 pub const SESSION_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
+/// A session's expiry is pushed back on connect when it was last pushed back longer ago than
+/// this: a reconnect storm (a restart) then costs no writes.
+pub const SESSION_REFRESH_MS: i64 = 60 * 60 * 1000;
 
 /// Most sessions kept when history is off (memory is the only place they live then).
 const MAX_MEMORY_SESSIONS: usize = 100_000;
@@ -29,6 +33,16 @@ pub type PendingMessage = std::pin::Pin<
 pub struct Session {
     pub user: UserId,
     pub name: String,
+}
+
+/// A user known from storage, as the server starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMember {
+    pub user: UserId,
+    pub name: UserName,
+    pub rooms: Vec<RoomName>,
+    /// It was connected when the server last stopped (or crashed).
+    pub online: bool,
 }
 
 /// Message history and sessions behind one handle.
@@ -257,6 +271,7 @@ impl History {
                         name: session.name.clone(),
                         name_key,
                         expires_at_ms,
+                        online: true,
                     })
                 );
                 saved_session.map_err(|e| unavailable("save_session", &e))?;
@@ -276,21 +291,36 @@ impl History {
         }
     }
 
-    /// The session `token` belongs to, if it is known and not expired.
-    pub async fn session(&self, token: &str, now_ms: i64) -> Result<Option<Session>, DomainError> {
+    /// The session `token` belongs to, if it is known and not expired, and whether its
+    /// expiry is due to be pushed back (see [`SESSION_REFRESH_MS`]).
+    pub async fn session(
+        &self,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<Option<(Session, bool)>, DomainError> {
         let token_hash = token_hash(token);
         match self {
             Self::Durable(store) => Ok(store
                 .session(&token_hash, now_ms)
                 .await
                 .map_err(|e| unavailable("session", &e))?
-                .map(|record| Session {
-                    user: UserId::new(record.user_id),
-                    name: record.name,
+                .map(|record| {
+                    let refreshed_at = record.expires_at_ms.saturating_sub(SESSION_TTL_MS);
+                    let due = now_ms.saturating_sub(refreshed_at) >= SESSION_REFRESH_MS;
+                    let session = Session {
+                        user: UserId::new(record.user_id),
+                        name: record.name,
+                    };
+                    (session, due)
                 })),
             Self::Memory(memory) => {
                 let memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                Ok(memory.sessions.get(&token_hash).cloned())
+                // In memory a session never expires: nothing to push back.
+                Ok(memory
+                    .sessions
+                    .get(&token_hash)
+                    .cloned()
+                    .map(|session| (session, false)))
             }
         }
     }
@@ -368,10 +398,7 @@ impl History {
 
     /// Every user whose session has not expired at `now_ms`, with its stored rooms: what the
     /// community starts from after a restart.
-    pub async fn live_members(
-        &self,
-        now_ms: i64,
-    ) -> Result<Vec<(UserId, UserName, Vec<RoomName>)>, DomainError> {
+    pub async fn live_members(&self, now_ms: i64) -> Result<Vec<StoredMember>, DomainError> {
         let Self::Durable(store) = self else {
             return Ok(Vec::new());
         };
@@ -394,7 +421,12 @@ impl History {
             .filter_map(|user| {
                 let name = UserName::parse(&user.name).ok()?;
                 let rooms = rooms.remove(&user.user_id).unwrap_or_default();
-                Some((UserId::new(user.user_id), name, rooms))
+                Some(StoredMember {
+                    user: UserId::new(user.user_id),
+                    name,
+                    rooms,
+                    online: user.online,
+                })
             })
             .collect())
     }
@@ -441,6 +473,23 @@ impl History {
                     )
                 })),
             Self::Memory(_) => Ok(None),
+        }
+    }
+
+    /// Record that these users left, so a restart does not count them as online. A failure
+    /// is logged: at worst they are listed online for a while after a restart.
+    pub async fn mark_offline(&self, users: Vec<UserId>) {
+        if users.is_empty() {
+            return;
+        }
+        if let Self::Durable(store) = self {
+            let ids = users
+                .into_iter()
+                .map(|user| user.as_str().to_owned())
+                .collect();
+            if let Err(err) = store.mark_offline(ids).await {
+                warn!(%err, "recording departures failed");
+            }
         }
     }
 

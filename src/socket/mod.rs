@@ -44,6 +44,14 @@ const PURGE_EVERY_TICKS: u64 = 120;
 /// How often users whose grace period has run out are announced as gone.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
+/// What one sweep found, for the history.
+struct Swept {
+    /// Sessions (token, user) nobody can ever use.
+    unreachable: Vec<(String, UserId)>,
+    /// Users whose grace period ended.
+    departed: Vec<UserId>,
+}
+
 /// State shared by every socket of the chat.
 pub struct Chat {
     /// Users, sockets and rooms. A std `Mutex`: every critical section is short and
@@ -107,7 +115,11 @@ impl Chat {
             loop {
                 tick.tick().await;
                 let Some(chat) = chat.upgrade() else { return };
-                for (token, user) in chat.sweep() {
+                let swept = chat.sweep();
+                // Queued first: a user back right after its departure saves `online` again,
+                // and that write must come after this one.
+                chat.history.mark_offline(swept.departed).await;
+                for (token, user) in swept.unreachable {
                     chat.history.forget_user(&token, &user).await;
                 }
                 ticks += 1;
@@ -276,10 +288,10 @@ impl Chat {
         });
     }
 
-    /// Announce departures; returns the sessions (token, user) of connections that closed
-    /// while connecting and created their user: nobody can ever use them, so the caller
-    /// deletes them from history.
-    fn sweep(&self) -> Vec<(String, UserId)> {
+    /// Announce departures; returns who left, and the sessions (token, user) of connections
+    /// that closed while connecting and created their user: nobody can ever use them, so
+    /// the caller deletes them from history.
+    fn sweep(&self) -> Swept {
         let now = now_ms_u64();
         let ghosts = self.unconfirmed_ghosts(now);
         let mut community = self.community();
@@ -303,8 +315,11 @@ impl Chat {
         if !notices.is_empty() {
             notices.extend(community.users_notice());
         }
+        let mut departed = Vec::new();
         if community.has_away_users() {
-            notices.extend(community.sweep(now));
+            let swept = community.sweep(now);
+            notices.extend(swept.notices);
+            departed = swept.departed;
         }
         if !notices.is_empty() {
             self.deliver(&community, None, &notices);
@@ -318,7 +333,10 @@ impl Chat {
             .flat_map(|order| order.expire(now, MAX_ORDER_WAIT_MS))
             .collect();
         self.deliver_messages(&community, overdue);
-        unreachable
+        Swept {
+            unreachable,
+            departed,
+        }
     }
 
     /// Sockets registered at least a second ago that the engine does not know: their
@@ -365,7 +383,7 @@ pub(crate) fn now_ms() -> i64 {
         })
 }
 
-fn now_ms_u64() -> u64 {
+pub(crate) fn now_ms_u64() -> u64 {
     u64::try_from(now_ms()).unwrap_or(0)
 }
 

@@ -40,6 +40,11 @@ pub(crate) const SQLITE: Embedded = Embedded(&[
         "users and memberships",
         include_str!("../../migrations/sqlite/0004_users_and_memberships.sql"),
     ),
+    (
+        5,
+        "presence",
+        include_str!("../../migrations/sqlite/0005_presence.sql"),
+    ),
 ]);
 
 pub(crate) const POSTGRES: Embedded = Embedded(&[
@@ -62,6 +67,11 @@ pub(crate) const POSTGRES: Embedded = Embedded(&[
         4,
         "users and memberships",
         include_str!("../../migrations/postgres/0004_users_and_memberships.sql"),
+    ),
+    (
+        5,
+        "presence",
+        include_str!("../../migrations/postgres/0005_presence.sql"),
     ),
 ]);
 

@@ -177,6 +177,9 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// learn its token). Resolves to whether it existed.
     fn delete_user(&self, user_id: String) -> StoreFuture<'_, bool>;
 
+    /// Records that these users left (their `online` becomes false; `save_user` sets it).
+    fn mark_offline(&self, user_ids: Vec<String>) -> StoreFuture<'_, ()>;
+
     /// Records that a user is a member of a room. Resolves to `false` if it was already.
     fn add_membership(&self, membership: MembershipRecord) -> StoreFuture<'_, bool>;
 
@@ -354,6 +357,9 @@ pub struct UserRecord {
     pub name_key: String,
     /// When the user's latest session expires; the name is free again from then on.
     pub expires_at_ms: i64,
+    /// Connected, as far as storage knows: set when the user connects, cleared when it
+    /// leaves. Still set after a crash, which is how a restart knows who was online.
+    pub online: bool,
 }
 
 /// A user's membership of a room.

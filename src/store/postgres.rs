@@ -297,6 +297,10 @@ impl HistoryStore for PostgresStore {
         Box::pin(self.writer.save_user(user))
     }
 
+    fn mark_offline(&self, user_ids: Vec<String>) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.mark_offline(user_ids))
+    }
+
     fn user_named<'a>(
         &'a self,
         name_key: &'a str,
@@ -307,7 +311,7 @@ impl HistoryStore for PostgresStore {
                 return Ok(None);
             }
             let row: Option<UserRow> = sqlx::query_as(
-                "SELECT user_id, name, name_key, expires_at_ms FROM users \
+                "SELECT user_id, name, name_key, expires_at_ms, online FROM users \
                  WHERE name_key = $1 AND expires_at_ms > $2 \
                  ORDER BY expires_at_ms DESC LIMIT 1",
             )
@@ -323,7 +327,7 @@ impl HistoryStore for PostgresStore {
     fn live_users(&self, now_ms: i64) -> StoreFuture<'_, Vec<UserRecord>> {
         Box::pin(async move {
             let rows: Vec<UserRow> = sqlx::query_as(
-                "SELECT user_id, name, name_key, expires_at_ms FROM users \
+                "SELECT user_id, name, name_key, expires_at_ms, online FROM users \
                  WHERE expires_at_ms > $1 ORDER BY expires_at_ms DESC LIMIT $2",
             )
             .bind(now_ms)
@@ -633,20 +637,33 @@ impl WriteConnection for PostgresWriter {
 
     async fn save_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO users (user_id, name, name_key, expires_at_ms) \
-             VALUES ($1, $2, $3, $4) \
+            "INSERT INTO users (user_id, name, name_key, expires_at_ms, online) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, \
              name_key = excluded.name_key, \
-             expires_at_ms = GREATEST(users.expires_at_ms, excluded.expires_at_ms)",
+             expires_at_ms = GREATEST(users.expires_at_ms, excluded.expires_at_ms), \
+             online = excluded.online",
         )
         .bind(&user.user_id)
         .bind(&user.name)
         .bind(&user.name_key)
         .bind(user.expires_at_ms)
+        .bind(user.online)
         .execute(&mut self.connection)
         .await
         .map(drop)
         .map_err(StoreError::db("saving a user"))
+    }
+
+    async fn mark_offline(&mut self, user_ids: &[String]) -> Result<(), StoreError> {
+        for user_id in user_ids {
+            sqlx::query("UPDATE users SET online = FALSE WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut self.connection)
+                .await
+                .map_err(StoreError::db("marking a user offline"))?;
+        }
+        Ok(())
     }
 
     async fn delete_user(&mut self, user_id: &str) -> Result<bool, StoreError> {
@@ -692,14 +709,15 @@ impl WriteConnection for PostgresWriter {
     }
 }
 
-/// Columns of a user row: `user_id, name, name_key, expires_at_ms`.
-type UserRow = (String, String, String, i64);
+/// Columns of a user row: `user_id, name, name_key, expires_at_ms, online`.
+type UserRow = (String, String, String, i64, bool);
 
-fn user_from_row((user_id, name, name_key, expires_at_ms): UserRow) -> UserRecord {
+fn user_from_row((user_id, name, name_key, expires_at_ms, online): UserRow) -> UserRecord {
     UserRecord {
         user_id,
         name,
         name_key,
         expires_at_ms,
+        online,
     }
 }

@@ -102,6 +102,10 @@ pub(crate) trait WriteConnection: Send + 'static {
         &mut self,
         user_id: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn mark_offline(
+        &mut self,
+        user_ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn add_membership(
         &mut self,
         membership: &MembershipRecord,
@@ -131,6 +135,7 @@ enum WriteOp {
     PurgeExpired(i64, Reply<u64>),
     SaveUser(UserRecord, Reply<()>),
     DeleteUser(String, Reply<bool>),
+    MarkOffline(Vec<String>, Reply<()>),
     AddMembership(MembershipRecord, Reply<bool>),
     RemoveMembership(String, String, Reply<bool>),
     /// Finish what is queued, then stop.
@@ -289,6 +294,15 @@ impl WriterHandle {
     pub(crate) async fn save_user(&self, user: UserRecord) -> Result<(), StoreError> {
         reject_nul(&[&user.user_id, &user.name, &user.name_key])?;
         self.request(|reply| WriteOp::SaveUser(user, reply)).await
+    }
+
+    pub(crate) async fn mark_offline(&self, mut user_ids: Vec<String>) -> Result<(), StoreError> {
+        user_ids.retain(|id| !id.contains('\0'));
+        if user_ids.is_empty() {
+            return Ok(());
+        }
+        self.request(|reply| WriteOp::MarkOffline(user_ids, reply))
+            .await
     }
 
     pub(crate) async fn delete_user(&self, user_id: String) -> Result<bool, StoreError> {
@@ -498,6 +512,10 @@ impl<C: WriteConnection> Writer<C> {
             WriteOp::DeleteUser(user_id, reply) => {
                 let result = connection.delete_user(&user_id).await;
                 answer(reply, result, Applied::Flag).await
+            }
+            WriteOp::MarkOffline(user_ids, reply) => {
+                let result = connection.mark_offline(&user_ids).await;
+                answer(reply, result, |reply, ()| Applied::Unit(reply)).await
             }
             WriteOp::AddMembership(membership, reply) => {
                 let result = connection.add_membership(&membership).await;
@@ -715,7 +733,9 @@ fn fail(write: WriteOp, error: StoreError) {
             reply.send(Err(error)).is_ok()
         }
         WriteOp::PurgeExpired(_, reply) => reply.send(Err(error)).is_ok(),
-        WriteOp::SaveUser(_, reply) => reply.send(Err(error)).is_ok(),
+        WriteOp::SaveUser(_, reply) | WriteOp::MarkOffline(_, reply) => {
+            reply.send(Err(error)).is_ok()
+        }
         WriteOp::DeleteUser(_, reply)
         | WriteOp::AddMembership(_, reply)
         | WriteOp::RemoveMembership(_, _, reply) => reply.send(Err(error)).is_ok(),
@@ -895,6 +915,9 @@ mod tests {
         }
         async fn delete_user(&mut self, _: &str) -> Result<bool, StoreError> {
             Ok(false)
+        }
+        async fn mark_offline(&mut self, _: &[String]) -> Result<(), StoreError> {
+            Ok(())
         }
         async fn add_membership(&mut self, _: &MembershipRecord) -> Result<bool, StoreError> {
             Ok(true)

@@ -7,8 +7,9 @@
 //! Handshake with the script: once every client is connected and publishing has started, the
 //! generator creates `--ready-file`; the script then stops and restarts the server.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
@@ -64,6 +65,8 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
     let first_down = Arc::new(AtomicU64::new(u64::MAX));
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(common.connect_concurrency.max(1)));
+    // Failed connection attempts by cause (the first words of the error), for the log.
+    let failures: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
 
     let mut clients = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
@@ -72,6 +75,7 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
         let connected = Arc::clone(&connected);
         let back = Arc::clone(&back);
         let first_down = Arc::clone(&first_down);
+        let failures = Arc::clone(&failures);
         let permits = Arc::clone(&permits);
         let stop = stop_rx.clone();
         let base_auth = common.auth_for(index);
@@ -126,7 +130,15 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
                         }
                         attempt = 0;
                     }
-                    Err(_) => {
+                    Err(err) => {
+                        if went_down {
+                            let cause: String = err.chars().take(48).collect();
+                            *failures
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .entry(cause)
+                                .or_default() += 1;
+                        }
                         attempt += 1;
                     }
                 }
@@ -217,6 +229,17 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
         summary.p95,
         summary.max,
         sent_at.len(),
+    );
+    let q = |q: f64| back_times.quantile(q) / 1000;
+    eprintln!(
+        "[{}] avalanche: back after p10 {} p25 {} p75 {} p90 {} ms; failed attempts after \
+         the stop: {:?}",
+        common.label,
+        q(0.10),
+        q(0.25),
+        q(0.75),
+        q(0.90),
+        failures.lock().unwrap_or_else(PoisonError::into_inner)
     );
     emit_record(serde_json::json!({
         "scenario": "avalanche",
