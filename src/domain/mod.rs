@@ -10,6 +10,7 @@
 //! - [`order`]: [`InOrder`], releasing each conversation's messages in sequence order.
 //! - [`rate`]: [`RateLimit`], the per-connection message rate.
 //! - [`room`]: [`RoomName`], and the default room `general`.
+//! - [`tail`]: [`Tail`], the latest messages of a conversation, for catch-up.
 //! - [`message`]: [`MessageBody`] and its length limit.
 //! - [`community`]: [`Community`] — users, their sockets and rooms, presence, and who
 //!   receives what, returned as [`Outgoing`] notices.
@@ -21,6 +22,7 @@ pub mod name;
 pub mod order;
 pub mod rate;
 pub mod room;
+pub mod tail;
 
 pub use community::{
     Audience, Community, Connected, Draft, Limits, MemberView, Message, Notice, Outgoing, Place,
@@ -32,3 +34,4 @@ pub use name::{MAX_NAME_CHARS, NameKey, SERVER_NAME, UserName};
 pub use order::InOrder;
 pub use rate::RateLimit;
 pub use room::{GENERAL, RoomName};
+pub use tail::Tail;

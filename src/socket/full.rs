@@ -615,16 +615,23 @@ async fn page_after(
     limit: u32,
     budget: &mut usize,
 ) -> Result<(Vec<Value>, bool), DomainError> {
-    let mut stored = chat
-        .history
-        .after(conversation, since, limit.saturating_add(1))
-        .await?;
-    let mut more = stored.len() > limit as usize;
-    stored.truncate(limit as usize);
-    let fits = within_budget(stored.iter(), budget);
-    more |= fits < stored.len();
-    stored.truncate(fits);
-    Ok((stored.iter().map(stored_json).collect(), more))
+    let wanted = limit.saturating_add(1);
+    let mut page = match chat.recent_after(conversation, since, wanted) {
+        Some(recent) => recent,
+        None => chat
+            .history
+            .after(conversation, since, wanted)
+            .await?
+            .iter()
+            .map(|message| (stored_json(message), encoded_size(message)))
+            .collect(),
+    };
+    let mut more = page.len() > limit as usize;
+    page.truncate(limit as usize);
+    let fits = within_budget(page.iter().map(|(_, size)| *size), budget);
+    more |= fits < page.len();
+    page.truncate(fits);
+    Ok((page.into_iter().map(|(json, _)| json).collect(), more))
 }
 
 /// Up to `limit` messages before `before` (or the latest), the newest ones that fit in
@@ -637,7 +644,7 @@ async fn page_before(
 ) -> Result<(Vec<Value>, bool), DomainError> {
     let mut stored = chat.history.before(conversation, before, limit).await?;
     let mut budget = PAGE_BYTES;
-    let fits = within_budget(stored.iter().rev(), &mut budget);
+    let fits = within_budget(stored.iter().rev().map(encoded_size), &mut budget);
     stored.drain(..stored.len() - fits);
     let more = stored.first().is_some_and(|first| first.seq > 1);
     Ok((stored.iter().map(stored_json).collect(), more))
@@ -645,13 +652,9 @@ async fn page_before(
 
 /// How many of `messages`, in order, fit in `budget` bytes (taken from it). The first always
 /// fits when the budget is untouched, so a client paging on always makes progress.
-fn within_budget<'a>(
-    messages: impl Iterator<Item = &'a StoredMessage>,
-    budget: &mut usize,
-) -> usize {
+fn within_budget(sizes: impl Iterator<Item = usize>, budget: &mut usize) -> usize {
     let mut count = 0;
-    for message in messages {
-        let size = encoded_size(message);
+    for size in sizes {
         if size > *budget && !(count == 0 && *budget == PAGE_BYTES) {
             *budget = 0;
             break;
@@ -665,8 +668,16 @@ fn within_budget<'a>(
 /// A generous estimate of a message's size on the wire: JSON escapes at most double text
 /// (`\uXXXX` for control characters is rarer still), plus the fixed fields.
 pub(crate) fn encoded_size(message: &StoredMessage) -> usize {
-    let client_id = message.client_id.as_ref().map_or(0, String::len);
-    2 * (message.body.len() + message.author.name.len() + client_id) + 160
+    message_size(
+        &message.body,
+        &message.author.name,
+        message.client_id.as_deref(),
+    )
+}
+
+/// [`encoded_size`] of a message's parts.
+pub(crate) fn message_size(text: &str, from: &str, client_id: Option<&str>) -> usize {
+    2 * (text.len() + from.len() + client_id.map_or(0, str::len)) + 160
 }
 
 /// The wire form of a message read from history.

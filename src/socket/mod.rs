@@ -29,7 +29,8 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::domain::{
-    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit, UserId,
+    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit, Tail,
+    UserId,
 };
 use crate::store::Conversation;
 use history::History;
@@ -43,6 +44,10 @@ const PURGE_EVERY_TICKS: u64 = 120;
 
 /// How often users whose grace period has run out are announced as gone.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Most rooms whose latest messages are kept in memory (see [`Tail`]): at most
+/// `MAX_TAILS` × [`crate::domain::tail::TAIL_BYTES`] bytes.
+const MAX_TAILS: usize = 1024;
 
 /// What one sweep found, for the history.
 struct Swept {
@@ -73,6 +78,10 @@ pub struct Chat {
     /// is still on its way. Locked only while `community` is held (lock order: community,
     /// then this).
     order: Mutex<HashMap<Conversation, InOrder<Message>>>,
+    /// The latest messages of up to [`MAX_TAILS`] rooms, for catch-up without reading the
+    /// history. Locked only while `community` is held or alone (lock order: community,
+    /// then this).
+    tails: Mutex<HashMap<Conversation, Tail<Value>>>,
     /// Socket.IO connection-state recovery is on: room messages carry an offset.
     pub(crate) recovery: bool,
     /// The tutorial's next user list, sent by one task outside the community lock.
@@ -87,6 +96,7 @@ impl Chat {
             io: OnceLock::new(),
             unconfirmed: Mutex::new(Vec::new()),
             order: Mutex::new(HashMap::new()),
+            tails: Mutex::new(HashMap::new()),
             recovery,
             users_out: Arc::default(),
         }
@@ -166,7 +176,37 @@ impl Chat {
         self.order_lock()
             .entry(conversation.clone())
             .or_insert_with(|| InOrder::after(last));
+        if conversation.as_room().is_some() {
+            let mut tails = self.tails_lock();
+            if tails.len() < MAX_TAILS {
+                tails
+                    .entry(conversation.clone())
+                    .or_insert_with(|| Tail::after(last));
+            }
+        }
         Ok(())
+    }
+
+    /// Up to `limit` messages of `conversation` after `since` (wire form and estimated
+    /// size), from memory; `None` if memory does not reach back that far.
+    pub(crate) fn recent_after(
+        &self,
+        conversation: &Conversation,
+        since: i64,
+        limit: u32,
+    ) -> Option<Vec<(Value, usize)>> {
+        let tails = self.tails_lock();
+        let recent = tails.get(conversation)?.after_seq(since, limit as usize)?;
+        Some(
+            recent
+                .into_iter()
+                .map(|(json, size)| (json.clone(), size))
+                .collect(),
+        )
+    }
+
+    fn tails_lock(&self) -> MutexGuard<'_, HashMap<Conversation, Tail<Value>>> {
+        self.tails.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queue a validated message for storing (see [`History::append_queued`]).
@@ -229,6 +269,22 @@ impl Chat {
     }
 
     fn deliver_messages(&self, community: &Community<SocketId>, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        {
+            let mut tails = self.tails_lock();
+            for message in &messages {
+                if let Some(tail) = tails.get_mut(&history::conversation_of(&message.place)) {
+                    let size = full::message_size(
+                        &message.text,
+                        message.from.as_str(),
+                        message.client_id.as_deref(),
+                    );
+                    tail.push(message.seq, deliver::message_json(message, None), size);
+                }
+            }
+        }
         for message in messages {
             let notices = community.posted(message);
             self.deliver(community, None, &notices);
