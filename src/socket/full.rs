@@ -616,6 +616,10 @@ async fn page_after(
     budget: &mut usize,
 ) -> Result<(Vec<Value>, bool), DomainError> {
     let wanted = limit.saturating_add(1);
+    if conversation.as_room().is_some() {
+        // Learn where the room stands once, so its tail answers from now on.
+        chat.prime(conversation).await?;
+    }
     let mut page = match chat.recent_after(conversation, since, wanted) {
         Some(recent) => recent,
         None => chat

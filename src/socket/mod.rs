@@ -166,8 +166,9 @@ impl Chat {
         self.community().user_count()
     }
 
-    /// Before storing the first message of a conversation in this process: learn what was
-    /// delivered before, so its messages can be released in sequence order.
+    /// Before storing the first message of a conversation in this process (or reading a
+    /// room's latest messages): learn what was delivered before, so its messages can be
+    /// released in sequence order, and start the room's tail there.
     pub(crate) async fn prime(&self, conversation: &Conversation) -> Result<(), DomainError> {
         if self.order_lock().contains_key(conversation) {
             return Ok(());

@@ -7,7 +7,7 @@
 //! Handshake with the script: once every client is connected and publishing has started, the
 //! generator creates `--ready-file`; the script then stops and restarts the server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -163,6 +163,8 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
     );
 
     let published = Arc::new(AtomicU64::new(0));
+    // Messages the server acknowledged as stored (chinwag's own protocol has acks).
+    let acked: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let (publish_stop_tx, publish_stop_rx) = watch::channel(false);
     let publisher = tokio::spawn(receipts::publish(
         Arc::clone(&connector),
@@ -171,6 +173,7 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
         max_messages,
         publish_stop_rx,
         Arc::clone(&published),
+        Arc::clone(&acked),
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     if let Some(ready) = &args.ready_file {
@@ -215,12 +218,19 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
         .iter()
         .filter(|missing| **missing > 0)
         .count();
+    let acked = acked.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    // What the server promised: acknowledged, and still not received by someone.
+    let lost_acknowledged = missing_per_message
+        .iter()
+        .enumerate()
+        .filter(|(id, missing)| **missing > 0 && acked.contains(&(*id as u64)))
+        .count();
     let lost_deliveries: u64 = missing_per_message.iter().sum();
     let summary = back_times.summary_ms();
     eprintln!(
         "[{}] avalanche ({}, {:?}): {} back, {never_back} never back; back after p50 {:.0} \
          p95 {:.0} max {:.0} ms; {} messages published, {lost_messages} lost by someone \
-         ({lost_deliveries} deliveries)",
+         ({lost_deliveries} deliveries); {} acknowledged, {lost_acknowledged} of them lost",
         common.label,
         args.signal,
         args.recovery,
@@ -229,6 +239,7 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
         summary.p95,
         summary.max,
         sent_at.len(),
+        acked.len(),
     );
     let q = |q: f64| back_times.quantile(q) / 1000;
     eprintln!(
@@ -254,6 +265,8 @@ pub async fn run(common: &Common, args: &AvalancheArgs) -> Result<(), BenchError
         "back_max_ms": summary.max,
         "published": sent_at.len(),
         "lost_messages": lost_messages,
+        "acknowledged": acked.len(),
+        "lost_acknowledged": lost_acknowledged,
         "lost_deliveries": lost_deliveries,
     }));
     Ok(())

@@ -165,6 +165,7 @@ pub async fn run(common: &Common, args: &JitterArgs) -> Result<(), BenchError> {
         max_messages,
         publish_stop_rx,
         Arc::clone(&published),
+        Arc::default(),
     ));
     tokio::time::sleep(Duration::from_secs(args.secs)).await;
     publish_stop_tx.send(true).ok();

@@ -1,8 +1,9 @@
 //! What the reconnecting scenarios (jitter, avalanche) share: numbered messages from one
 //! publisher, each client's record of which numbers it saw, and socket.io's recovery state.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -203,6 +204,7 @@ pub async fn publish(
     max_messages: u64,
     mut stop: watch::Receiver<bool>,
     published: Arc<AtomicU64>,
+    acked: Arc<Mutex<HashSet<u64>>>,
 ) -> Vec<u64> {
     let wire = connector.wire();
     let mut sent_at = Vec::new();
@@ -222,7 +224,14 @@ pub async fn publish(
                 .try_send(client::event_frame(wire, &common.join_event, "publisher"))
                 .ok();
         }
-        let connection = tokio::spawn(client::drive(ws, wire, rx, |_| {}));
+        let acks = Arc::clone(&acked);
+        let connection = tokio::spawn(client::drive(ws, wire, rx, move |frame| {
+            if let Some(id) = acknowledged(frame) {
+                acks.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(id);
+            }
+        }));
         while id < max_messages {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -244,6 +253,18 @@ pub async fn publish(
         break;
     }
     sent_at
+}
+
+/// The message a frame acknowledges as stored (`43N[{"ok":true,...}]` answers the message
+/// sent with ack id N, which is its id + 1).
+fn acknowledged(frame: &str) -> Option<u64> {
+    let rest = frame.strip_prefix("43")?;
+    let digits = rest.find('[')?;
+    let ack: u64 = rest[..digits].parse().ok()?;
+    rest[digits..]
+        .contains(r#""ok":true"#)
+        .then(|| ack.checked_sub(1))
+        .flatten()
 }
 
 /// Runs one connection of a client until it ends or `until` resolves; returns how it ended
@@ -315,6 +336,14 @@ fn max_seq(value: &Value) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_successful_ack_counts_as_stored() {
+        assert_eq!(acknowledged(r#"437[{"ok":true,"seq":3}]"#), Some(6));
+        assert_eq!(acknowledged(r#"437[{"ok":false,"error":{}}]"#), None);
+        assert_eq!(acknowledged(r#"42["message:new",{"ok":true}]"#), None);
+        assert_eq!(acknowledged(r#"430[{"ok":true}]"#), None);
+    }
 
     #[test]
     fn a_client_counts_each_message_once_and_tracks_the_offset() {

@@ -382,10 +382,10 @@ fn targets(out: &mut String, records: &[Value], subject: &str) {
         show(back, " ms"),
         |b| b < 3000.0,
     );
-    let lost = reconnecting("avalanche", "lost_messages");
+    let lost = reconnecting("avalanche", "lost_acknowledged");
     target(
         out,
-        "avalanche (last signal): zero messages lost",
+        "avalanche (last signal): zero acknowledged messages lost",
         lost,
         show(lost, ""),
         |l| l == 0.0,
@@ -488,6 +488,8 @@ pub fn render(records: &[Value], subject: &str) -> String {
             "back_p95_ms",
             "back_max_ms",
             "lost_messages",
+            "acknowledged",
+            "lost_acknowledged",
         ],
     );
     out
