@@ -127,9 +127,14 @@ pub async fn serve(
     let _ = stop_accepting.send(());
     // Users whose connections had already dropped were leaving: after the restart they are
     // not online. Everyone still connected is, while their clients reconnect.
-    let leaving = chat.community().users_in_grace();
-    chat.history.mark_offline(leaving).await;
+    let leaving = chat.begin_shutdown();
     let grace = config.shutdown_grace();
+    if tokio::time::timeout(grace, chat.history.mark_offline(leaving))
+        .await
+        .is_err()
+    {
+        warn!(?grace, "recording departures did not finish in time");
+    }
     info!(
         connections = io.connection_count(),
         "shutting down: closing sockets"
@@ -169,7 +174,6 @@ fn limits(config: &Config) -> Limits {
     Limits {
         max_message_chars: config.max_message_chars,
         presence_grace_ms: config.presence_grace_ms,
-        restart_grace_ms: config.restart_grace_ms,
         messages_per_second: config.max_messages_per_second,
         ..Limits::default()
     }

@@ -740,10 +740,13 @@ async fn who_was_online_survives_reopening_until_marked_offline(backend: Backend
             store.save_user(user(id, id, 10_000)).await.expect("save");
         }
         store
-            .mark_offline(vec!["id-bob".to_owned(), "id-nobody".to_owned()])
+            .set_online(vec!["id-bob".to_owned(), "id-nobody".to_owned()], false)
             .await
             .expect("bob left");
-        store.mark_offline(Vec::new()).await.expect("nobody left");
+        store
+            .set_online(Vec::new(), false)
+            .await
+            .expect("nobody left");
         // A crash: no goodbye for ann and cy.
         store.close().await;
     }

@@ -49,10 +49,6 @@ pub struct Limits {
     pub max_message_chars: usize,
     /// How long a user whose last socket left is still considered present, in milliseconds.
     pub presence_grace_ms: u64,
-    /// How long a user who was online when the server stopped is still considered present
-    /// after it starts again, in milliseconds: long enough for clients to reconnect, so a
-    /// restart does not announce everyone leaving and coming back.
-    pub restart_grace_ms: u64,
     /// Most rooms that may exist.
     pub max_rooms: usize,
     /// Sustained messages per second per connection (bursts of twice that); 0: unlimited.
@@ -64,7 +60,6 @@ impl Default for Limits {
         Self {
             max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
             presence_grace_ms: 5_000,
-            restart_grace_ms: 30_000,
             max_rooms: 10_000,
             messages_per_second: 100,
         }
@@ -179,7 +174,7 @@ pub struct RoomSummary {
     pub online: usize,
 }
 
-/// A room member and whether they have a socket open.
+/// A room member and whether it is present (connected, or within a grace period).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
     pub name: UserName,

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 pub const TAIL_MESSAGES: usize = 128;
 
 /// Most bytes (as estimated by the caller) one tail keeps.
-pub const TAIL_BYTES: usize = 64 * 1024;
+pub const TAIL_BYTES: usize = 32 * 1024;
 
 /// The newest released messages of one conversation, consecutive by sequence.
 #[derive(Debug)]

@@ -6,14 +6,16 @@
 
 use std::sync::Arc;
 
-use engine::{Ack, ConnectError, Socket};
+use engine::{Ack, ConnectError, Socket, SocketId};
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
 use super::deliver::{FULL_ROOM, emit_checked, user_room};
 use super::history::{Session, conversation_of, random_hex};
 use super::{Chat, Connection, now_ms};
-use crate::domain::{DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName};
+use crate::domain::{
+    Community, Connected, DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName,
+};
 use crate::store::{Conversation, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, StoredMessage};
 
 /// Messages returned by a history read when the client names no limit.
@@ -143,7 +145,8 @@ pub async fn connect(
     }
     // A present user (another tab, or back within a grace period) is stored as online
     // already; its session is saved again only when its expiry is due to be pushed back.
-    if refresh_due || !present {
+    let saved = refresh_due || !present;
+    if saved {
         let session = Session {
             user: user.clone(),
             name: wanted.trim().to_owned(),
@@ -154,22 +157,56 @@ pub async fn connect(
             .map_err(refusal)?;
     }
 
-    {
+    let attempt = {
         let mut community = chat.community();
-        let connected = community
+        community
             .connect(socket.id(), user.clone(), &wanted)
-            .map_err(refusal)?;
-        chat.registered_on_connect(socket.id(), fresh.then(|| (token.clone(), user.clone())));
-        socket.join(FULL_ROOM);
-        socket.join(&user_room(&user));
-        let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
-        let payload =
-            json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
-        emit_checked(socket.id(), socket.emit("session", &(payload,)));
-        chat.deliver(&community, None, &connected.notices);
+            .map(|connected| {
+                announce(chat, socket, &community, &token, &user, fresh, &connected);
+                !connected.notices.is_empty()
+            })
+    };
+    let arrived = match attempt {
+        Ok(arrived) => arrived,
+        Err(error) => {
+            // Saved, but never here (e.g. it lost a race for its name): it must not hold
+            // the name, nor count as online after a restart.
+            if saved && fresh {
+                chat.history.forget_user(&token, &user).await;
+            } else if saved && !present {
+                chat.history.mark_offline(vec![user.clone()]).await;
+            }
+            return Err(refusal(error));
+        }
+    };
+    if arrived && !saved {
+        // Present when checked, but its grace period ended (and it was recorded offline)
+        // before it connected: it is online again.
+        chat.history.mark_online(vec![user.clone()]).await;
     }
     super::recovery::remember_connected(chat, socket).await;
     Ok(())
+}
+
+/// A connected full-protocol socket: follow its user's rooms, send it `session`, and tell
+/// the others (with the community locked, so everyone sees arrivals in one order).
+fn announce(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    community: &Community<SocketId>,
+    token: &str,
+    user: &UserId,
+    fresh: bool,
+    connected: &Connected<SocketId>,
+) {
+    chat.registered_on_connect(socket.id(), fresh.then(|| (token.to_owned(), user.clone())));
+    socket.join(FULL_ROOM);
+    socket.join(&user_room(user));
+    let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
+    let payload =
+        json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
+    emit_checked(socket.id(), socket.emit("session", &(payload,)));
+    chat.deliver(community, None, &connected.notices);
 }
 
 pub(crate) fn name_taken(name: &UserName) -> DomainError {

@@ -479,6 +479,15 @@ impl History {
     /// Record that these users left, so a restart does not count them as online. A failure
     /// is logged: at worst they are listed online for a while after a restart.
     pub async fn mark_offline(&self, users: Vec<UserId>) {
+        self.set_online(users, false).await;
+    }
+
+    /// Record that these users are online (when they arrive without saving their session).
+    pub async fn mark_online(&self, users: Vec<UserId>) {
+        self.set_online(users, true).await;
+    }
+
+    async fn set_online(&self, users: Vec<UserId>, online: bool) {
         if users.is_empty() {
             return;
         }
@@ -487,8 +496,8 @@ impl History {
                 .into_iter()
                 .map(|user| user.as_str().to_owned())
                 .collect();
-            if let Err(err) = store.mark_offline(ids).await {
-                warn!(%err, "recording departures failed");
+            if let Err(err) = store.set_online(ids, online).await {
+                warn!(%err, online, "recording who is online failed");
             }
         }
     }

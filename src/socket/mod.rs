@@ -21,6 +21,7 @@ pub mod recovery;
 pub mod tutorial;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,9 +46,10 @@ const PURGE_EVERY_TICKS: u64 = 120;
 /// How often users whose grace period has run out are announced as gone.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
-/// Most rooms whose latest messages are kept in memory (see [`Tail`]): at most
-/// `MAX_TAILS` × [`crate::domain::tail::TAIL_BYTES`] bytes.
-const MAX_TAILS: usize = 1024;
+/// Most rooms whose latest messages are kept in memory (see [`Tail`]). A tail's messages are
+/// JSON values, a few times their estimated size: at most about
+/// `MAX_TAILS` × 4 × [`crate::domain::tail::TAIL_BYTES`] = 32 MiB.
+const MAX_TAILS: usize = 256;
 
 /// What one sweep found, for the history.
 struct Swept {
@@ -84,6 +86,9 @@ pub struct Chat {
     tails: Mutex<HashMap<Conversation, Tail<Value>>>,
     /// Socket.IO connection-state recovery is on: room messages carry an offset.
     pub(crate) recovery: bool,
+    /// Shutting down: nobody is swept any more, so the users connected at the stop stay
+    /// recorded as online however long the shutdown takes.
+    closing: AtomicBool,
     /// The tutorial's next user list, sent by one task outside the community lock.
     users_out: Arc<deliver::UsersOutbox>,
 }
@@ -98,6 +103,7 @@ impl Chat {
             order: Mutex::new(HashMap::new()),
             tails: Mutex::new(HashMap::new()),
             recovery,
+            closing: AtomicBool::new(false),
             users_out: Arc::default(),
         }
     }
@@ -125,6 +131,9 @@ impl Chat {
             loop {
                 tick.tick().await;
                 let Some(chat) = chat.upgrade() else { return };
+                if chat.closing.load(Ordering::Relaxed) {
+                    continue;
+                }
                 let swept = chat.sweep();
                 // Queued first: a user back right after its departure saves `online` again,
                 // and that write must come after this one.
@@ -138,6 +147,14 @@ impl Chat {
                 }
             }
         });
+    }
+
+    /// The server is shutting down: stop announcing and recording departures. Returns the
+    /// users whose connections had dropped before (they were leaving).
+    pub fn begin_shutdown(&self) -> Vec<UserId> {
+        let community = self.community();
+        self.closing.store(true, Ordering::Relaxed);
+        community.users_in_grace()
     }
 
     /// Lock the community. The domain validates before it mutates, so a panic while the lock
@@ -170,22 +187,41 @@ impl Chat {
     /// room's latest messages): learn what was delivered before, so its messages can be
     /// released in sequence order, and start the room's tail there.
     pub(crate) async fn prime(&self, conversation: &Conversation) -> Result<(), DomainError> {
-        if self.order_lock().contains_key(conversation) {
-            return Ok(());
-        }
-        let last = self.history.last_seq(conversation).await?;
-        self.order_lock()
-            .entry(conversation.clone())
-            .or_insert_with(|| InOrder::after(last));
-        if conversation.as_room().is_some() {
-            let mut tails = self.tails_lock();
-            if tails.len() < MAX_TAILS {
-                tails
-                    .entry(conversation.clone())
-                    .or_insert_with(|| Tail::after(last));
+        {
+            let order = self.order_lock();
+            if let Some(state) = order.get(conversation) {
+                self.start_tail(conversation, state.released());
+                return Ok(());
             }
         }
+        let last = self.history.last_seq(conversation).await?;
+        let order = &mut *self.order_lock();
+        let released = order
+            .entry(conversation.clone())
+            .or_insert_with(|| InOrder::after(last))
+            .released();
+        self.start_tail(conversation, released);
         Ok(())
+    }
+
+    /// Give a room a tail, if it has none, starting after `released`. Called with the
+    /// `order` lock held, so no message of the room is released in between: a tail never
+    /// claims a message it was not given. A full set of tails loses an arbitrary one (that
+    /// room reads the history until it is primed again).
+    fn start_tail(&self, conversation: &Conversation, released: i64) {
+        if conversation.as_room().is_none() {
+            return;
+        }
+        let mut tails = self.tails_lock();
+        if tails.contains_key(conversation) {
+            return;
+        }
+        if tails.len() >= MAX_TAILS
+            && let Some(evicted) = tails.keys().next().cloned()
+        {
+            tails.remove(&evicted);
+        }
+        tails.insert(conversation.clone(), Tail::after(released));
     }
 
     /// Up to `limit` messages of `conversation` after `since` (wire form and estimated

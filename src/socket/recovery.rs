@@ -186,6 +186,8 @@ pub async fn recover(
     // may keep moving; then the client falls back to `sync`.
     for _ in 0..3 {
         let mut top_ups = Vec::new();
+        // Set when the socket resumed: whether its user arrived (was not present).
+        let mut resumed = None;
         {
             let mut community = chat.community();
             for page in &replay {
@@ -210,6 +212,7 @@ pub async fn recover(
                     return Ok(false);
                 }
                 let connected = community.connect(socket.id(), user.clone(), &state.name)?;
+                let arrived = !connected.notices.is_empty();
                 let mut notices = connected.notices;
                 for page in &replay {
                     if !community.is_in_room(socket.id(), &page.room) {
@@ -239,8 +242,16 @@ pub async fn recover(
                 socket.join(&user_room(&user));
                 chat.deliver(&community, Some(socket), &notices);
                 debug!(socket = %socket.id(), "recovered");
-                return Ok(true);
+                resumed = Some(arrived);
             }
+        }
+        if let Some(arrived) = resumed {
+            // Back after its grace period ended: recorded online again (a connect with a
+            // token does it when it saves the session).
+            if arrived {
+                chat.history.mark_online(vec![user]).await;
+            }
+            return Ok(true);
         }
         for (conversation, after) in top_ups {
             let more = chat

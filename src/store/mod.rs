@@ -177,8 +177,8 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// learn its token). Resolves to whether it existed.
     fn delete_user(&self, user_id: String) -> StoreFuture<'_, bool>;
 
-    /// Records that these users left (their `online` becomes false; `save_user` sets it).
-    fn mark_offline(&self, user_ids: Vec<String>) -> StoreFuture<'_, ()>;
+    /// Records that these users connected or left (`save_user` also sets `online`).
+    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()>;
 
     /// Records that a user is a member of a room. Resolves to `false` if it was already.
     fn add_membership(&self, membership: MembershipRecord) -> StoreFuture<'_, bool>;

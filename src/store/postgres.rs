@@ -297,8 +297,8 @@ impl HistoryStore for PostgresStore {
         Box::pin(self.writer.save_user(user))
     }
 
-    fn mark_offline(&self, user_ids: Vec<String>) -> StoreFuture<'_, ()> {
-        Box::pin(self.writer.mark_offline(user_ids))
+    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.set_online(user_ids, online))
     }
 
     fn user_named<'a>(
@@ -655,15 +655,16 @@ impl WriteConnection for PostgresWriter {
         .map_err(StoreError::db("saving a user"))
     }
 
-    async fn mark_offline(&mut self, user_ids: &[String]) -> Result<(), StoreError> {
-        for user_id in user_ids {
-            sqlx::query("UPDATE users SET online = FALSE WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut self.connection)
-                .await
-                .map_err(StoreError::db("marking a user offline"))?;
-        }
-        Ok(())
+    async fn set_online(&mut self, user_ids: &[String], online: bool) -> Result<(), StoreError> {
+        // One statement, not one per user: thousands leave at once when a restart's grace
+        // period ends, and every write of the batch waits for these.
+        sqlx::query("UPDATE users SET online = $1 WHERE user_id = ANY($2)")
+            .bind(online)
+            .bind(user_ids)
+            .execute(&mut self.connection)
+            .await
+            .map(drop)
+            .map_err(StoreError::db("recording who is online"))
     }
 
     async fn delete_user(&mut self, user_id: &str) -> Result<bool, StoreError> {

@@ -23,6 +23,16 @@ use super::{
     message_from_row, migrate, page_limit,
 };
 
+/// Most users per `UPDATE … IN (…)` of [`SqliteWriter::set_online`] (SQLite allows 32,766
+/// parameters).
+const SET_ONLINE_CHUNK: usize = 500;
+
+/// `(?first, ?first+1, …)`: `count` numbered SQLite parameters.
+fn numbered_list(first: usize, count: usize) -> String {
+    let numbers: Vec<String> = (first..first + count).map(|n| format!("?{n}")).collect();
+    format!("({})", numbers.join(","))
+}
+
 /// How long a connection waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -307,8 +317,8 @@ impl HistoryStore for SqliteStore {
         Box::pin(self.writer.save_user(user))
     }
 
-    fn mark_offline(&self, user_ids: Vec<String>) -> StoreFuture<'_, ()> {
-        Box::pin(self.writer.mark_offline(user_ids))
+    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.set_online(user_ids, online))
     }
 
     fn user_named<'a>(
@@ -652,13 +662,22 @@ impl WriteConnection for SqliteWriter {
         .map_err(StoreError::db("saving a user"))
     }
 
-    async fn mark_offline(&mut self, user_ids: &[String]) -> Result<(), StoreError> {
-        for user_id in user_ids {
-            sqlx::query("UPDATE users SET online = 0 WHERE user_id = ?1")
-                .bind(user_id)
+    async fn set_online(&mut self, user_ids: &[String], online: bool) -> Result<(), StoreError> {
+        // One statement per chunk, not per user: thousands leave at once when a restart's
+        // grace period ends, and every write of the batch waits for these.
+        for chunk in user_ids.chunks(SET_ONLINE_CHUNK) {
+            let sql = format!(
+                "UPDATE users SET online = ?1 WHERE user_id IN {}",
+                numbered_list(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(online);
+            for user_id in chunk {
+                query = query.bind(user_id);
+            }
+            query
                 .execute(&mut self.0)
                 .await
-                .map_err(StoreError::db("marking a user offline"))?;
+                .map_err(StoreError::db("recording who is online"))?;
         }
         Ok(())
     }

@@ -102,9 +102,10 @@ pub(crate) trait WriteConnection: Send + 'static {
         &mut self,
         user_id: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn mark_offline(
+    fn set_online(
         &mut self,
         user_ids: &[String],
+        online: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn add_membership(
         &mut self,
@@ -135,7 +136,7 @@ enum WriteOp {
     PurgeExpired(i64, Reply<u64>),
     SaveUser(UserRecord, Reply<()>),
     DeleteUser(String, Reply<bool>),
-    MarkOffline(Vec<String>, Reply<()>),
+    SetOnline(Vec<String>, bool, Reply<()>),
     AddMembership(MembershipRecord, Reply<bool>),
     RemoveMembership(String, String, Reply<bool>),
     /// Finish what is queued, then stop.
@@ -296,12 +297,16 @@ impl WriterHandle {
         self.request(|reply| WriteOp::SaveUser(user, reply)).await
     }
 
-    pub(crate) async fn mark_offline(&self, mut user_ids: Vec<String>) -> Result<(), StoreError> {
+    pub(crate) async fn set_online(
+        &self,
+        mut user_ids: Vec<String>,
+        online: bool,
+    ) -> Result<(), StoreError> {
         user_ids.retain(|id| !id.contains('\0'));
         if user_ids.is_empty() {
             return Ok(());
         }
-        self.request(|reply| WriteOp::MarkOffline(user_ids, reply))
+        self.request(|reply| WriteOp::SetOnline(user_ids, online, reply))
             .await
     }
 
@@ -513,8 +518,8 @@ impl<C: WriteConnection> Writer<C> {
                 let result = connection.delete_user(&user_id).await;
                 answer(reply, result, Applied::Flag).await
             }
-            WriteOp::MarkOffline(user_ids, reply) => {
-                let result = connection.mark_offline(&user_ids).await;
+            WriteOp::SetOnline(user_ids, online, reply) => {
+                let result = connection.set_online(&user_ids, online).await;
                 answer(reply, result, |reply, ()| Applied::Unit(reply)).await
             }
             WriteOp::AddMembership(membership, reply) => {
@@ -733,7 +738,7 @@ fn fail(write: WriteOp, error: StoreError) {
             reply.send(Err(error)).is_ok()
         }
         WriteOp::PurgeExpired(_, reply) => reply.send(Err(error)).is_ok(),
-        WriteOp::SaveUser(_, reply) | WriteOp::MarkOffline(_, reply) => {
+        WriteOp::SaveUser(_, reply) | WriteOp::SetOnline(_, _, reply) => {
             reply.send(Err(error)).is_ok()
         }
         WriteOp::DeleteUser(_, reply)
@@ -916,7 +921,7 @@ mod tests {
         async fn delete_user(&mut self, _: &str) -> Result<bool, StoreError> {
             Ok(false)
         }
-        async fn mark_offline(&mut self, _: &[String]) -> Result<(), StoreError> {
+        async fn set_online(&mut self, _: &[String], _: bool) -> Result<(), StoreError> {
             Ok(())
         }
         async fn add_membership(&mut self, _: &MembershipRecord) -> Result<bool, StoreError> {
