@@ -287,20 +287,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         if self.away.len() >= MAX_KNOWN_USERS {
             self.forget_one_away();
         }
-        let mut kept = BTreeSet::from([RoomName::general()]);
-        kept.extend(
-            rooms
-                .into_iter()
-                .filter(|room| self.rooms.contains_key(room)),
-        );
-        for room in &kept {
-            if let Some(members) = self.rooms.get_mut(room) {
-                members.insert(user.clone());
-            }
-        }
-        self.remember_known(&user, &name);
-        let arrival = self.next_arrival;
-        self.next_arrival += 1;
+        let (kept, arrival) = self.enroll(&user, &name, rooms);
         self.away.insert(
             user,
             Away {
@@ -329,20 +316,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             self.restore_member(user, name, rooms);
             return;
         }
-        let mut kept = BTreeSet::from([RoomName::general()]);
-        kept.extend(
-            rooms
-                .into_iter()
-                .filter(|room| self.rooms.contains_key(room)),
-        );
-        for room in &kept {
-            if let Some(members) = self.rooms.get_mut(room) {
-                members.insert(user.clone());
-            }
-        }
-        self.remember_known(&user, &name);
-        let arrival = self.next_arrival;
-        self.next_arrival += 1;
+        let (kept, arrival) = self.enroll(&user, &name, rooms);
         self.users.insert(
             user,
             User {
@@ -354,6 +328,31 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 leaves_at: Some(leaves_at_ms),
             },
         );
+    }
+
+    /// Make a user known from storage a member of `general` and of those of `rooms` that
+    /// exist, reachable by name; returns its rooms and its arrival number.
+    fn enroll(
+        &mut self,
+        user: &UserId,
+        name: &UserName,
+        rooms: impl IntoIterator<Item = RoomName>,
+    ) -> (BTreeSet<RoomName>, u64) {
+        let mut kept = BTreeSet::from([RoomName::general()]);
+        kept.extend(
+            rooms
+                .into_iter()
+                .filter(|room| self.rooms.contains_key(room)),
+        );
+        for room in &kept {
+            if let Some(members) = self.rooms.get_mut(room) {
+                members.insert(user.clone());
+            }
+        }
+        self.remember_known(user, name);
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        (kept, arrival)
     }
 
     /// Full-protocol users present without a socket (their grace period is running).
