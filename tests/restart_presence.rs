@@ -112,18 +112,29 @@ async fn users_online_at_a_graceful_stop_are_still_present_after_the_restart() {
 async fn users_online_when_the_server_is_killed_are_still_present_after_the_restart() {
     let db = temp_db_path();
     let args = ["--db", db.as_str(), "--restart-grace-ms", "1500"];
-    let (mut server, addr) = start_binary(&args).await;
+    let (server, addr) = start_binary(&args).await;
+    let mut server = KillOnDrop(server);
     let (ann, ann_token) = join(addr, "ann").await;
     let (bob, bob_token) = join(addr, "bob").await;
     let (cy, cy_token) = join(addr, "cy").await;
-    server.kill().expect("kill -9");
-    let _ = server.wait();
+    server.0.kill().expect("kill -9");
+    let _ = server.0.wait();
     drop((ann, bob, cy));
 
-    let (mut server, addr) = start_binary(&args).await;
+    let (server, addr) = start_binary(&args).await;
+    // Killed also when an assertion fails, so a failing run leaves no server behind.
+    let _server = KillOnDrop(server);
     the_restart_is_seamless(addr, &[ann_token, bob_token, cy_token]).await;
-    let _ = server.kill();
-    let _ = server.wait();
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test]
