@@ -27,12 +27,6 @@ use super::{
 /// parameters).
 const SET_ONLINE_CHUNK: usize = 500;
 
-/// `(?first, ?first+1, …)`: `count` numbered SQLite parameters.
-fn numbered_list(first: usize, count: usize) -> String {
-    let numbers: Vec<String> = (first..first + count).map(|n| format!("?{n}")).collect();
-    format!("({})", numbers.join(","))
-}
-
 /// How long a connection waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -666,9 +660,10 @@ impl WriteConnection for SqliteWriter {
         // One statement per chunk, not per user: thousands leave at once when a restart's
         // grace period ends, and every write of the batch waits for these.
         for chunk in user_ids.chunks(SET_ONLINE_CHUNK) {
+            // One "row" of `chunk.len()` placeholders is the `IN (?, …)` list.
             let sql = format!(
-                "UPDATE users SET online = ?1 WHERE user_id IN {}",
-                numbered_list(2, chunk.len())
+                "UPDATE users SET online = ? WHERE user_id IN {}",
+                row_placeholders(1, chunk.len(), false)
             );
             let mut query = sqlx::query(&sql).bind(online);
             for user_id in chunk {
