@@ -81,8 +81,7 @@ pub struct Chat {
     /// then this).
     order: Mutex<HashMap<Conversation, InOrder<Message>>>,
     /// The latest messages of up to [`MAX_TAILS`] rooms, for catch-up without reading the
-    /// history. Locked only while `community` is held or alone (lock order: community,
-    /// then this).
+    /// history. Lock order: community, then `order`, then this.
     tails: Mutex<HashMap<Conversation, Tail<Value>>>,
     /// Socket.IO connection-state recovery is on: room messages carry an offset.
     pub(crate) recovery: bool,
@@ -135,8 +134,9 @@ impl Chat {
                     continue;
                 }
                 let swept = chat.sweep();
-                // Queued first: a user back right after its departure saves `online` again,
-                // and that write must come after this one.
+                // Queued first, so that a user back right after its departure most likely
+                // saves `online` after this write (best effort; a wrong flag only changes who
+                // is restored present after the next restart).
                 chat.history.mark_offline(swept.departed).await;
                 for (token, user) in swept.unreachable {
                     chat.history.forget_user(&token, &user).await;
