@@ -95,16 +95,18 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
     let user = UserId::new(format!("t:{}", socket.id()));
     let arrived = {
         let mut community = chat.community();
-        community.add_tutorial(socket.id(), user, name).map(|notices| {
-            // Join before delivering, under the lock, so the newcomer is in its spelling's
-            // room for every later broadcast and gets its own greeting in its spelling.
-            if !notices.is_empty() {
-                socket.data().set_spelling(Some(used));
-                socket.join(used.room());
-            }
-            chat.deliver(&community, Some(socket), &notices);
-            !notices.is_empty()
-        })
+        community
+            .add_tutorial(socket.id(), user, name)
+            .map(|notices| {
+                // Join before delivering, under the lock, so the newcomer is in its spelling's
+                // room for every later broadcast and gets its own greeting in its spelling.
+                if !notices.is_empty() {
+                    socket.data().set_spelling(Some(used));
+                    socket.join(used.room());
+                }
+                chat.deliver(&community, Some(socket), &notices);
+                !notices.is_empty()
+            })
     };
     match arrived {
         // With recovery on, its pid can resume it from now on, also after a crash.
