@@ -30,8 +30,8 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::domain::{
-    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit, Tail,
-    UserId,
+    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, QuotaLimits,
+    Quotas, RateLimit, Tail, UserId,
 };
 use crate::store::Conversation;
 use history::History;
@@ -42,6 +42,11 @@ const MAX_ORDER_WAIT_MS: u64 = 2_000;
 
 /// Expired sessions and recovery records are purged every this many sweeps (a minute).
 const PURGE_EVERY_TICKS: u64 = 120;
+
+/// A connection that closes this soon after it connected a new user, without a Socket.IO
+/// DISCONNECT, is taken not to have received its token: the user is forgotten and its name is
+/// free again (see [`Chat::forget_if_unconfirmed`]).
+const FRESH_CONFIRM_MS: u64 = 2_000;
 
 /// How often users whose grace period has run out are announced as gone.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -73,9 +78,12 @@ pub struct Chat {
     /// The engine, for broadcasts; set once right after it is built (it owns our handler).
     io: OnceLock<SocketIo>,
     /// Sockets registered during `on_connect`, with the time, until the sweeper has seen
-    /// them in the engine. The engine skips `on_disconnect` for a connection that closes
-    /// while `on_connect` runs, so a socket it never confirmed must be removed here.
-    unconfirmed: Mutex<Vec<Unconfirmed>>,
+    /// them in the engine for [`FRESH_CONFIRM_MS`]. A socket the engine never confirmed (its
+    /// connection closed while `on_connect` ran) is removed here; one that closes early and
+    /// created its user takes the user with it (see [`Chat::forget_if_unconfirmed`]).
+    unconfirmed: Mutex<HashMap<SocketId, Unconfirmed>>,
+    /// Room and new-user quotas. Lock order: `community`, then this.
+    quotas: Mutex<Quotas>,
     /// Per conversation, the messages stored but not yet delivered because a predecessor
     /// is still on its way. Locked only while `community` is held (lock order: community,
     /// then this).
@@ -93,12 +101,13 @@ pub struct Chat {
 }
 
 impl Chat {
-    pub fn new(limits: Limits, history: History, recovery: bool) -> Self {
+    pub fn new(limits: Limits, quotas: QuotaLimits, history: History, recovery: bool) -> Self {
         Self {
             community: Mutex::new(Community::new(limits)),
             history,
             io: OnceLock::new(),
-            unconfirmed: Mutex::new(Vec::new()),
+            unconfirmed: Mutex::new(HashMap::new()),
+            quotas: Mutex::new(Quotas::new(quotas)),
             order: Mutex::new(HashMap::new()),
             tails: Mutex::new(HashMap::new()),
             recovery,
@@ -143,6 +152,7 @@ impl Chat {
                 }
                 ticks += 1;
                 if ticks.is_multiple_of(PURGE_EVERY_TICKS) {
+                    chat.quotas().forget_idle(now_ms_u64());
                     chat.history.purge_expired(now_ms()).await;
                 }
             }
@@ -167,6 +177,11 @@ impl Chat {
 
     pub(crate) fn io(&self) -> Option<&SocketIo> {
         self.io.get()
+    }
+
+    /// Lock the quotas (after `community` when both are needed).
+    pub(crate) fn quotas(&self) -> MutexGuard<'_, Quotas> {
+        self.quotas.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Count one message from `socket` against its rate limit.
@@ -374,11 +389,58 @@ impl Chat {
             .unconfirmed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        unconfirmed.push(Unconfirmed {
-            socket: socket.clone(),
-            registered_ms: now_ms_u64(),
-            fresh,
-        });
+        unconfirmed.insert(
+            socket.clone(),
+            Unconfirmed {
+                registered_ms: now_ms_u64(),
+                fresh,
+            },
+        );
+    }
+
+    /// A socket is gone: if it created its user less than [`FRESH_CONFIRM_MS`] ago and its
+    /// connection just dropped (no Socket.IO DISCONNECT, which only a client that got the
+    /// CONNECT reply and its `session` sends), its client most likely never read its token:
+    /// forget the user, so its name is free at once rather than held for the session's 30
+    /// days. Call after [`Chat::disconnect`]. Returns whether the user was forgotten.
+    async fn forget_if_unconfirmed(&self, socket: &SocketId, reason: DisconnectReason) -> bool {
+        let entry = self
+            .unconfirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(socket);
+        let dropped = matches!(
+            reason,
+            DisconnectReason::TransportClose
+                | DisconnectReason::TransportError
+                | DisconnectReason::PingTimeout
+                | DisconnectReason::ParseError
+        );
+        let Some(Unconfirmed {
+            registered_ms,
+            fresh: Some((token, user)),
+        }) = entry
+        else {
+            return false;
+        };
+        if !dropped
+            || self.closing.load(Ordering::Relaxed)
+            || now_ms_u64().saturating_sub(registered_ms) >= FRESH_CONFIRM_MS
+        {
+            return false;
+        }
+        {
+            let mut community = self.community();
+            // Another socket of the user (it had the token after all) keeps it.
+            let Some(mut notices) = community.forget_user(&user) else {
+                return false;
+            };
+            debug!(socket = %socket, "new user's connection dropped before it had its token");
+            notices.extend(community.users_notice());
+            self.deliver(&community, None, &notices);
+        }
+        self.history.forget_user(&token, &user).await;
+        true
     }
 
     /// Announce departures; returns who left, and the sessions (token, user) of connections
@@ -390,14 +452,14 @@ impl Chat {
         let mut community = self.community();
         let mut notices = Vec::new();
         let mut unreachable = Vec::new();
-        for ghost in ghosts {
+        for (socket, fresh) in ghosts {
             // Not a ghost after all if its disconnect was handled (it lived, however briefly).
-            if community.user_id_of(&ghost.socket).is_none() {
+            if community.user_id_of(&socket).is_none() {
                 continue;
             }
-            debug!(socket = %ghost.socket, "socket closed while connecting; forgetting it");
-            notices.extend(community.disconnect(&ghost.socket, now));
-            if let Some((token, user)) = ghost.fresh
+            debug!(socket = %socket, "socket closed while connecting; forgetting it");
+            notices.extend(community.disconnect(&socket, now));
+            if let Some((token, user)) = fresh
                 && let Some(departures) = community.forget_user(&user)
             {
                 notices.extend(departures);
@@ -434,7 +496,7 @@ impl Chat {
 
     /// Sockets registered at least a second ago that the engine does not know: their
     /// connection closed during `on_connect`. Those it knows are confirmed and forgotten here.
-    fn unconfirmed_ghosts(&self, now: u64) -> Vec<Unconfirmed> {
+    fn unconfirmed_ghosts(&self, now: u64) -> Vec<(SocketId, Option<(String, UserId)>)> {
         let Some(io) = self.io() else {
             return Vec::new();
         };
@@ -443,25 +505,24 @@ impl Chat {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut ghosts = Vec::new();
-        for entry in std::mem::take(&mut *unconfirmed) {
-            if now.saturating_sub(entry.registered_ms) < 1_000 {
-                unconfirmed.push(entry);
-                continue;
+        unconfirmed.retain(|socket, entry| {
+            if now.saturating_sub(entry.registered_ms) < FRESH_CONFIRM_MS {
+                return true;
             }
             let known = io
                 .of("/")
-                .is_some_and(|namespace| !namespace.to(entry.socket.as_str()).is_empty());
+                .is_some_and(|namespace| !namespace.to(socket.as_str()).is_empty());
             if !known {
-                ghosts.push(entry);
+                ghosts.push((socket.clone(), entry.fresh.take()));
             }
-        }
+            false
+        });
         ghosts
     }
 }
 
 /// A socket registered during `on_connect` that the engine has not confirmed yet.
 struct Unconfirmed {
-    socket: SocketId,
     registered_ms: u64,
     /// The token and user its connect created (a new name), if it created them.
     fresh: Option<(String, UserId)>,
@@ -597,7 +658,7 @@ impl Handler for ChatHandler {
             "adduser" => tutorial::add_user(chat, socket, Spelling::Lowercase, &args).await,
             "sendChat" => tutorial::send_chat(chat, socket, Spelling::CamelCase, &args).await,
             "sendchat" => tutorial::send_chat(chat, socket, Spelling::Lowercase, &args).await,
-            "room:list" => full::room_list(chat, socket, ack),
+            "room:list" => full::room_list(chat, socket, &args, ack),
             "room:create" => full::room_create(chat, socket, &args, ack).await,
             "room:join" => full::room_join(chat, socket, &args, ack).await,
             "room:leave" => full::room_leave(chat, socket, &args, ack).await,
@@ -621,6 +682,9 @@ impl Handler for ChatHandler {
         socket.data().wait_for_pipeline().await;
         let resumable = recovery::snapshot(&self.chat, socket);
         self.chat.disconnect(socket);
+        if self.chat.forget_if_unconfirmed(socket.id(), reason).await {
+            return;
+        }
         if let Some(snapshot) = resumable {
             recovery::remember_left(&self.chat, socket, snapshot).await;
         }
