@@ -206,13 +206,20 @@ fn announce(
     fresh: bool,
     connected: &Connected<SocketId>,
 ) {
-    chat.registered_on_connect(socket.id(), fresh.then(|| (token.to_owned(), user.clone())));
     socket.join(FULL_ROOM);
     socket.join(&user_room(user));
     let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
     let payload =
         json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
-    emit_checked(socket.id(), socket.emit("session", &(payload,)));
+    let sent = socket.emit("session", &(payload,));
+    // Closed while it was being connected: the client can never learn this token.
+    let unsent = sent == Err(engine::EmitError::Closed);
+    emit_checked(socket.id(), sent);
+    chat.registered_on_connect(
+        socket.id(),
+        fresh.then(|| (token.to_owned(), user.clone())),
+        unsent,
+    );
     chat.deliver(community, None, &connected.notices);
 }
 

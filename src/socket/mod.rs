@@ -43,11 +43,6 @@ const MAX_ORDER_WAIT_MS: u64 = 2_000;
 /// Expired sessions and recovery records are purged every this many sweeps (a minute).
 const PURGE_EVERY_TICKS: u64 = 120;
 
-/// A connection that closes this soon after it connected a new user, without a Socket.IO
-/// DISCONNECT, is taken not to have received its token: the user is forgotten and its name is
-/// free again (see [`Chat::forget_if_unconfirmed`]).
-const FRESH_CONFIRM_MS: u64 = 2_000;
-
 /// How often users whose grace period has run out are announced as gone.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
@@ -78,8 +73,8 @@ pub struct Chat {
     /// The engine, for broadcasts; set once right after it is built (it owns our handler).
     io: OnceLock<SocketIo>,
     /// Sockets registered during `on_connect`, with the time, until the sweeper has seen
-    /// them in the engine for [`FRESH_CONFIRM_MS`]. A socket the engine never confirmed (its
-    /// connection closed while `on_connect` ran) is removed here; one that closes early and
+    /// them in the engine. A socket the engine never confirmed (its connection closed while
+    /// `on_connect` ran) is removed here; one whose `session` could not be sent and that
     /// created its user takes the user with it (see [`Chat::forget_if_unconfirmed`]).
     unconfirmed: Mutex<HashMap<SocketId, Unconfirmed>>,
     /// Room and new-user quotas. Lock order: `community`, then this.
@@ -383,8 +378,14 @@ impl Chat {
     }
 
     /// Remember a socket registered during `on_connect` (see `unconfirmed`); `fresh`: the
-    /// token and user this connection created, if it created them.
-    pub(crate) fn registered_on_connect(&self, socket: &SocketId, fresh: Option<(String, UserId)>) {
+    /// token and user this connection created, if it created them; `unsent`: its `session`
+    /// (the token) could not be sent, the connection having closed.
+    pub(crate) fn registered_on_connect(
+        &self,
+        socket: &SocketId,
+        fresh: Option<(String, UserId)>,
+        unsent: bool,
+    ) {
         let mut unconfirmed = self
             .unconfirmed
             .lock()
@@ -394,39 +395,30 @@ impl Chat {
             Unconfirmed {
                 registered_ms: now_ms_u64(),
                 fresh,
+                unsent,
             },
         );
     }
 
-    /// A socket is gone: if it created its user less than [`FRESH_CONFIRM_MS`] ago and its
-    /// connection just dropped (no Socket.IO DISCONNECT, which only a client that got the
-    /// CONNECT reply and its `session` sends), its client most likely never read its token:
+    /// A socket is gone: if it created its user and its connection closed before its
+    /// `session` event (the token) could even be queued, nobody can ever use that token:
     /// forget the user, so its name is free at once rather than held for the session's 30
     /// days. Call after [`Chat::disconnect`]. Returns whether the user was forgotten.
-    async fn forget_if_unconfirmed(&self, socket: &SocketId, reason: DisconnectReason) -> bool {
+    async fn forget_if_unconfirmed(&self, socket: &SocketId) -> bool {
         let entry = self
             .unconfirmed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(socket);
-        let dropped = matches!(
-            reason,
-            DisconnectReason::TransportClose
-                | DisconnectReason::TransportError
-                | DisconnectReason::PingTimeout
-                | DisconnectReason::ParseError
-        );
         let Some(Unconfirmed {
-            registered_ms,
             fresh: Some((token, user)),
+            unsent: true,
+            ..
         }) = entry
         else {
             return false;
         };
-        if !dropped
-            || self.closing.load(Ordering::Relaxed)
-            || now_ms_u64().saturating_sub(registered_ms) >= FRESH_CONFIRM_MS
-        {
+        if self.closing.load(Ordering::Relaxed) {
             return false;
         }
         {
@@ -435,7 +427,7 @@ impl Chat {
             let Some(mut notices) = community.forget_user(&user) else {
                 return false;
             };
-            debug!(socket = %socket, "new user's connection dropped before it had its token");
+            debug!(socket = %socket, "new user's connection closed before its token was sent");
             notices.extend(community.users_notice());
             self.deliver(&community, None, &notices);
         }
@@ -506,7 +498,7 @@ impl Chat {
             .unwrap_or_else(PoisonError::into_inner);
         let mut ghosts = Vec::new();
         unconfirmed.retain(|socket, entry| {
-            if now.saturating_sub(entry.registered_ms) < FRESH_CONFIRM_MS {
+            if now.saturating_sub(entry.registered_ms) < 1_000 {
                 return true;
             }
             let known = io
@@ -526,6 +518,8 @@ struct Unconfirmed {
     registered_ms: u64,
     /// The token and user its connect created (a new name), if it created them.
     fresh: Option<(String, UserId)>,
+    /// Its `session` could not be sent: the connection had closed.
+    unsent: bool,
 }
 
 /// Milliseconds since the Unix epoch (the store's timestamps).
@@ -682,7 +676,7 @@ impl Handler for ChatHandler {
         socket.data().wait_for_pipeline().await;
         let resumable = recovery::snapshot(&self.chat, socket);
         self.chat.disconnect(socket);
-        if self.chat.forget_if_unconfirmed(socket.id(), reason).await {
+        if self.chat.forget_if_unconfirmed(socket.id()).await {
             return;
         }
         if let Some(snapshot) = resumable {

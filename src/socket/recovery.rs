@@ -223,7 +223,7 @@ pub async fn recover(
                     community.disconnect(socket.id(), u64::try_from(now_ms()).unwrap_or(0));
                     return Ok(false);
                 }
-                chat.registered_on_connect(socket.id(), None);
+                chat.registered_on_connect(socket.id(), None, false);
                 socket.data().set_resumed(now_ms(), expires_at_ms);
                 for page in &replay {
                     let released = chat.released(&page.conversation);
