@@ -58,6 +58,17 @@ pub async fn serve(
     if config.connection_state_recovery && !recovery {
         warn!("connection-state recovery needs history; it is off with --no-history");
     }
+    if config.max_rooms != 0
+        && (config.max_rooms_per_user == 0
+            || config.max_rooms_per_user as usize >= config.max_rooms)
+    {
+        warn!(
+            max_rooms = config.max_rooms,
+            max_rooms_per_user = config.max_rooms_per_user,
+            "one user may create as many rooms as the server keeps: set --max-rooms-per-user \
+             well below --max-rooms"
+        );
+    }
     let chat = Arc::new(Chat::new(
         limits(&config),
         quota_limits(&config),
