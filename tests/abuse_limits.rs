@@ -33,8 +33,20 @@ fn code(answer: &Value) -> &str {
         .unwrap_or_else(|| panic!("expected an error, got {answer}"))
 }
 
-/// Rows of `sql` (one text column) in the app's SQLite file, read behind its back.
-async fn sqlite_texts(db: &str, sql: &str) -> Vec<String> {
+/// Rows of `sql` (one text column) in the app's database (the SQLite file, or the
+/// PostgreSQL schema of the PostgreSQL leg), read behind its back.
+async fn db_texts(db: &str, sql: &str) -> Vec<String> {
+    if db.starts_with("postgres") {
+        let mut connection = sqlx::PgConnection::connect(db)
+            .await
+            .expect("connect to PostgreSQL");
+        let rows: Vec<(String,)> = sqlx::query_as(sql)
+            .fetch_all(&mut connection)
+            .await
+            .expect("query PostgreSQL");
+        let _ = connection.close().await;
+        return rows.into_iter().map(|(text,)| text).collect();
+    }
     let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{db}?mode=ro"))
         .await
         .expect("open the SQLite file");
@@ -96,9 +108,9 @@ async fn a_refused_room_creation_stores_no_room_and_no_membership() {
     let taken = bob.request("room:create", json!({"room": "ONE"})).await;
     assert_eq!(code(&taken), "room_exists", "{taken}");
 
-    let rooms = sqlite_texts(&db, "SELECT name FROM rooms ORDER BY name").await;
+    let rooms = db_texts(&db, "SELECT name FROM rooms ORDER BY name").await;
     assert!(!rooms.contains(&"two".to_owned()), "{rooms:?}");
-    let members = sqlite_texts(
+    let members = db_texts(
         &db,
         "SELECT u.name || ':' || m.room FROM room_members m JOIN users u ON u.user_id = m.user_id \
          ORDER BY 1",
@@ -135,7 +147,7 @@ async fn two_users_creating_one_room_at_once_leave_one_creator_and_one_membershi
     for answer in answers.iter().filter(|a| a["ok"] != json!(true)) {
         assert_eq!(code(answer), "room_exists");
     }
-    let members = sqlite_texts(
+    let members = db_texts(
         &db,
         "SELECT user_id FROM room_members WHERE room = 'contested'",
     )
