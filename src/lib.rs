@@ -183,7 +183,9 @@ pub async fn serve(
 pub async fn open_history(config: &Config) -> std::io::Result<History> {
     if config.no_history {
         info!("history is off: messages are not stored");
-        return Ok(History::Memory(Default::default()));
+        return Ok(History::new(Arc::new(store::MemoryStore::new(
+            store::MemoryLimits::no_history(),
+        ))));
     }
     let durability = if config.relaxed_durability {
         Durability::ProcessCrash
@@ -193,7 +195,7 @@ pub async fn open_history(config: &Config) -> std::io::Result<History> {
     let store = store::open_store(&config.db, durability)
         .await
         .map_err(std::io::Error::other)?;
-    Ok(History::Durable(store))
+    Ok(History::new(store))
 }
 
 fn limits(config: &Config) -> Limits {

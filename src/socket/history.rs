@@ -1,8 +1,9 @@
-//! [`History`]: where messages and sessions live — the durable store, or memory when history
-//! is turned off (`--no-history`, for measuring what durability costs).
+//! [`History`]: where messages and sessions live, in the chat's terms — a store (SQLite,
+//! PostgreSQL, or memory when history is turned off with `--no-history`, for measuring what
+//! durability costs) seen through the domain's types.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tracing::{error, warn};
@@ -19,9 +20,6 @@ pub const SESSION_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// A session's expiry is pushed back on connect when it was last pushed back longer ago than
 /// this: a reconnect storm (a restart) then costs no writes.
 pub const SESSION_REFRESH_MS: i64 = 60 * 60 * 1000;
-
-/// Most sessions kept when history is off (memory is the only place they live then).
-const MAX_MEMORY_SESSIONS: usize = 100_000;
 
 /// The commit of a queued message: the message as stored, and whether it is a resend.
 pub type PendingMessage = std::pin::Pin<
@@ -46,16 +44,8 @@ pub struct StoredMember {
 }
 
 /// Message history and sessions behind one handle.
-pub enum History {
-    Durable(Arc<dyn HistoryStore>),
-    /// No durability: sequences and sessions in memory, no scrollback.
-    Memory(Mutex<MemoryHistory>),
-}
-
-#[derive(Default)]
-pub struct MemoryHistory {
-    last_seq: HashMap<Conversation, i64>,
-    sessions: HashMap<String, Session>,
+pub struct History {
+    store: Arc<dyn HistoryStore>,
 }
 
 /// The store's conversation for a draft's place.
@@ -92,6 +82,11 @@ fn unavailable(context: &str, err: &StoreError) -> DomainError {
 }
 
 impl History {
+    /// The chat's view of `store`.
+    pub fn new(store: Arc<dyn HistoryStore>) -> Self {
+        Self { store }
+    }
+
     /// Store a message; resolves once it is durable. Returns the message and whether it is a
     /// resend of one stored before (same author, place and client id).
     pub async fn append(
@@ -111,71 +106,43 @@ impl History {
         client_id: Option<String>,
         now_ms: i64,
     ) -> Result<PendingMessage, DomainError> {
-        let conversation = conversation_of(&draft.place);
-        match self {
-            Self::Durable(store) => {
-                let pending = store
-                    .append_queued(NewMessage {
-                        conversation,
-                        author: Author {
-                            user_id: draft.author.as_str().to_owned(),
-                            name: draft.author_name.as_str().to_owned(),
-                        },
-                        body: draft.body.into_string(),
-                        client_id,
-                        sent_at_ms: now_ms,
-                    })
-                    .await
-                    .map_err(|err| unavailable("append", &err))?;
-                let (place, from) = (draft.place, draft.author_name);
-                Ok(Box::pin(async move {
-                    let appended = pending.await.map_err(|err| unavailable("append", &err))?;
-                    let stored = appended.message;
-                    let message = Message {
-                        id: stored.id,
-                        place,
-                        seq: stored.seq,
-                        timestamp_ms: stored.timestamp_ms,
-                        from,
-                        text: stored.body,
-                        client_id: stored.client_id,
-                    };
-                    Ok((message, appended.duplicate))
-                }))
-            }
-            Self::Memory(memory) => {
-                let seq = {
-                    let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                    let seq = memory.last_seq.entry(conversation).or_insert(0);
-                    *seq += 1;
-                    *seq
-                };
-                let message = Message {
-                    id: random_hex(13),
-                    place: draft.place,
-                    seq,
-                    timestamp_ms: now_ms,
-                    from: draft.author_name,
-                    text: draft.body.into_string(),
-                    client_id,
-                };
-                Ok(Box::pin(std::future::ready(Ok((message, false)))))
-            }
-        }
+        let pending = self
+            .store
+            .append_queued(NewMessage {
+                conversation: conversation_of(&draft.place),
+                author: Author {
+                    user_id: draft.author.as_str().to_owned(),
+                    name: draft.author_name.as_str().to_owned(),
+                },
+                body: draft.body.into_string(),
+                client_id,
+                sent_at_ms: now_ms,
+            })
+            .await
+            .map_err(|err| unavailable("append", &err))?;
+        let (place, from) = (draft.place, draft.author_name);
+        Ok(Box::pin(async move {
+            let appended = pending.await.map_err(|err| unavailable("append", &err))?;
+            let stored = appended.message;
+            let message = Message {
+                id: stored.id,
+                place,
+                seq: stored.seq,
+                timestamp_ms: stored.timestamp_ms,
+                from,
+                text: stored.body,
+                client_id: stored.client_id,
+            };
+            Ok((message, appended.duplicate))
+        }))
     }
 
     /// The sequence of the newest message of a conversation (0 when empty).
     pub async fn last_seq(&self, conversation: &Conversation) -> Result<i64, DomainError> {
-        match self {
-            Self::Durable(store) => store
-                .last_seq(conversation)
-                .await
-                .map_err(|e| unavailable("last_seq", &e)),
-            Self::Memory(memory) => {
-                let memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                Ok(memory.last_seq.get(conversation).copied().unwrap_or(0))
-            }
-        }
+        self.store
+            .last_seq(conversation)
+            .await
+            .map_err(|e| unavailable("last_seq", &e))
     }
 
     /// Up to `limit` messages after `seq`, ascending (catch-up).
@@ -185,13 +152,10 @@ impl History {
         seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, DomainError> {
-        match self {
-            Self::Durable(store) => store
-                .after(conversation, seq, limit)
-                .await
-                .map_err(|e| unavailable("after", &e)),
-            Self::Memory(_) => Ok(Vec::new()),
-        }
+        self.store
+            .after(conversation, seq, limit)
+            .await
+            .map_err(|e| unavailable("after", &e))
     }
 
     /// Up to `limit` messages before `seq` (or the latest when `None`), ascending.
@@ -201,16 +165,17 @@ impl History {
         seq: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, DomainError> {
-        match (self, seq) {
-            (Self::Durable(store), Some(seq)) => store
+        match seq {
+            Some(seq) => self
+                .store
                 .before(conversation, seq, limit)
                 .await
                 .map_err(|e| unavailable("before", &e)),
-            (Self::Durable(store), None) => store
+            None => self
+                .store
                 .latest(conversation, limit)
                 .await
                 .map_err(|e| unavailable("latest", &e)),
-            (Self::Memory(_), _) => Ok(Vec::new()),
         }
     }
 
@@ -222,31 +187,26 @@ impl History {
         creator: &UserId,
         now_ms: i64,
     ) -> Result<bool, DomainError> {
-        match self {
-            Self::Durable(store) => store
-                .create_room(RoomRecord {
-                    name: name.as_str().to_owned(),
-                    created_at_ms: now_ms,
-                    created_by: Some(creator.as_str().to_owned()),
-                })
-                .await
-                .map_err(|e| unavailable("create_room", &e)),
-            Self::Memory(_) => Ok(true),
-        }
+        self.store
+            .create_room(RoomRecord {
+                name: name.as_str().to_owned(),
+                created_at_ms: now_ms,
+                created_by: Some(creator.as_str().to_owned()),
+            })
+            .await
+            .map_err(|e| unavailable("create_room", &e))
     }
 
     /// Every room recorded so far, with its creator when known, read page by page.
     pub async fn rooms(&self) -> Result<Vec<(String, Option<UserId>)>, DomainError> {
-        let Self::Durable(store) = self else {
-            return Ok(Vec::new());
-        };
         let mut rooms: Vec<(String, Option<UserId>)> = Vec::new();
         loop {
             let after = rooms
                 .last()
                 .map_or("", |(name, _)| name.as_str())
                 .to_owned();
-            let page = store
+            let page = self
+                .store
                 .list_rooms(&after, MAX_ROOMS_LISTED)
                 .await
                 .map_err(|e| unavailable("list_rooms", &e))?;
@@ -269,13 +229,10 @@ impl History {
         author: &UserId,
         client_id: &str,
     ) -> Result<Option<StoredMessage>, DomainError> {
-        match self {
-            Self::Durable(store) => store
-                .message_by_client_id(conversation, author.as_str(), client_id)
-                .await
-                .map_err(|e| unavailable("message_by_client_id", &e)),
-            Self::Memory(_) => Ok(None),
-        }
+        self.store
+            .message_by_client_id(conversation, author.as_str(), client_id)
+            .await
+            .map_err(|e| unavailable("message_by_client_id", &e))
     }
 
     /// Remember that `token` belongs to `session` (extends its validity), and that its user
@@ -286,46 +243,30 @@ impl History {
         session: &Session,
         now_ms: i64,
     ) -> Result<(), DomainError> {
-        let token_hash = token_hash(token);
-        match self {
-            Self::Durable(store) => {
-                let expires_at_ms = now_ms.saturating_add(SESSION_TTL_MS);
-                let name_key = UserName::parse(&session.name)
-                    .map(|name| name.key().as_str().to_owned())
-                    .map_err(|_| {
-                        DomainError::new(ErrorCode::InvalidName, "the session's name is invalid")
-                    })?;
-                // Both writes are queued at once, so they usually share one commit.
-                let (saved_session, saved_user) = tokio::join!(
-                    store.save_session(SessionRecord {
-                        token_hash,
-                        user_id: session.user.as_str().to_owned(),
-                        name: session.name.clone(),
-                        expires_at_ms,
-                    }),
-                    store.save_user(UserRecord {
-                        user_id: session.user.as_str().to_owned(),
-                        name: session.name.clone(),
-                        name_key,
-                        expires_at_ms,
-                        online: true,
-                    })
-                );
-                saved_session.map_err(|e| unavailable("save_session", &e))?;
-                saved_user.map_err(|e| unavailable("save_user", &e))
-            }
-            Self::Memory(memory) => {
-                let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                if memory.sessions.len() >= MAX_MEMORY_SESSIONS {
-                    // Bounded: forget an arbitrary old session rather than grow forever.
-                    if let Some(key) = memory.sessions.keys().next().cloned() {
-                        memory.sessions.remove(&key);
-                    }
-                }
-                memory.sessions.insert(token_hash, session.clone());
-                Ok(())
-            }
-        }
+        let expires_at_ms = now_ms.saturating_add(SESSION_TTL_MS);
+        let name_key = UserName::parse(&session.name)
+            .map(|name| name.key().as_str().to_owned())
+            .map_err(|_| {
+                DomainError::new(ErrorCode::InvalidName, "the session's name is invalid")
+            })?;
+        // Both writes are queued at once, so they usually share one commit.
+        let (saved_session, saved_user) = tokio::join!(
+            self.store.save_session(SessionRecord {
+                token_hash: token_hash(token),
+                user_id: session.user.as_str().to_owned(),
+                name: session.name.clone(),
+                expires_at_ms,
+            }),
+            self.store.save_user(UserRecord {
+                user_id: session.user.as_str().to_owned(),
+                name: session.name.clone(),
+                name_key,
+                expires_at_ms,
+                online: true,
+            })
+        );
+        saved_session.map_err(|e| unavailable("save_session", &e))?;
+        saved_user.map_err(|e| unavailable("save_user", &e))
     }
 
     /// The session `token` belongs to, if it is known and not expired, and whether its
@@ -335,31 +276,20 @@ impl History {
         token: &str,
         now_ms: i64,
     ) -> Result<Option<(Session, bool)>, DomainError> {
-        let token_hash = token_hash(token);
-        match self {
-            Self::Durable(store) => Ok(store
-                .session(&token_hash, now_ms)
-                .await
-                .map_err(|e| unavailable("session", &e))?
-                .map(|record| {
-                    let refreshed_at = record.expires_at_ms.saturating_sub(SESSION_TTL_MS);
-                    let due = now_ms.saturating_sub(refreshed_at) >= SESSION_REFRESH_MS;
-                    let session = Session {
-                        user: UserId::new(record.user_id),
-                        name: record.name,
-                    };
-                    (session, due)
-                })),
-            Self::Memory(memory) => {
-                let memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                // In memory a session never expires: nothing to push back.
-                Ok(memory
-                    .sessions
-                    .get(&token_hash)
-                    .cloned()
-                    .map(|session| (session, false)))
-            }
-        }
+        Ok(self
+            .store
+            .session(&token_hash(token), now_ms)
+            .await
+            .map_err(|e| unavailable("session", &e))?
+            .map(|record| {
+                let refreshed_at = record.expires_at_ms.saturating_sub(SESSION_TTL_MS);
+                let due = now_ms.saturating_sub(refreshed_at) >= SESSION_REFRESH_MS;
+                let session = Session {
+                    user: UserId::new(record.user_id),
+                    name: record.name,
+                };
+                (session, due)
+            }))
     }
 
     /// The user holding `name` at `now_ms` (a session that has not expired), if any. Without
@@ -369,31 +299,27 @@ impl History {
         name: &UserName,
         now_ms: i64,
     ) -> Result<Option<(UserId, UserName)>, DomainError> {
-        match self {
-            Self::Durable(store) => Ok(store
-                .user_named(name.key().as_str(), now_ms)
-                .await
-                .map_err(|e| unavailable("user_named", &e))?
-                .and_then(|record| {
-                    let name = UserName::parse(&record.name).ok()?;
-                    Some((UserId::new(record.user_id), name))
-                })),
-            Self::Memory(_) => Ok(None),
-        }
+        Ok(self
+            .store
+            .user_named(name.key().as_str(), now_ms)
+            .await
+            .map_err(|e| unavailable("user_named", &e))?
+            .and_then(|record| {
+                let name = UserName::parse(&record.name).ok()?;
+                Some((UserId::new(record.user_id), name))
+            }))
     }
 
     /// The rooms `user` is a member of besides `general`, as stored.
     pub async fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomName>, DomainError> {
-        match self {
-            Self::Durable(store) => Ok(store
-                .user_rooms(user.as_str())
-                .await
-                .map_err(|e| unavailable("user_rooms", &e))?
-                .iter()
-                .filter_map(|room| RoomName::parse(room).ok())
-                .collect()),
-            Self::Memory(_) => Ok(Vec::new()),
-        }
+        Ok(self
+            .store
+            .user_rooms(user.as_str())
+            .await
+            .map_err(|e| unavailable("user_rooms", &e))?
+            .iter()
+            .filter_map(|room| RoomName::parse(room).ok())
+            .collect())
     }
 
     /// Record that `user` is a member of `room`; resolves once stored.
@@ -403,18 +329,15 @@ impl History {
         room: &RoomName,
         now_ms: i64,
     ) -> Result<(), DomainError> {
-        match self {
-            Self::Durable(store) => store
-                .add_membership(MembershipRecord {
-                    user_id: user.as_str().to_owned(),
-                    room: room.as_str().to_owned(),
-                    joined_at_ms: now_ms,
-                })
-                .await
-                .map(drop)
-                .map_err(|e| unavailable("add_membership", &e)),
-            Self::Memory(_) => Ok(()),
-        }
+        self.store
+            .add_membership(MembershipRecord {
+                user_id: user.as_str().to_owned(),
+                room: room.as_str().to_owned(),
+                joined_at_ms: now_ms,
+            })
+            .await
+            .map(drop)
+            .map_err(|e| unavailable("add_membership", &e))
     }
 
     /// Record that `user` left `room`; resolves once stored.
@@ -423,27 +346,23 @@ impl History {
         user: &UserId,
         room: &RoomName,
     ) -> Result<(), DomainError> {
-        match self {
-            Self::Durable(store) => store
-                .remove_membership(user.as_str().to_owned(), room.as_str().to_owned())
-                .await
-                .map(drop)
-                .map_err(|e| unavailable("remove_membership", &e)),
-            Self::Memory(_) => Ok(()),
-        }
+        self.store
+            .remove_membership(user.as_str().to_owned(), room.as_str().to_owned())
+            .await
+            .map(drop)
+            .map_err(|e| unavailable("remove_membership", &e))
     }
 
     /// Every user whose session has not expired at `now_ms`, with its stored rooms: what the
     /// community starts from after a restart.
     pub async fn live_members(&self, now_ms: i64) -> Result<Vec<StoredMember>, DomainError> {
-        let Self::Durable(store) = self else {
-            return Ok(Vec::new());
-        };
-        let users = store
+        let users = self
+            .store
             .live_users(now_ms)
             .await
             .map_err(|e| unavailable("live_users", &e))?;
-        let memberships = store
+        let memberships = self
+            .store
             .live_memberships(now_ms)
             .await
             .map_err(|e| unavailable("live_memberships", &e))?;
@@ -476,19 +395,15 @@ impl History {
         state: String,
         expires_at_ms: i64,
     ) -> Result<(), DomainError> {
-        match self {
-            Self::Durable(store) => store
-                .save_recovery(RecoveryRecord {
-                    pid: pid.to_owned(),
-                    user_id: user.as_str().to_owned(),
-                    state,
-                    expires_at_ms,
-                })
-                .await
-                .map_err(|e| unavailable("save_recovery", &e)),
-            // Recovery is turned off without history.
-            Self::Memory(_) => Ok(()),
-        }
+        self.store
+            .save_recovery(RecoveryRecord {
+                pid: pid.to_owned(),
+                user_id: user.as_str().to_owned(),
+                state,
+                expires_at_ms,
+            })
+            .await
+            .map_err(|e| unavailable("save_recovery", &e))
     }
 
     /// What `pid` resumes (its user, state and expiry), unless unknown or expired.
@@ -497,20 +412,18 @@ impl History {
         pid: &str,
         now_ms: i64,
     ) -> Result<Option<(UserId, String, i64)>, DomainError> {
-        match self {
-            Self::Durable(store) => Ok(store
-                .recovery(pid, now_ms)
-                .await
-                .map_err(|e| unavailable("recovery", &e))?
-                .map(|record| {
-                    (
-                        UserId::new(record.user_id),
-                        record.state,
-                        record.expires_at_ms,
-                    )
-                })),
-            Self::Memory(_) => Ok(None),
-        }
+        Ok(self
+            .store
+            .recovery(pid, now_ms)
+            .await
+            .map_err(|e| unavailable("recovery", &e))?
+            .map(|record| {
+                (
+                    UserId::new(record.user_id),
+                    record.state,
+                    record.expires_at_ms,
+                )
+            }))
     }
 
     /// Record that these users left, so a restart does not count them as online. A failure
@@ -528,59 +441,42 @@ impl History {
         if users.is_empty() {
             return;
         }
-        if let Self::Durable(store) = self {
-            let ids = users
-                .into_iter()
-                .map(|user| user.as_str().to_owned())
-                .collect();
-            if let Err(err) = store.set_online(ids, online).await {
-                warn!(%err, online, "recording who is online failed");
-            }
+        let ids = users
+            .into_iter()
+            .map(|user| user.as_str().to_owned())
+            .collect();
+        if let Err(err) = self.store.set_online(ids, online).await {
+            warn!(%err, online, "recording who is online failed");
         }
     }
 
     /// Forget a session and its user, created for a connection that closed before it could
     /// learn its token (nobody can ever use either, and the user would hold its name).
     pub async fn forget_user(&self, token: &str, user: &UserId) {
-        match self {
-            Self::Durable(store) => {
-                let (session, user) = tokio::join!(
-                    store.delete_session(token_hash(token)),
-                    store.delete_user(user.as_str().to_owned())
-                );
-                if let Err(err) = session.and(user) {
-                    error!(%err, "forgetting an unreachable session failed");
-                }
-            }
-            Self::Memory(memory) => {
-                let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                memory.sessions.remove(&token_hash(token));
-            }
+        let (session, user) = tokio::join!(
+            self.store.delete_session(token_hash(token)),
+            self.store.delete_user(user.as_str().to_owned())
+        );
+        if let Err(err) = session.and(user) {
+            error!(%err, "forgetting an unreachable session failed");
         }
     }
 
     /// Forget sessions and recovery records that have expired.
     pub async fn purge_expired(&self, now_ms: i64) {
-        if let Self::Durable(store) = self
-            && let Err(err) = store.purge_expired(now_ms).await
-        {
+        if let Err(err) = self.store.purge_expired(now_ms).await {
             error!(%err, "purging expired sessions failed");
         }
     }
 
-    /// The durable store's writer counters; `None` without history.
+    /// The store's writer counters; `None` without history.
     pub fn writer_stats(&self) -> Option<Arc<crate::store::stats::WriterStats>> {
-        match self {
-            Self::Durable(store) => Some(store.writer_stats()),
-            Self::Memory(_) => None,
-        }
+        self.store.writer_stats()
     }
 
     /// Flush and close the store (part of shutdown).
     pub async fn close(&self) {
-        if let Self::Durable(store) = self {
-            store.close().await;
-        }
+        self.store.close().await;
     }
 }
 

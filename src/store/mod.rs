@@ -1,4 +1,5 @@
-//! Message history and sequences behind one trait, with SQLite and PostgreSQL implementations.
+//! Message history and sequences behind one trait, with SQLite, PostgreSQL and in-memory
+//! implementations.
 //!
 //! # Layout
 //! - `mod.rs` (this file): the [`HistoryStore`] trait, the record types it speaks in,
@@ -10,8 +11,12 @@
 //! - `migrate.rs`: migrations embedded in the binary (SQL files under `migrations/`).
 //! - `sqlite.rs`: SQLite (the default): WAL, `synchronous=FULL` unless relaxed, a small read pool.
 //! - `postgres.rs`: PostgreSQL, for deployments that share history between nodes.
+//! - `memory.rs`: [`MemoryStore`], everything in bounded memory: `--no-history` (with
+//!   [`MemoryLimits::no_history`]) and tests that need no database.
 //!
 //! # Guarantees (the same for every backend)
+//! For the memory store "committed" means "kept until the process ends", within the bounds
+//! of its [`MemoryLimits`].
 //! - A write future resolves only after the transaction holding it has committed: with
 //!   [`Durability::Full`] that means fsynced, so an acknowledged message survives `kill -9` and
 //!   power loss.
@@ -29,6 +34,7 @@
 //! new process on one SQLite file): sequences come from a counter row per conversation that
 //! each batch advances inside its transaction, so they stay gapless (see `writer.rs`).
 
+mod memory;
 mod migrate;
 mod postgres;
 mod sqlite;
@@ -40,6 +46,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use memory::{MemoryLimits, MemoryStore};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use writer::MAX_BODY_BYTES;
@@ -209,7 +216,8 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn purge_expired(&self, now_ms: i64) -> StoreFuture<'_, u64>;
 
     /// What the group-commit writer did since the store opened (for metrics).
-    fn writer_stats(&self) -> Arc<stats::WriterStats>;
+    /// `None` for a store without one (memory).
+    fn writer_stats(&self) -> Option<Arc<stats::WriterStats>>;
 
     /// Flushes every write queued so far, stops the writer and closes the connections.
     /// Later calls fail with [`StoreError::Closed`]. Part of graceful shutdown.

@@ -460,8 +460,8 @@ impl HistoryStore for SqliteStore {
         Box::pin(self.writer.purge_expired(now_ms))
     }
 
-    fn writer_stats(&self) -> Arc<super::stats::WriterStats> {
-        Arc::clone(&self.writer.stats)
+    fn writer_stats(&self) -> Option<Arc<super::stats::WriterStats>> {
+        Some(Arc::clone(&self.writer.stats))
     }
 
     fn close(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {

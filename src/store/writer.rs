@@ -174,11 +174,33 @@ impl Applied {
 
 /// PostgreSQL cannot store NUL in text, and one refused row would fail the whole batch it
 /// shares with other callers' writes: refuse it up front, the same way on every backend.
-fn reject_nul(texts: &[&str]) -> Result<(), StoreError> {
+pub(crate) fn reject_nul(texts: &[&str]) -> Result<(), StoreError> {
     if texts.iter().any(|text| text.contains('\0')) {
         return Err(StoreError::InvalidInput("text contains a NUL character"));
     }
     Ok(())
+}
+
+/// Refuses a message no store may hold, before it is queued: the same checks on every backend.
+pub(crate) fn check_append(message: &NewMessage) -> Result<(), StoreError> {
+    if let Some(client_id) = &message.client_id {
+        if client_id.is_empty() {
+            return Err(StoreError::InvalidInput("client id is empty"));
+        }
+        if client_id.len() > MAX_CLIENT_ID_LEN {
+            return Err(StoreError::InvalidInput("client id is too long"));
+        }
+    }
+    if message.body.len() > MAX_BODY_BYTES {
+        return Err(StoreError::InvalidInput("message body is too large"));
+    }
+    reject_nul(&[
+        &message.body,
+        &message.author.user_id,
+        &message.author.name,
+        message.client_id.as_deref().unwrap_or_default(),
+        &message.conversation.storage_key(),
+    ])
 }
 
 /// The stores' side of the writer: a bounded queue into the writer task.
@@ -226,24 +248,7 @@ impl WriterHandle {
         &self,
         message: NewMessage,
     ) -> Result<super::PendingAppend, StoreError> {
-        if let Some(client_id) = &message.client_id {
-            if client_id.is_empty() {
-                return Err(StoreError::InvalidInput("client id is empty"));
-            }
-            if client_id.len() > MAX_CLIENT_ID_LEN {
-                return Err(StoreError::InvalidInput("client id is too long"));
-            }
-        }
-        if message.body.len() > MAX_BODY_BYTES {
-            return Err(StoreError::InvalidInput("message body is too large"));
-        }
-        reject_nul(&[
-            &message.body,
-            &message.author.user_id,
-            &message.author.name,
-            message.client_id.as_deref().unwrap_or_default(),
-            &message.conversation.storage_key(),
-        ])?;
+        check_append(&message)?;
         let (reply, result) = oneshot::channel();
         self.queue
             .send(WriteOp::Append(message, reply))
@@ -750,7 +755,7 @@ fn fail(write: WriteOp, error: StoreError) {
 
 /// A new message id: a ULID (48 bits of milliseconds, 80 random bits, Crockford base32), so
 /// ids are unique without coordination and sort roughly by time.
-fn message_id(timestamp_ms: i64) -> String {
+pub(crate) fn message_id(timestamp_ms: i64) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let time = u128::try_from(timestamp_ms).unwrap_or(0) & ((1 << 48) - 1);
     let random = rand::random::<u128>() & ((1 << 80) - 1);
