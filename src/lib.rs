@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`domain`]: the pure core — names, rooms, messages, limits, who receives what. No I/O.
-//! - `store`: message history behind the `HistoryStore` trait (SQLite, PostgreSQL).
+//! - `store`: message history behind the `HistoryStore` trait (SQLite, PostgreSQL, memory),
+//!   and [`History`], the chat's one handle on it.
 //! - [`socket`]: chat event handlers over the `engine` crate; the tutorial protocol adapter.
 //! - [`http`]: the axum router — our page, the socket.io client bundle, health, metrics,
 //!   Socket.IO.
@@ -26,9 +27,9 @@ use tracing::{info, warn};
 pub use config::Config;
 use domain::{Limits, QuotaLimits, RoomName};
 use http::origin::OriginPolicy;
-pub use socket::history::History;
 use socket::{Chat, ChatHandler};
 use store::Durability;
+pub use store::History;
 
 /// Serve chinwag on `listener` until `shutdown` completes: open the history named by the
 /// configuration, then [`serve`].

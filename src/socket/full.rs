@@ -11,11 +11,11 @@ use serde_json::{Map, Value, json};
 use tracing::debug;
 
 use super::deliver::{FULL_ROOM, emit_checked, user_room};
-use super::history::{Session, conversation_of, random_hex};
 use super::{Chat, Connection, now_ms, now_ms_u64};
 use crate::domain::{
     Community, Connected, DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName,
 };
+use crate::store::history::{Session, conversation_of, random_hex};
 use crate::store::{Conversation, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, StoredMessage};
 
 /// Messages returned by a history read when the client names no limit.

@@ -11,6 +11,8 @@
 //! - `migrate.rs`: migrations embedded in the binary (SQL files under `migrations/`).
 //! - `sqlite.rs`: SQLite (the default): WAL, `synchronous=FULL` unless relaxed, a small read pool.
 //! - `postgres.rs`: PostgreSQL, for deployments that share history between nodes.
+//! - [`history`]: [`History`], the chat's one handle on a store: the domain's types in and
+//!   out, store failures turned into the one error clients see, sessions' expiry policy.
 //! - `memory.rs`: [`MemoryStore`], everything in bounded memory: `--no-history` (with
 //!   [`MemoryLimits::no_history`]) and tests that need no database.
 //!
@@ -34,6 +36,7 @@
 //! new process on one SQLite file): sequences come from a counter row per conversation that
 //! each batch advances inside its transaction, so they stay gapless (see `writer.rs`).
 
+pub mod history;
 mod memory;
 mod migrate;
 mod postgres;
@@ -46,6 +49,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use history::History;
 pub use memory::{MemoryLimits, MemoryStore};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tracing::{error, warn};
 
-use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, RoomName, UserId, UserName};
-use crate::store::{
+use super::{
     Author, Conversation, HistoryStore, MAX_ROOMS_LISTED, MembershipRecord, NewMessage,
     RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoredMessage, UserRecord,
 };
+use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, RoomName, UserId, UserName};
 
 /// How long a session token stays valid after its last use.
 pub const SESSION_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
@@ -470,7 +470,7 @@ impl History {
     }
 
     /// The store's writer counters; `None` without history.
-    pub fn writer_stats(&self) -> Option<Arc<crate::store::stats::WriterStats>> {
+    pub fn writer_stats(&self) -> Option<Arc<super::stats::WriterStats>> {
         self.store.writer_stats()
     }
 
