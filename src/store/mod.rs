@@ -4,13 +4,17 @@
 //! # Layout
 //! - `mod.rs` (this file): the [`HistoryStore`] trait, the record types it speaks in,
 //!   [`StoreError`], [`StoreOptions`] and [`open_store`], which picks a backend from a URL.
-//! - `writer.rs`: the group-commit writer task shared by both backends. It owns the store's
+//! - `writer.rs`: the group-commit writer task shared by the SQL backends. It owns the store's
 //!   write connection, drains a bounded queue of writes, commits them in one transaction and answers
 //!   each caller after the commit. Sequence numbers are assigned there.
+//! - `sql.rs`: [`SqlStore`], every query (reads, and the writes the writer applies) written once
+//!   for SQLite and PostgreSQL; a backend names its few differences in [`Dialect`].
 //! - [`stats`]: the writer's counters and histograms (batch sizes, commit latency), for metrics.
 //! - `migrate.rs`: migrations embedded in the binary (SQL files under `migrations/`).
-//! - `sqlite.rs`: SQLite (the default): WAL, `synchronous=FULL` unless relaxed, a small read pool.
-//! - `postgres.rs`: PostgreSQL, for deployments that share history between nodes.
+//! - `sqlite.rs`: opens SQLite (the default): WAL, `synchronous=FULL` unless relaxed, a small
+//!   read pool; a new store method needs nothing here.
+//! - `postgres.rs`: connects to PostgreSQL, for deployments that share history between nodes;
+//!   its writer reconnects after the server drops it. A new store method needs nothing here.
 //! - [`history`]: [`History`], the chat's one handle on a store: the domain's types in and
 //!   out, store failures turned into the one error clients see, sessions' expiry policy.
 //! - `memory.rs`: [`MemoryStore`], everything in bounded memory: `--no-history` (with
@@ -40,6 +44,7 @@ pub mod history;
 mod memory;
 mod migrate;
 mod postgres;
+mod sql;
 mod sqlite;
 pub mod stats;
 mod writer;
@@ -52,6 +57,7 @@ use std::sync::Arc;
 pub use history::History;
 pub use memory::{MemoryLimits, MemoryStore};
 pub use postgres::PostgresStore;
+pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 pub use writer::MAX_BODY_BYTES;
 

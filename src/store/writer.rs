@@ -1,4 +1,4 @@
-//! The group-commit writer shared by every backend.
+//! The group-commit writer shared by the SQL backends.
 //!
 //! A task, not a lock: it owns the only write connection and a bounded queue. It waits for one
 //! write, takes everything else already queued (up to `max_batch`), applies it all in ONE
@@ -43,8 +43,9 @@ pub(crate) struct ClientKey<'a> {
     pub(crate) client_id: &'a str,
 }
 
-/// What a backend does inside the writer's transaction. Implemented by the SQLite and
-/// PostgreSQL write connections; only the writer task calls it, one call at a time.
+/// What a backend does inside the writer's transaction. Implemented once for SQL (the write
+/// connection of `sql.rs`, for SQLite and PostgreSQL) and by the tests' fake; only the writer
+/// task calls it, one call at a time.
 pub(crate) trait WriteConnection: Send + 'static {
     fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -712,8 +713,9 @@ fn power_of_two_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]>
     })
 }
 
-/// Placeholders of a multi-row statement: `(?,?),(?,?)` or, `numbered`, `($1,$2),($3,$4)`.
-pub(crate) fn row_placeholders(rows: usize, columns: usize, numbered: bool) -> String {
+/// Placeholders of a multi-row statement: `($1,$2),($3,$4)` (SQLite and PostgreSQL both read
+/// `$N`).
+pub(crate) fn row_placeholders(rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 4);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ",(" });
@@ -721,11 +723,7 @@ pub(crate) fn row_placeholders(rows: usize, columns: usize, numbered: bool) -> S
             if column > 0 {
                 sql.push(',');
             }
-            if numbered {
-                sql.push_str(&format!("${}", row * columns + column + 1));
-            } else {
-                sql.push('?');
-            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
         }
         sql.push(')');
     }
@@ -797,8 +795,8 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_and_columns() {
-        assert_eq!(row_placeholders(2, 2, false), "(?,?),(?,?)");
-        assert_eq!(row_placeholders(2, 3, true), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(row_placeholders(1, 2), "($1,$2)");
+        assert_eq!(row_placeholders(2, 3), "($1,$2,$3),($4,$5,$6)");
     }
 
     /// A database in memory whose commits can be held back or made to fail.
