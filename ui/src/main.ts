@@ -54,7 +54,9 @@ interface Conversation {
   typing: Map<string, number>;
   /** Messages may be missing here: catching up failed and has not succeeded since. */
   gap: boolean;
-  error: string;
+  historyError: string;
+  /** Why the last message was refused (shown under the composer). */
+  sendError: string;
 }
 
 type OutState = 'queued' | 'sending' | 'failed';
@@ -157,7 +159,8 @@ function conversation(kind: Kind, name: string): Conversation {
       memberTotal: 0,
       typing: new Map(),
       gap: false,
-      error: '',
+      historyError: '',
+      sendError: '',
     };
     conversations.set(key, conv);
     if (kind === 'dm') saveDms();
@@ -224,6 +227,9 @@ function connect(auth: { name: string } | { token: string }): void {
   socket?.close();
   const s = io({
     auth,
+    // WebSocket first (one round trip less than polling then upgrading); polling if it fails.
+    transports: ['websocket', 'polling'],
+    tryAllTransports: true,
     reconnectionDelay: 300,
     reconnectionDelayMax: 2_000,
   });
@@ -339,6 +345,12 @@ function request(event: string, payload: unknown, s: Socket | null = socket): Pr
       );
     });
   });
+}
+
+/** A server message as a sentence for the page: capitalised, with a full stop. */
+function sentence(message: string): string {
+  const text = message.charAt(0).toUpperCase() + message.slice(1);
+  return /[.!?…]$/.test(text) ? text : `${text}.`;
 }
 
 function failed(answer: Answer): answer is { error: ErrorBody } {
@@ -465,6 +477,7 @@ function receive(conv: Conversation, message: Message): void {
   conv.typing.delete(message.from);
   if (conv.key === active && message.from !== me) {
     announce(`${message.from}: ${message.text}`);
+    if (!atBottom()) conv.unseen++;
   }
   renderAll('auto');
 }
@@ -500,12 +513,12 @@ async function loadOlder(conv: Conversation): Promise<void> {
       : await request('dm:history', { with: conv.name, before, limit: HISTORY_PAGE });
   conv.loadingOlder = false;
   if (failed(answer)) {
-    conv.error = `Could not load older messages: ${answer.error.message}`;
+    conv.historyError = `Could not load older messages: ${answer.error.message}.`;
   } else {
     const got = answer as unknown as { messages: Message[]; more: boolean };
     insert(conv, got.messages, false);
     conv.more = got.more;
-    conv.error = '';
+    conv.historyError = '';
   }
   if (conv.key === active) renderMessages('keep-bottom');
   renderHistoryStatus();
@@ -530,6 +543,7 @@ function queue(conv: Conversation, text: string): void {
     attempt: 0,
   });
   saveOutbox();
+  renderAll('bottom');
   flushOutbox();
 }
 
@@ -582,7 +596,7 @@ function settle(out: Outgoing, error: ErrorBody): void {
     const draft = load<string>(STORE.draft(conv.key), '');
     const restored = draft ? `${out.text}\n${draft}` : out.text;
     save(STORE.draft(conv.key), restored);
-    conv.error = error.message;
+    conv.sendError = sentence(error.message);
     if (conv.key === active) {
       composer.value = restored;
       resizeComposer();
@@ -646,7 +660,7 @@ function showWelcome(error = ''): void {
   app.hidden = true;
   welcome.hidden = false;
   joinButton.disabled = false;
-  nameError.textContent = error;
+  nameError.textContent = error ? sentence(error) : '';
   nameInput.setAttribute('aria-invalid', error ? 'true' : 'false');
   if (!nameInput.value) nameInput.value = load<string>(STORE.name, '');
   nameInput.focus();
@@ -801,11 +815,14 @@ function dayLabel(ts: number): string {
   return dayFormat.format(ts);
 }
 
+function atBottom(): boolean {
+  return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
+}
+
 /** Rebuilds the message list, keeping the reader's place unless told otherwise. */
 function renderMessages(mode: ScrollMode): void {
   const conv = conversations.get(active);
-  const fromBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
-  const atBottom = fromBottom < 48;
+  const wasAtBottom = atBottom();
   const oldTop = scroller.scrollTop;
   const oldHeight = scroller.scrollHeight;
 
@@ -843,7 +860,7 @@ function renderMessages(mode: ScrollMode): void {
   }
   list.replaceChildren(...items);
 
-  if (mode === 'bottom' || (mode === 'auto' && atBottom)) {
+  if (mode === 'bottom' || (mode === 'auto' && wasAtBottom)) {
     scroller.scrollTop = scroller.scrollHeight;
   } else if (mode === 'keep-bottom') {
     scroller.scrollTop = oldTop + (scroller.scrollHeight - oldHeight);
@@ -851,13 +868,11 @@ function renderMessages(mode: ScrollMode): void {
     scroller.scrollTop = oldTop;
   }
   if (conv) {
-    const bottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
+    const bottom = atBottom();
     if (bottom && !document.hidden) {
       conv.unseen = 0;
       conv.unread = 0;
       markRead(conv);
-    } else if (mode === 'auto' && !atBottom) {
-      conv.unseen = conv.unread;
     }
     newMessages.hidden = bottom || conv.unseen === 0;
     newMessages.textContent = `${conv.unseen} new ${conv.unseen === 1 ? 'message' : 'messages'} ↓`;
@@ -880,10 +895,19 @@ function messageItem(row: Message | Outgoing, first: boolean): HTMLLIElement {
   return h(
     'li',
     { class: classes.join(' '), 'data-seq': outgoing ? false : row.seq, 'data-client-id': row.clientId ?? false },
+    first ? avatar(from) : null,
     first ? h('div', { class: 'meta' }, h('span', { class: 'from' }, from), time) : h('span', { class: 'side-time' }, time),
     h('div', { class: 'body' }, ...richText(row.text, me)),
     outgoing ? outgoingStatus(row) : null,
   );
+}
+
+/** A round badge with the name's initial, in one of eight colours picked by the name. */
+function avatar(name: string): HTMLElement {
+  let hash = 0;
+  for (const char of fold(name)) hash = (hash * 31 + (char.codePointAt(0) ?? 0)) >>> 0;
+  const initial = [...name][0]?.toUpperCase() ?? '?';
+  return h('span', { class: `avatar av-${hash % 8}`, 'aria-hidden': 'true' }, initial);
 }
 
 function outgoingStatus(out: Outgoing): HTMLElement {
@@ -918,8 +942,8 @@ function renderHistoryStatus(): void {
   const conv = conversations.get(active);
   historyStatus.textContent = !conv
     ? ''
-    : conv.error
-      ? conv.error
+    : conv.historyError
+      ? conv.historyError
       : conv.loadingOlder
         ? 'Loading older messages…'
         : conv.loaded && !conv.more && conv.messages.length > 0
@@ -931,7 +955,7 @@ function renderHistoryStatus(): void {
 
 function renderComposerState(): void {
   const conv = conversations.get(active);
-  composerError.textContent = conv?.error && !conv.loadingOlder ? conv.error : '';
+  composerError.textContent = conv?.sendError ?? '';
   composer.placeholder = conv
     ? conv.kind === 'room'
       ? `Message #${conv.name}`
@@ -946,7 +970,7 @@ function openConversation(key: string, focus: boolean): void {
   if (!conv) return;
   const previous = conversations.get(active);
   if (previous && previous.key !== conv.key) {
-    previous.error = '';
+    previous.sendError = '';
     sendTyping(false);
   }
   active = conv.key;
@@ -1040,7 +1064,7 @@ function submitComposer(): void {
   const conv = conversations.get(active);
   const text = composer.value;
   if (!conv || text.trim() === '') return;
-  conv.error = '';
+  conv.sendError = '';
   composer.value = '';
   save(STORE.draft(conv.key), null);
   resizeComposer();
@@ -1059,8 +1083,8 @@ composer.addEventListener('input', () => {
   const conv = conversations.get(active);
   if (conv) {
     save(STORE.draft(conv.key), composer.value);
-    if (conv.error) {
-      conv.error = '';
+    if (conv.sendError) {
+      conv.sendError = '';
       renderComposerState();
     }
   }
@@ -1079,8 +1103,7 @@ scroller.addEventListener('scroll', () => {
   const conv = conversations.get(active);
   if (!conv) return;
   if (scroller.scrollTop < 200) void loadOlder(conv);
-  const bottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
-  if (bottom && (conv.unseen || conv.unread)) {
+  if (atBottom() && (conv.unseen || conv.unread)) {
     conv.unseen = 0;
     conv.unread = 0;
     markRead(conv);
@@ -1103,7 +1126,7 @@ leaveButton.addEventListener('click', async () => {
   if (!conv || conv.kind !== 'room') return;
   const answer = await request('room:leave', { room: conv.name });
   if (failed(answer)) {
-    conv.error = answer.error.message;
+    conv.sendError = sentence(answer.error.message);
     renderComposerState();
     return;
   }
@@ -1187,7 +1210,7 @@ async function enterRoom(event: 'room:join' | 'room:create', raw: string): Promi
   }
   const answer = await request(event, event === 'room:join' ? { room, limit: HISTORY_PAGE } : { room });
   if (failed(answer)) {
-    roomError.textContent = answer.error.message;
+    roomError.textContent = sentence(answer.error.message);
     roomName.focus();
     return;
   }
@@ -1241,7 +1264,7 @@ byId<HTMLFormElement>('dm-form').addEventListener('submit', async (event) => {
   }
   const answer = await request('dm:history', { with: name, limit: HISTORY_PAGE });
   if (failed(answer)) {
-    dmError.textContent = answer.error.message;
+    dmError.textContent = sentence(answer.error.message);
     return;
   }
   const got = answer as unknown as { messages: Message[]; more: boolean };
