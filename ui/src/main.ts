@@ -303,6 +303,18 @@ function connect(auth: { name: string } | { token: string }): void {
 
   s.on('room:member', ({ room, name, joined }: { room: string; name: string; joined: boolean }) => {
     const conv = conversations.get(roomKey(room));
+    if (fold(name) === fold(me)) {
+      // This user joined or left in another tab.
+      if (joined && !conv) {
+        conversation('room', room); // loaded when opened
+        renderChrome();
+      } else if (!joined && conv && room !== 'general') {
+        conversations.delete(conv.key);
+        if (active === conv.key) openConversation(roomKey('general'), false);
+        else renderChrome();
+      }
+      if (!conv?.members) return;
+    }
     if (!conv?.members) return;
     if (joined && !conv.members.has(name)) {
       conv.members.set(name, presence.get(fold(name)) ?? true);
