@@ -17,8 +17,9 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    /// Address to listen on: loopback by default; `0.0.0.0` (or `::`) opens the chat to the
+    /// network, where anyone who reaches it can join without a login.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
 
     /// Log filter: a level (`info`, `debug`) or directives like `chinwag=debug,engine=info`.
@@ -107,7 +108,7 @@ impl Config {
     pub fn defaults() -> Self {
         Self {
             port: 8080,
-            host: IpAddr::from([0, 0, 0, 0]),
+            host: IpAddr::from([127, 0, 0, 1]),
             log_level: "info".to_owned(),
             allowed_origins: Vec::new(),
             ping_interval_ms: 25_000,

@@ -4,11 +4,14 @@
 //! backend (`sqlite::<name>` and `postgres::<name>`). SQLite tests use a fresh file in a
 //! temporary directory; PostgreSQL tests use a fresh schema (dropped afterwards) in the
 //! database named by `CHINWAG_TEST_POSTGRES_URL` (default: the local `test` database).
-//! Set `CHINWAG_TEST_POSTGRES=skip` on a machine without PostgreSQL.
+//! PostgreSQL is required: without it the PostgreSQL tests fail (`scripts/test` starts or
+//! installs it).
 //!
 //! The crash test runs this very test binary again as a child process (the ignored test
 //! `crash_probe_child`), lets it append while printing every acknowledged sequence, kills it
 //! with SIGKILL, and checks the database.
+
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -16,6 +19,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+use support::postgres_url;
 
 use chinwag::store::{
     Author, Conversation, Durability, HistoryStore, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT,
@@ -41,15 +46,6 @@ struct TestDb {
 enum Cleanup {
     Directory(PathBuf),
     Schema { admin_url: String, schema: String },
-}
-
-fn postgres_url() -> String {
-    std::env::var("CHINWAG_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn postgres_skipped() -> bool {
-    std::env::var("CHINWAG_TEST_POSTGRES").is_ok_and(|value| value == "skip")
 }
 
 fn random_suffix() -> String {
@@ -923,9 +919,6 @@ async fn a_database_path_that_is_a_directory_is_an_error() {
 /// store reconnects, and nothing is lost or numbered twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_the_store_reconnects_after_the_server_drops_its_connections() {
-    if postgres_skipped() {
-        return;
-    }
     let db = TestDb::new(Backend::Postgres).await;
     let Cleanup::Schema { admin_url, schema } = &db.cleanup else {
         unreachable!("a PostgreSQL test database");
@@ -1105,10 +1098,6 @@ macro_rules! behaviours {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    if super::postgres_skipped() {
-                        eprintln!("skipped: CHINWAG_TEST_POSTGRES=skip");
-                        return;
-                    }
                     tokio::time::timeout(super::TEST_TIMEOUT, super::$name(super::Backend::Postgres))
                         .await
                         .expect("the test timed out");

@@ -30,8 +30,8 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::domain::{
-    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit, Tail,
-    UserId,
+    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit,
+    RoomName, Tail, UserId,
 };
 use crate::store::Conversation;
 use history::History;
@@ -336,15 +336,26 @@ impl Chat {
         notices: &[Outgoing<SocketId>],
     ) {
         if let Some(io) = self.io() {
+            let position = || self.general_position();
             deliver::deliver(
                 io,
                 community,
                 actor,
                 notices,
-                self.recovery,
+                self.recovery.then_some(&position as &dyn Fn() -> String),
                 &self.users_out,
             );
         }
+    }
+
+    /// Where `general`'s stream stands, as a recovery offset (`seq:ts:general`): carried
+    /// by tutorial notices that are no stored message, so a client resuming from one gets
+    /// every message after what it had seen. Lock order: community, then order.
+    pub(crate) fn general_position(&self) -> String {
+        let released = self
+            .released(&tutorial::general_conversation())
+            .unwrap_or(0);
+        format!("{released}:{}:{}", now_ms(), RoomName::general().as_str())
     }
 
     /// The highest sequence of `conversation` broadcast by this process, if any.
@@ -360,9 +371,15 @@ impl Chat {
         self.community().protocol_of(socket.id()) == Some(Protocol::Full)
     }
 
-    fn disconnect(&self, socket: &Socket<Connection>) {
+    /// A socket left. `resumable`: its client may come back with connection-state recovery
+    /// (its connection dropped), so a tutorial user is held for the grace period too.
+    fn disconnect(&self, socket: &Socket<Connection>, resumable: bool) {
         let mut community = self.community();
-        let notices = community.disconnect(socket.id(), now_ms_u64());
+        let notices = if resumable {
+            community.drop_connection(socket.id(), now_ms_u64())
+        } else {
+            community.disconnect(socket.id(), now_ms_u64())
+        };
         socket.data().set_spelling(None);
         self.deliver(&community, None, &notices);
     }
@@ -619,8 +636,10 @@ impl Handler for ChatHandler {
         debug!(socket = %socket.id(), reason = reason.as_str(), "socket left");
         // The user's last messages are answered and delivered before it is announced gone.
         socket.data().wait_for_pipeline().await;
-        let resumable = recovery::snapshot(&self.chat, socket);
-        self.chat.disconnect(socket);
+        let resumable = recovery::may_resume_after(reason)
+            .then(|| recovery::snapshot(&self.chat, socket))
+            .flatten();
+        self.chat.disconnect(socket, resumable.is_some());
         if let Some(snapshot) = resumable {
             recovery::remember_left(&self.chat, socket, snapshot).await;
         }

@@ -48,6 +48,9 @@ pub(crate) enum Mode {
     Open(Arc<Conn>),
     /// The upgrade of an existing polling session.
     Upgrade(Arc<Conn>),
+    /// A WebSocket for a session that already has one (or is getting one): closed at once,
+    /// the session untouched.
+    Refuse(Arc<Conn>),
 }
 
 /// Answer the HTTP upgrade request and spawn the connection task.
@@ -69,7 +72,9 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
     let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_payload = match &mode {
-        Mode::Open(conn) | Mode::Upgrade(conn) => conn.server.config.max_payload,
+        Mode::Open(conn) | Mode::Upgrade(conn) | Mode::Refuse(conn) => {
+            conn.server.config.max_payload
+        }
     };
     let fut = async move {
         let Ok(upgraded) = on_upgrade.await else {
@@ -88,6 +93,14 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
         match mode {
             Mode::Open(conn) => open(conn, ws).await,
             Mode::Upgrade(conn) => upgrade(conn, ws).await,
+            Mode::Refuse(_) => {
+                let mut ws = ws;
+                let frame = CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "session already has a WebSocket".into(),
+                };
+                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, ws.close(Some(frame))).await;
+            }
         }
     };
     tokio::spawn(fut);
