@@ -51,7 +51,7 @@ export function richText(text: string, me: string): Node[] {
     const token = match[0];
     if (token.startsWith('@')) {
       const self = fold(token.slice(1)) === wanted;
-      nodes.push(h('span', { class: self ? 'mention me' : 'mention' }, token));
+      nodes.push(h('span', { class: self ? 'mention self' : 'mention' }, token));
       at = start + token.length;
       continue;
     }
