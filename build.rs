@@ -131,14 +131,18 @@ fn ui(root: &Path) {
             gz.display().to_string()
         )
     };
-    let _ = writeln!(code, "pub static UI_INDEX: UiFile = {};", entry("index.html"));
+    let _ = writeln!(
+        code,
+        "pub static UI_INDEX: UiFile = {};",
+        entry("index.html")
+    );
     let _ = writeln!(code, "pub static UI_ASSETS: &[UiFile] = &[");
     for name in &names {
         let _ = writeln!(code, "    {},", entry(name));
     }
     let _ = writeln!(code, "];");
-    let target = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("ui_assets.rs");
+    let target =
+        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("ui_assets.rs");
     std::fs::write(target, code).expect("write OUT_DIR/ui_assets.rs");
 }
 

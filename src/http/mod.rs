@@ -104,7 +104,10 @@ async fn ui_asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
 
 /// The icon under a fixed name, for pages that cannot know its hashed one (the tutorial's).
 async fn favicon(headers: HeaderMap) -> Response {
-    match assets::UI_ASSETS.iter().find(|file| file.name.starts_with("icon-")) {
+    match assets::UI_ASSETS
+        .iter()
+        .find(|file| file.name.starts_with("icon-"))
+    {
         Some(icon) => icon.respond_immutable(&headers),
         None => StatusCode::NOT_FOUND.into_response(),
     }

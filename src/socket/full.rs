@@ -203,8 +203,14 @@ fn announce(
     socket.join(FULL_ROOM);
     socket.join(&user_room(user));
     let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
+    // Limits a client can check before sending (the UI's message length counter).
     let limits = json!({"messageChars": community.limits().max_message_chars});
-    let payload = json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms, "limits": limits});
+    let payload = json!({
+        "token": token,
+        "user": {"name": connected.name.as_str()},
+        "rooms": rooms,
+        "limits": limits,
+    });
     emit_checked(socket.id(), socket.emit("session", &(payload,)));
     chat.deliver(community, None, &connected.notices);
 }
