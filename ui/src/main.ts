@@ -422,7 +422,8 @@ async function catchUp(s: Socket): Promise<void> {
     }
     saveDms();
   }
-  if (s !== socket) return;
+  // Dropped again meanwhile: the next `session` catches up; the banner already says offline.
+  if (s !== socket || !s.connected) return;
   const current = conversations.get(active);
   if (current?.kind === 'room') void refreshMembers(current);
   ready = s.connected;
@@ -495,21 +496,31 @@ function receive(conv: Conversation, message: Message): void {
 }
 
 async function fillGap(conv: Conversation): Promise<void> {
-  const payload =
-    conv.kind === 'room'
-      ? { rooms: { [conv.name]: lastSeq(conv) }, direct: {} }
-      : { rooms: {}, direct: { [conv.name]: lastSeq(conv) } };
-  const answer = await request('sync', payload);
-  if (failed(answer)) {
-    conv.gap = true;
-  } else {
+  if (!conv.loaded) {
+    await loadConversation(conv);
+    renderAll('auto');
+    return;
+  }
+  // Repeated while the server has more (it sends at most 1000 per answer).
+  for (let round = 0; round < 100; round++) {
+    const since = { [conv.name]: lastSeq(conv) };
+    const answer = await request(
+      'sync',
+      conv.kind === 'room' ? { rooms: since, direct: {} } : { rooms: {}, direct: since },
+    );
+    if (failed(answer)) {
+      conv.gap = true;
+      break;
+    }
     const got = answer as unknown as {
       rooms: Record<string, Message[]>;
       direct: Record<string, Message[]>;
+      more: boolean;
     };
-    const messages = (conv.kind === 'room' ? got.rooms : got.direct)[conv.name] ?? [];
-    insert(conv, messages, true);
+    const found = Object.entries(conv.kind === 'room' ? got.rooms : got.direct);
+    for (const [, messages] of found) insert(conv, messages, true);
     conv.gap = false;
+    if (!got.more) break;
   }
   renderAll('auto');
 }

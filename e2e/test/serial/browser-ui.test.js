@@ -212,6 +212,17 @@ describe('the web UI at /', () => {
       await ben.locator('#members li').nth(2).waitFor({ timeout: MS });
       await shot(ben, 'desktop-light-room');
       await shot(cy, 'desktop-dark-dm');
+
+      // Typing shows to the others; Shift+Enter is a new line, Enter sends.
+      await openConversation(ann, 'r:general');
+      await ben.locator('#text').focus();
+      await ben.keyboard.type('first line');
+      await ann.waitForFunction(() => document.querySelector('#typing')?.textContent === 'Ben is typing…', null, { timeout: MS });
+      await ben.keyboard.press('Shift+Enter');
+      await ben.keyboard.type('second line');
+      await ben.keyboard.press('Enter');
+      await waitForMessage(ann, 'first line\nsecond line');
+      await ann.waitForFunction(() => document.querySelector('#typing')?.textContent === '', null, { timeout: MS });
       assertNoProblems(ann, ben, cy);
     } finally {
       await server.stop();
