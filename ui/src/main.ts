@@ -327,6 +327,12 @@ function connect(auth: { name: string } | { token: string }): void {
 
   s.on('presence', ({ name, online }: { name: string; online: boolean }) => {
     presence.set(fold(name), online);
+    // Everyone is a member of general: a newcomer's arrival is its `presence`.
+    const general = conversations.get(roomKey('general'));
+    if (online && general?.members && !general.members.has(name)) {
+      general.members.set(name, true);
+      general.memberTotal++;
+    }
     for (const conv of conversations.values()) {
       if (conv.members?.has(name)) conv.members.set(name, online);
     }

@@ -380,6 +380,8 @@ describe('the web UI at /', () => {
       await send(dark, 'hi Pat, how is it going on the small screen?');
       await waitForMessage(phone, 'hi Pat, how is it going on the small screen?');
       await waitForMessage(dark, 'a'.repeat(50));
+      // Quinn arrived after Pat: Pat's header counts Quinn in (every user is in general).
+      await phone.waitForFunction(() => document.querySelector('#subtitle')?.textContent === '2 members, 2 online', null, { timeout: MS });
 
       const overflow = (page) =>
         page.evaluate(() =>
