@@ -223,6 +223,15 @@ describe('the web UI at /', () => {
       await ben.keyboard.press('Enter');
       await waitForMessage(ann, 'first line\nsecond line');
       await ann.waitForFunction(() => document.querySelector('#typing')?.textContent === '', null, { timeout: MS });
+
+      // Ben leaves #design: it leaves his sidebar, and Ann's member list of #design.
+      await openConversation(ann, 'r:design');
+      await ann.waitForFunction(() => document.querySelector('#subtitle')?.textContent === '2 members, 2 online', null, { timeout: MS });
+      await openConversation(ben, 'r:design');
+      await ben.locator('#leave').click();
+      await ben.waitForFunction(() => document.querySelector('#title')?.textContent === '# general', null, { timeout: MS });
+      assert.equal(await ben.locator('#sidebar button[data-key="r:design"]').count(), 0);
+      await ann.waitForFunction(() => document.querySelector('#subtitle')?.textContent === '1 member, 1 online', null, { timeout: MS });
       assertNoProblems(ann, ben, cy);
     } finally {
       await server.stop();
@@ -370,6 +379,38 @@ describe('the web UI at /', () => {
     }
   });
 
+  it('marks messages refused as rate_limited failed, and Retry sends each exactly once', async () => {
+    const server = await startChinwag(['--max-messages-per-second', '1']);
+    try {
+      const page = await join(await context(), server.url, 'Rita');
+      const texts = Array.from({ length: 8 }, (_, i) => `burst ${i + 1}`);
+      for (const text of texts) await send(page, text);
+      const failed = page.locator('#messages li.msg.failed');
+      await failed.first().waitFor({ timeout: MS });
+      assert.match(await failed.first().locator('.status').textContent(), /Not sent: .*too fast/);
+      await shot(page, 'desktop-light-failed');
+      // Retry until everything is through (the limit lets one a second pass).
+      await page.waitForFunction(
+        () => {
+          const retry = document.querySelector('#messages li.msg.failed button.retry');
+          if (retry) retry.click();
+          return document.querySelectorAll('#messages li.msg.failed, #messages li.msg.pending').length === 0;
+        },
+        null,
+        { timeout: 60_000, polling: 1_100 },
+      );
+      const { socket } = await nodeUser(server.url, { name: 'Checker' });
+      sockets.push(socket);
+      const history = await socket.timeout(MS).emitWithAck('message:history', { room: 'general' });
+      const stored = history.messages.map((m) => m.text).filter((t) => t.startsWith('burst ')).sort();
+      assert.deepEqual(stored, [...texts].sort(), 'each message stored exactly once');
+      assert.deepEqual((await shownTexts(page)).filter((t) => t.startsWith('burst ')).sort(), [...texts].sort());
+      assertNoProblems(page);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('fits a 390x844 phone without sideways scrolling and keeps the draft after message_too_long', async () => {
     const server = await startChinwag(['--max-message-chars', '50']);
     try {
@@ -391,6 +432,8 @@ describe('the web UI at /', () => {
         );
       assert.deepEqual(await overflow(phone), [], 'no horizontal overflow at 390x844');
       assert.deepEqual(await overflow(dark), [], 'no horizontal overflow at 390x844 (dark)');
+      await dark.setViewportSize({ width: 360, height: 740 });
+      assert.deepEqual(await overflow(dark), [], 'no horizontal overflow at 360x740 either');
       assert.ok(await phone.locator('#send').isVisible(), 'Send is on screen');
       const send_box = await phone.locator('#send').boundingBox();
       assert.ok(send_box.x + send_box.width <= PHONE.width, 'Send is not cut off');
