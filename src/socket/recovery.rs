@@ -344,7 +344,14 @@ async fn recover_tutorial(
                     return Ok(false); // its name was taken meanwhile
                 };
                 if !socket.restore_session() {
-                    community.disconnect(socket.id(), u64::try_from(now_ms()).unwrap_or(0));
+                    // Back to where it was: held for its grace period, or (if its arrival
+                    // was never announced) gone without a word.
+                    let now = u64::try_from(now_ms()).unwrap_or(0);
+                    if notices.is_empty() {
+                        community.drop_connection(socket.id(), now);
+                    } else {
+                        community.disconnect(socket.id(), now);
+                    }
                     return Ok(false);
                 }
                 chat.registered_on_connect(socket.id(), None);
