@@ -119,9 +119,15 @@ let ready = false;
 let hadSession = false;
 let catchUpFailed = false;
 
+/** Per browser (localStorage): token, name, drafts, read marks. Per tab (sessionStorage, it
+ * survives a reload): the outbox, so two tabs never overwrite each other's unsent messages. */
+function storage(key: string): Storage {
+  return key === STORE.outbox ? sessionStorage : localStorage;
+}
+
 function load<T>(key: string, fallback: T): T {
   try {
-    const raw = localStorage.getItem(key);
+    const raw = storage(key).getItem(key);
     return raw === null ? fallback : (JSON.parse(raw) as T);
   } catch {
     return fallback;
@@ -130,8 +136,8 @@ function load<T>(key: string, fallback: T): T {
 
 function save(key: string, value: unknown): void {
   try {
-    if (value === null || value === '') localStorage.removeItem(key);
-    else localStorage.setItem(key, JSON.stringify(value));
+    if (value === null || value === '') storage(key).removeItem(key);
+    else storage(key).setItem(key, JSON.stringify(value));
   } catch {
     // Storage full or disabled: the page still works, it only forgets on reload.
   }
@@ -720,6 +726,9 @@ function renderAll(mode: ScrollMode = 'auto'): void {
 /** Everything but the message list: sidebar, header, members, typing, title. */
 function renderChrome(): void {
   meLabel.textContent = me;
+  // Lists are rebuilt: keep keyboard focus on the same entry.
+  const focused = document.activeElement as HTMLElement | null;
+  const focusedKey = focused?.closest('#sidebar, #members') ? (focused.dataset.key ?? null) : null;
   const convs = [...conversations.values()].sort(byName);
   roomsList.replaceChildren(...convs.filter((c) => c.kind === 'room').map(sidebarItem));
   dmsList.replaceChildren(...convs.filter((c) => c.kind === 'dm').map(sidebarItem));
@@ -743,6 +752,9 @@ function renderChrome(): void {
   }
   renderMembers(conv);
   renderTyping();
+  if (focusedKey !== null && document.activeElement !== focused) {
+    document.querySelector<HTMLElement>(`[data-key="${CSS.escape(focusedKey)}"]`)?.focus();
+  }
 
   const total = [...conversations.values()].reduce((sum, c) => sum + c.unread, 0);
   menuBadge.textContent = String(total);
@@ -798,6 +810,7 @@ function renderMembers(conv: Conversation | undefined): void {
           {
             type: 'button',
             class: 'member',
+            'data-key': `m:${name}`,
             disabled: name === me,
             title: name === me ? 'you' : `Message ${name}`,
             on: { click: () => openDm(name) },
@@ -871,7 +884,7 @@ function renderMessages(mode: ScrollMode): void {
       previous = null;
     }
     const first = !previous || previous.from !== from || row.ts - previous.ts > GROUP_GAP_MS;
-    items.push(messageItem(row, first));
+    items.push(cachedItem(row, first));
     previous = { from, ts: row.ts, day };
   }
   if (conv?.gap) {
@@ -909,6 +922,18 @@ function renderMessages(mode: ScrollMode): void {
     // Not enough to scroll: fetch older ones right away.
     if (scroller.scrollHeight <= scroller.clientHeight && conv.more) void loadOlder(conv);
   }
+}
+
+/** Rendered confirmed messages, reused while their grouping is unchanged. */
+const rendered = new WeakMap<Message, { first: boolean; item: HTMLLIElement }>();
+
+function cachedItem(row: Message | Outgoing, first: boolean): HTMLLIElement {
+  if (!('seq' in row)) return messageItem(row, first);
+  const cached = rendered.get(row);
+  if (cached?.first === first) return cached.item;
+  const item = messageItem(row, first);
+  rendered.set(row, { first, item });
+  return item;
 }
 
 function messageItem(row: Message | Outgoing, first: boolean): HTMLLIElement {
