@@ -251,13 +251,12 @@ function connect(auth: { name: string } | { token: string }): void {
     // Refused by the server: it will not retry.
     const code = error.data?.code ?? '';
     const message = error.data?.message ?? error.message;
-    if ('token' in auth) {
+    if ('token' in auth && code !== 'invalid_token') {
+      // The session is fine but the server could not resume it now (e.g. `unavailable`).
+      setBanner(`Could not reconnect: ${sentence(message)}`, () => connect(auth));
+    } else if ('token' in auth) {
       save(STORE.token, null);
-      showWelcome(
-        code === 'invalid_token'
-          ? 'Your session has expired. Pick a name to continue.'
-          : message,
-      );
+      showWelcome('Your session has expired. Pick a name to continue.');
     } else {
       showWelcome(message);
     }
@@ -319,7 +318,7 @@ function connect(auth: { name: string } | { token: string }): void {
         if (active === conv.key) openConversation(roomKey('general'), false);
         else renderChrome();
       }
-      if (!conv?.members) return;
+      if (!joined) return;
     }
     if (!conv?.members) return;
     if (joined && !conv.members.has(name)) {
@@ -439,7 +438,10 @@ async function catchUp(s: Socket): Promise<void> {
   const current = conversations.get(active);
   if (current?.kind === 'room') void refreshMembers(current);
   ready = s.connected;
-  setBanner(catchUpFailed ? 'Some missed messages could not be loaded.' : '', catchUpFailed);
+  setBanner(
+    catchUpFailed ? 'Some missed messages could not be loaded.' : '',
+    catchUpFailed ? () => void catchUp(s) : null,
+  );
   renderAll('auto');
   flushOutbox();
 }
@@ -677,13 +679,16 @@ const scrim = byId('scrim');
 const announcer = byId('announce');
 
 let bannerText = '';
+let bannerRetry: (() => void) | null = null;
 
-function setBanner(text: string, retry = false): void {
+/** The banner at the top; with `retry`, a warning with a Retry button that calls it. */
+function setBanner(text: string, retry: (() => void) | null = null): void {
   bannerText = text;
+  bannerRetry = retry;
   bannerLabel.textContent = text;
   bannerAction.hidden = !retry;
   banner.hidden = text === '';
-  banner.classList.toggle('warn', retry);
+  banner.classList.toggle('warn', retry !== null);
 }
 
 function showWelcome(error = ''): void {
@@ -1171,9 +1176,7 @@ newMessages.addEventListener('click', () => {
   composer.focus();
 });
 
-bannerAction.addEventListener('click', () => {
-  if (socket) void catchUp(socket);
-});
+bannerAction.addEventListener('click', () => bannerRetry?.());
 
 leaveButton.addEventListener('click', async () => {
   const conv = conversations.get(active);

@@ -352,6 +352,12 @@ describe('the web UI at /', () => {
       const page = await ctx.newPage();
       page.problems = watchPage(page);
       await page.goto(server.url + '/');
+      // A token the server does not know (expired): back to the name screen, saying why.
+      await page.evaluate(() => localStorage.setItem('chinwag.token', JSON.stringify('0123456789abcdef')));
+      await page.reload();
+      await page.waitForFunction(() => document.querySelector('#name-error')?.textContent.includes('expired'), null, { timeout: MS });
+      assert.equal(await page.evaluate(() => localStorage.getItem('chinwag.token')), null);
+
       await page.locator('#name').fill('<b>Eve</b>');
       await page.locator('#name').press('Enter');
       await page.waitForFunction(() => document.querySelector('#name-error')?.textContent.includes('only letters'), null, { timeout: MS });
