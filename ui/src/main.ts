@@ -747,7 +747,7 @@ function renderChrome(): void {
     if (conv.kind === 'room') {
       const online = conv.members ? [...conv.members.values()].filter(Boolean).length : 0;
       subtitle.textContent = conv.members
-        ? `${conv.memberTotal} ${conv.memberTotal === 1 ? 'member' : 'members'}, ${online} online`
+        ? `${plural(conv.memberTotal, 'member')}, ${online} online`
         : '';
     } else {
       subtitle.textContent = presence.get(fold(conv.name)) ? 'online' : 'away';
@@ -766,6 +766,10 @@ function renderChrome(): void {
   menuBadge.hidden = total === 0;
   const where = conv ? (conv.kind === 'room' ? `#${conv.name}` : conv.name) : '';
   document.title = `${total ? `(${total}) ` : ''}${where ? `${where} · ` : ''}chinwag`;
+}
+
+function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
 function sidebarItem(conv: Conversation): HTMLLIElement {
@@ -922,7 +926,7 @@ function renderMessages(mode: ScrollMode): void {
       markRead(conv);
     }
     newMessages.hidden = bottom || conv.unseen === 0;
-    newMessages.textContent = `${conv.unseen} new ${conv.unseen === 1 ? 'message' : 'messages'} ↓`;
+    newMessages.textContent = `${plural(conv.unseen, 'new message')} ↓`;
     renderHistoryStatus();
     // Not enough to scroll: fetch older ones right away.
     if (scroller.scrollHeight <= scroller.clientHeight && conv.more) void loadOlder(conv);
@@ -1251,7 +1255,7 @@ byId('add-room').addEventListener('click', async () => {
             'button',
             { type: 'button', class: 'directory-item', on: { click: () => void enterRoom('room:join', room.name) } },
             h('span', { class: 'conv-name' }, `# ${room.name}`),
-            h('span', { class: 'muted' }, `${room.members} members · ${room.online} online`),
+            h('span', { class: 'muted' }, `${plural(room.members, 'member')} · ${room.online} online`),
             conversations.has(roomKey(room.name)) ? h('span', { class: 'joined' }, 'joined') : null,
           ),
         ),

@@ -169,6 +169,8 @@ describe('the web UI at /', () => {
       await ann.locator('#room-create').click();
       await openConversation(ann, 'r:design');
       await ben.locator('#add-room').click();
+      await ben.locator('#room-directory button', { hasText: '# design' }).waitFor({ timeout: MS });
+      await shot(ben, 'desktop-light-rooms-dialog');
       await ben.locator('#room-directory button', { hasText: '# design' }).click();
       await ben.waitForFunction(() => document.querySelector('#title')?.textContent === '# design', null, { timeout: MS });
       await openConversation(ben, 'r:general');
