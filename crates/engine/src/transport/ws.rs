@@ -273,8 +273,17 @@ async fn flush(
         batch.clear();
         *spare = batch;
     }
+    if conn.take_reply_pause() {
+        // What `on_connect` emitted follows the CONNECT reply in a later read of the client,
+        // as with the reference server: clients that handle one message per read event and
+        // only then listen for the next (the official protocol suite does) would miss it.
+        tokio::time::sleep(AFTER_CONNECT_REPLY).await;
+    }
     Ok(())
 }
+
+/// The pause between a CONNECT reply and the frames `on_connect` queued behind it.
+const AFTER_CONNECT_REPLY: Duration = Duration::from_millis(1);
 
 /// Batches of this many frames or more keep their buffer for the next batch.
 const KEEP_BUFFER_FROM: usize = 4;
