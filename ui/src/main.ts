@@ -448,10 +448,16 @@ async function catchUp(s: Socket): Promise<void> {
 
 /** First load of a conversation: the latest page of history (and a room's members). */
 async function loadConversation(conv: Conversation, s: Socket | null = socket): Promise<void> {
-  const answer =
-    conv.kind === 'room'
-      ? await request('room:join', { room: conv.name, limit: HISTORY_PAGE }, s)
-      : await request('dm:history', { with: conv.name, limit: HISTORY_PAGE }, s);
+  let answer: Answer = { error: { code: 'offline', message: 'not connected to the server' } };
+  // Joins count against the connection's rate: a user in hundreds of rooms waits its turn.
+  for (let attempt = 0; attempt < 10; attempt++) {
+    answer =
+      conv.kind === 'room'
+        ? await request('room:join', { room: conv.name, limit: HISTORY_PAGE }, s)
+        : await request('dm:history', { with: conv.name, limit: HISTORY_PAGE }, s);
+    if (!failed(answer) || answer.error.code !== 'rate_limited') break;
+    await new Promise((resolve) => window.setTimeout(resolve, 1_000));
+  }
   if (failed(answer)) {
     if (answer.error.code === 'unknown_user') {
       conversations.delete(conv.key);
