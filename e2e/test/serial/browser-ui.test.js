@@ -357,6 +357,8 @@ describe('the web UI at /', () => {
       const page = await ctx.newPage();
       page.problems = watchPage(page);
       await page.goto(server.url + '/');
+      // Every file (the icon too) is in before the reload, which would abort its request.
+      await page.waitForLoadState('networkidle');
       // A token the server does not know (expired): back to the name screen, saying why.
       await page.evaluate(() => localStorage.setItem('chinwag.token', JSON.stringify('0123456789abcdef')));
       await page.reload();
