@@ -120,24 +120,24 @@ static UI_INDEX_ETAGS: LazyLock<[HeaderValue; 2]> = LazyLock::new(|| {
     ]
 });
 
-impl UiFile {
-    /// The page at `/`: revalidated on every load (`no-cache`), with our page's headers.
-    pub fn respond_as_page(&self, request_headers: &HeaderMap) -> Response {
-        let gzip = accepts_gzip(request_headers);
-        let etag = &UI_INDEX_ETAGS[usize::from(gzip)];
-        let fresh = request_headers
-            .get(header::IF_NONE_MATCH)
-            .is_some_and(|tags| tags.as_bytes() == etag.as_bytes());
-        let mut headers = page_headers();
-        headers.insert(header::ETAG, etag.clone());
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-        if fresh {
-            return (StatusCode::NOT_MODIFIED, headers).into_response();
-        }
-        self.body(headers, gzip)
+/// The UI's page at `/`: revalidated on every load (`no-cache`), with our page's headers.
+pub fn ui_page(request_headers: &HeaderMap) -> Response {
+    let gzip = accepts_gzip(request_headers);
+    let etag = &UI_INDEX_ETAGS[usize::from(gzip)];
+    let fresh = request_headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|tags| tags.as_bytes() == etag.as_bytes());
+    let mut headers = page_headers();
+    headers.insert(header::ETAG, etag.clone());
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
+    UI_INDEX.body(headers, gzip)
+}
 
+impl UiFile {
     /// A hashed asset: cached for a year, never revalidated.
     pub fn respond_immutable(&self, request_headers: &HeaderMap) -> Response {
         let mut headers = HeaderMap::new();
@@ -164,26 +164,33 @@ impl UiFile {
     }
 }
 
-/// Whether the request's `Accept-Encoding` allows gzip (by name or `*`, with a non-zero q).
+/// Whether the request's `Accept-Encoding` allows gzip: named with a non-zero q, or else
+/// allowed by `*` (an explicit `gzip;q=0` wins over `*`).
 pub fn accepts_gzip(request_headers: &HeaderMap) -> bool {
-    request_headers
+    let (mut gzip, mut any) = (None, None);
+    let items = request_headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|item| {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|param| {
-                let param = param.trim();
-                param
-                    .strip_prefix("q=")
-                    .or_else(|| param.strip_prefix("Q="))
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
-        })
+        .flat_map(|value| value.split(','));
+    for item in items {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let refused = parts.any(|param| {
+            let param = param.trim();
+            param
+                .strip_prefix("q=")
+                .or_else(|| param.strip_prefix("Q="))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if coding.eq_ignore_ascii_case("gzip") {
+            gzip = Some(!refused);
+        } else if coding == "*" {
+            any = Some(!refused);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
 }
 
 /// The security headers of our HTML pages.
@@ -232,6 +239,8 @@ mod tests {
         assert!(accepts_gzip(&accept("br;q=1.0, GZIP;q=0.5")));
         assert!(accepts_gzip(&accept("*")));
         assert!(!accepts_gzip(&accept("gzip;q=0")));
+        assert!(!accepts_gzip(&accept("gzip;q=0, *")));
+        assert!(accepts_gzip(&accept("br;q=0, *;q=0.1")));
         assert!(!accepts_gzip(&accept("br, deflate")));
         assert!(!accepts_gzip(&accept("identity")));
         assert!(!accepts_gzip(&HeaderMap::new()));

@@ -41,10 +41,7 @@ pub fn router(
     serve_stats: Arc<ServeStats>,
 ) -> Router {
     let files = Router::new()
-        .route(
-            "/",
-            get(|h: HeaderMap| async move { assets::UI_INDEX.respond_as_page(&h) }),
-        )
+        .route("/", get(|h: HeaderMap| async move { assets::ui_page(&h) }))
         .route("/assets/{name}", get(ui_asset))
         .route("/favicon.svg", get(favicon))
         .route(
