@@ -1,7 +1,7 @@
 //! Build step: the two things the binary embeds from npm.
 //!
 //! - The official socket.io browser client under `web/node_modules`, which
-//!   `src/http/client_bundle.rs` embeds with `include_bytes!` (served at `/socket.io/`).
+//!   `src/http/assets.rs` embeds with `include_bytes!` (served at `/socket.io/`).
 //! - The web UI in `ui/`: `npm ci` there (skipped while `ui/node_modules` matches the lock
 //!   file), then `node ui/build.mjs` bundles it with esbuild into `OUT_DIR/ui` (hashed names,
 //!   each file with a gzip copy), and this script writes `OUT_DIR/ui_assets.rs`, the table
