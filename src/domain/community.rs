@@ -694,8 +694,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
         if self.rooms.len() >= self.limits.max_rooms {
             return Err(DomainError::new(
-                ErrorCode::RateLimited,
-                "there are too many rooms",
+                ErrorCode::LimitReached,
+                "this server has as many rooms as it keeps",
             ));
         }
         self.rooms.insert(room.clone(), BTreeSet::new());
@@ -812,6 +812,29 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 online: members.iter().filter(|id| self.is_online(id)).count(),
             })
             .collect()
+    }
+
+    /// Up to `limit` rooms whose names sort after `after` (from the first when `None`), by
+    /// name, with their member counts, and whether more follow.
+    pub fn rooms_page(&self, after: Option<&RoomName>, limit: usize) -> (Vec<RoomSummary>, bool) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut rooms = self.rooms.range::<RoomName, _>((start, Bound::Unbounded));
+        let page = rooms
+            .by_ref()
+            .take(limit)
+            .map(|(name, members)| RoomSummary {
+                name: name.clone(),
+                members: members.len(),
+                online: members.iter().filter(|id| self.is_online(id)).count(),
+            })
+            .collect();
+        (page, rooms.next().is_some())
+    }
+
+    /// How many rooms exist.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
     }
 
     /// A room's members, in arrival order.

@@ -256,7 +256,7 @@ pub async fn recover(
                     community.disconnect(socket.id(), u64::try_from(now_ms()).unwrap_or(0));
                     return Ok(false);
                 }
-                chat.registered_on_connect(socket.id(), None);
+                chat.registered_on_connect(socket.id(), None, false);
                 socket.data().set_resumed(now_ms(), expires_at_ms);
                 for page in &replay {
                     let released = chat.released(&page.conversation);
@@ -354,7 +354,7 @@ async fn recover_tutorial(
                     }
                     return Ok(false);
                 }
-                chat.registered_on_connect(socket.id(), None);
+                chat.registered_on_connect(socket.id(), None, false);
                 socket.data().set_spelling(Some(spelling));
                 socket.join(spelling.room());
                 for message in &page.messages {

@@ -1238,36 +1238,57 @@ for (const button of document.querySelectorAll<HTMLButtonElement>('.close-dialog
   button.addEventListener('click', () => button.closest('dialog')?.close());
 }
 
-byId('add-room').addEventListener('click', async () => {
+const DIRECTORY_PAGE = 100;
+
+byId('add-room').addEventListener('click', () => {
   roomError.textContent = '';
   roomName.value = '';
   roomDirectory.replaceChildren(h('li', { class: 'muted' }, 'Loading…'));
   roomDialog.showModal();
   roomName.focus();
-  const answer = await request('room:list', {});
+  void listRooms(null);
+});
+
+/** One page of the room directory (by name), with a button for the next one. */
+async function listRooms(cursor: string | null): Promise<void> {
+  const answer = await request('room:list', cursor ? { cursor, limit: DIRECTORY_PAGE } : { limit: DIRECTORY_PAGE });
+  if (cursor === null) roomDirectory.replaceChildren();
+  roomDirectory.querySelector('.directory-more')?.remove();
   if (failed(answer)) {
-    roomDirectory.replaceChildren(h('li', { class: 'muted' }, answer.error.message));
+    roomDirectory.append(h('li', { class: 'muted' }, sentence(answer.error.message)));
     return;
   }
-  const rooms = (answer as unknown as { rooms: { name: string; members: number; online: number }[] }).rooms;
-  roomDirectory.replaceChildren(
-    ...rooms
-      .sort((a, b) => b.members - a.members || a.name.localeCompare(b.name))
-      .map((room) =>
+  const page = answer as unknown as {
+    rooms: { name: string; members: number; online: number }[];
+    more?: boolean;
+    cursor?: string | null;
+  };
+  roomDirectory.append(
+    ...page.rooms.map((room) =>
+      h(
+        'li',
+        null,
         h(
-          'li',
-          null,
-          h(
-            'button',
-            { type: 'button', class: 'directory-item', on: { click: () => void enterRoom('room:join', room.name) } },
-            h('span', { class: 'conv-name' }, `# ${room.name}`),
-            h('span', { class: 'muted' }, `${plural(room.members, 'member')} · ${room.online} online`),
-            conversations.has(roomKey(room.name)) ? h('span', { class: 'joined' }, 'joined') : null,
-          ),
+          'button',
+          { type: 'button', class: 'directory-item', on: { click: () => void enterRoom('room:join', room.name) } },
+          h('span', { class: 'conv-name' }, `# ${room.name}`),
+          h('span', { class: 'muted' }, `${plural(room.members, 'member')} · ${room.online} online`),
+          conversations.has(roomKey(room.name)) ? h('span', { class: 'joined' }, 'joined') : null,
         ),
       ),
+    ),
   );
-});
+  const next = page.cursor;
+  if (page.more && next) {
+    roomDirectory.append(
+      h(
+        'li',
+        { class: 'directory-more' },
+        h('button', { type: 'button', class: 'link', on: { click: () => void listRooms(next) } }, 'More rooms'),
+      ),
+    );
+  }
+}
 
 async function enterRoom(event: 'room:join' | 'room:create', raw: string): Promise<void> {
   const room = raw.trim();
