@@ -209,8 +209,14 @@ fn announce(
     socket.join(FULL_ROOM);
     socket.join(&user_room(user));
     let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
-    let payload =
-        json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
+    // Limits a client can check before sending (the UI's message length counter).
+    let limits = json!({"messageChars": community.limits().max_message_chars});
+    let payload = json!({
+        "token": token,
+        "user": {"name": connected.name.as_str()},
+        "rooms": rooms,
+        "limits": limits,
+    });
     let sent = socket.emit("session", &(payload,));
     // Closed while it was being connected: the client can never learn this token.
     let unsent = sent == Err(engine::EmitError::Closed);
