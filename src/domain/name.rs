@@ -27,6 +27,15 @@ pub struct UserName(String);
 pub struct NameKey(String);
 
 impl UserName {
+    /// The refusal of this name when someone else holds it (present, away within a grace
+    /// period, or with a valid session).
+    pub fn taken(&self) -> DomainError {
+        DomainError::new(
+            ErrorCode::NameTaken,
+            format!("the name {self} is already taken, please choose another"),
+        )
+    }
+
     /// Validate `raw` (surrounding whitespace is trimmed first).
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let name = raw.trim();

@@ -12,14 +12,12 @@ use std::sync::{Mutex, PoisonError};
 
 use engine::{BroadcastOperator, EmitError, Socket, SocketId};
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{debug, warn};
 
 use super::Connection;
-use super::tutorial::Spelling;
-use crate::domain::{
-    Audience, Community, Message, Notice, Outgoing, Place, RoomName, UserId, UserName,
-};
+use super::wire::{Spelling, WireMessage, offset, recovery_offset};
+use crate::domain::{Audience, Community, Notice, Outgoing, Place, RoomName, UserId, UserName};
 use crate::store::StoredMessage;
 
 /// Engine room of every full-protocol socket.
@@ -263,7 +261,7 @@ pub fn replay_to_tutorial(
     let Some(room) = message.conversation.as_room() else {
         return;
     };
-    let offset = format!("{}:{}:{}", message.seq, message.timestamp_ms, room);
+    let offset = offset(message.seq, message.timestamp_ms, room);
     let line = ChatLine {
         from: &message.author.name,
         text: &message.body,
@@ -284,10 +282,13 @@ fn full_emit(
         Notice::Message(message) => match &message.place {
             Place::Room(room) if offsets => op.emit(
                 "message:new",
-                &(message_json(message, None), recovery_offset(room, message)),
+                &(
+                    WireMessage::live(message, None),
+                    recovery_offset(room, message),
+                ),
             ),
-            Place::Room(_) => op.emit("message:new", &(message_json(message, None),)),
-            Place::Direct { .. } => op.emit("dm:new", &(message_json(message, recipient),)),
+            Place::Room(_) => op.emit("message:new", &(WireMessage::live(message, None),)),
+            Place::Direct { .. } => op.emit("dm:new", &(WireMessage::live(message, recipient),)),
         },
         Notice::RoomMember { room, name, joined } => op.emit(
             "room:member",
@@ -303,37 +304,6 @@ fn full_emit(
         ),
         Notice::Chat { .. } | Notice::Users(_) => Ok(()),
     }
-}
-
-/// The connection-state-recovery offset of a room message: `seq:timestamp:room`. The
-/// client returns the last one it received when it reconnects; see `full::recover`.
-pub fn recovery_offset(room: &RoomName, message: &Message) -> String {
-    format!("{}:{}:{}", message.seq, message.timestamp_ms, room.as_str())
-}
-
-/// The wire form of a live message (PROTOCOL.md, "A message object").
-pub fn message_json(message: &Message, recipient: Option<&UserId>) -> Value {
-    let mut value = json!({
-        "id": message.id,
-        "seq": message.seq,
-        "ts": message.timestamp_ms,
-        "from": message.from.as_str(),
-        "text": message.text,
-        "clientId": message.client_id,
-    });
-    match &message.place {
-        Place::Room(room) => value["room"] = json!(room.as_str()),
-        Place::Direct { from, to_name, .. } => {
-            // The other side, seen from the recipient.
-            let with = if recipient == Some(from) || recipient.is_none() {
-                to_name.as_str()
-            } else {
-                message.from.as_str()
-            };
-            value["with"] = json!(with);
-        }
-    }
-    value
 }
 
 fn report(sent: Result<(), EmitError>) {

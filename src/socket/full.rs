@@ -11,12 +11,13 @@ use serde_json::{Map, Value, json};
 use tracing::debug;
 
 use super::deliver::{FULL_ROOM, emit_checked, user_room};
+use super::wire::{self, ConnectAuth, WireMessage, encoded_size};
 use super::{Chat, Connection, now_ms, now_ms_u64};
 use crate::domain::{
     Community, Connected, DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName,
 };
 use crate::store::history::{Session, conversation_of, random_hex};
-use crate::store::{Conversation, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, StoredMessage};
+use crate::store::{Conversation, MAX_PAGE_LIMIT};
 
 /// Messages returned by a history read when the client names no limit.
 const DEFAULT_PAGE: u32 = 50;
@@ -70,29 +71,25 @@ pub async fn connect(
     socket: &Socket<Connection>,
     auth: &Value,
 ) -> Result<(), ConnectError> {
-    for key in ["name", "token"] {
-        if auth.get(key).is_some_and(|value| !value.is_string()) {
-            return Err(refusal(DomainError::new(
-                ErrorCode::InvalidArgument,
-                format!("a {key} must be text"),
-            )));
-        }
-    }
-    let credential = |key: &str| -> Option<String> {
-        match auth.get(key) {
-            Some(Value::String(value)) => Some(value.clone()),
-            _ => socket.handshake().query_param(key).map(str::to_owned),
-        }
+    let auth = ConnectAuth::decode(auth).map_err(refusal)?;
+    // Sent in the auth payload, or in the query string by socket.io 2.x clients.
+    let credential = |sent: &Option<String>, key: &str| -> Option<String> {
+        sent.clone()
+            .or_else(|| socket.handshake().query_param(key).map(str::to_owned))
     };
+    let (token, name) = (
+        credential(&auth.token, "token"),
+        credential(&auth.name, "name"),
+    );
     if chat.recovery
-        && super::recovery::recover(chat, socket, auth)
+        && super::recovery::recover(chat, socket, &auth)
             .await
             .map_err(refusal)?
     {
         return Ok(());
     }
     let now = now_ms();
-    let (token, user, wanted, fresh, refresh_due) = if let Some(token) = credential("token") {
+    let (token, user, wanted, fresh, refresh_due) = if let Some(token) = token {
         let session = chat.history.session(&token, now).await.map_err(refusal)?;
         let Some((session, refresh_due)) = session else {
             return Err(refusal(DomainError::new(
@@ -112,7 +109,7 @@ pub async fn connect(
                 .restore_member(session.user.clone(), name, rooms);
         }
         (token, session.user, session.name, false, refresh_due)
-    } else if let Some(name) = credential("name") {
+    } else if let Some(name) = name {
         let parsed = UserName::parse(&name).map_err(refusal)?;
         // A name belongs to its user while that user's session is valid, present or not.
         if chat
@@ -122,7 +119,7 @@ pub async fn connect(
             .map_err(refusal)?
             .is_some()
         {
-            return Err(refusal(name_taken(&parsed)));
+            return Err(refusal(parsed.taken()));
         }
         // Users are cheap to make and hold their names for a month: a bound per address.
         chat.quotas()
@@ -148,7 +145,7 @@ pub async fn connect(
     };
     if holder.is_some_and(|holder| holder != user) {
         let name = UserName::parse(&wanted).map_err(refusal)?;
-        return Err(refusal(name_taken(&name)));
+        return Err(refusal(name.taken()));
     }
     // A present user (another tab, or back within a grace period) is stored as online
     // already; its session is saved again only when its expiry is due to be pushed back.
@@ -229,13 +226,6 @@ fn announce(
     chat.deliver(community, None, &connected.notices);
 }
 
-pub(crate) fn name_taken(name: &UserName) -> DomainError {
-    DomainError::new(
-        ErrorCode::NameTaken,
-        format!("the name {name} is already taken, please choose another"),
-    )
-}
-
 fn refusal(error: DomainError) -> ConnectError {
     ConnectError {
         message: error.message().to_owned(),
@@ -252,33 +242,8 @@ fn client_address(socket: &Socket<Connection>) -> Option<std::net::IpAddr> {
 /// page's `cursor`); `cursor` is `null` on the last page.
 pub fn room_list(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
     let result = (|| {
-        // `room:list` with no payload at all is the first page.
-        let (cursor, limit) = match args.first() {
-            None | Some(Value::Null) => (None, DEFAULT_ROOMS_PAGE),
-            Some(_) => {
-                let request = Request::of(args)?;
-                let cursor = match request.fields.get("cursor") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(cursor)) => Some(RoomName::parse(cursor).map_err(|_| {
-                        DomainError::new(
-                            ErrorCode::InvalidArgument,
-                            "`cursor` is not a room cursor",
-                        )
-                    })?),
-                    Some(_) => {
-                        return Err(DomainError::new(
-                            ErrorCode::InvalidArgument,
-                            "`cursor` must be text",
-                        ));
-                    }
-                };
-                let limit = match request.fields.get("limit") {
-                    None | Some(Value::Null) => DEFAULT_ROOMS_PAGE,
-                    Some(_) => request.limit()?,
-                };
-                (cursor, limit)
-            }
-        };
+        let request = wire::RoomList::decode(args)?;
+        let (cursor, limit) = (request.cursor, request.limit.unwrap_or(DEFAULT_ROOMS_PAGE));
         member_check(chat, socket)?;
         let (page, more) = chat.community().rooms_page(cursor.as_ref(), limit as usize);
         let next = page
@@ -304,8 +269,8 @@ pub async fn room_create(
     ack: Option<Ack>,
 ) {
     let result = async {
-        let request = Request::of(args)?;
-        let room = RoomName::parse(request.text("room")?)?;
+        let request: wire::RoomRequest = wire::decode(args)?;
+        let room = RoomName::parse(request.room()?)?;
         member_check(chat, socket)?;
         let Some(user) = full_user(chat, socket)? else {
             return Err(DomainError::new(
@@ -367,10 +332,10 @@ fn room_exists(room: &RoomName) -> DomainError {
 /// `room:join {room, since?, limit?}`: membership, then the members and recent messages.
 pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
     let result = async {
-        let request = Request::of(args)?;
-        let since = request.seq("since")?;
-        let limit = request.limit()?;
-        let room = RoomName::parse(request.text("room")?)?;
+        let request: wire::RoomJoin = wire::decode(args)?;
+        let since = request.since;
+        let limit = request.limit.unwrap_or(DEFAULT_PAGE);
+        let room = RoomName::parse(request.room()?)?;
         chat.take_message_token(socket)?;
         let user = full_user(chat, socket)?;
         if !chat.community().room_exists(&room) {
@@ -416,8 +381,8 @@ pub async fn room_leave(
     ack: Option<Ack>,
 ) {
     let result = async {
-        let request = Request::of(args)?;
-        let room = RoomName::parse(request.text("room")?)?;
+        let request: wire::RoomRequest = wire::decode(args)?;
+        let room = RoomName::parse(request.room()?)?;
         chat.take_message_token(socket)?;
         let user = full_user(chat, socket)?;
         if let Some(user) = &user
@@ -437,9 +402,9 @@ pub async fn room_leave(
 
 /// `room:members {room}`.
 pub fn room_members(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
-    let result = Request::of(args).and_then(|request| {
+    let result = wire::decode(args).and_then(|request: wire::RoomRequest| {
         member_check(chat, socket)?;
-        let (members, total) = members_json(chat, request.text("room")?)?;
+        let (members, total) = members_json(chat, request.room()?)?;
         Ok(json!({"members": members, "total": total}))
     });
     answer(ack, result);
@@ -452,14 +417,14 @@ pub async fn message_send(
     args: &[Value],
     ack: Option<Ack>,
 ) {
-    let request = match Request::of(args) {
+    let request: wire::MessageSend = match wire::decode(args) {
         Ok(request) => request,
         Err(error) => return answer(ack, Err(error)),
     };
     let sending = async {
-        let room = RoomName::parse(request.text("room")?)?;
-        let text = request.text("text")?;
-        let client_id = request.client_id()?;
+        let room = RoomName::parse(request.room()?)?;
+        let text = request.text()?;
+        let client_id = request.client_id.clone();
         if let Err(limited) = chat.take_message_token(socket) {
             let conversation = Conversation::room(room.as_str());
             let answer = over_rate(chat, socket, Some(conversation), client_id, limited).await;
@@ -479,14 +444,14 @@ pub async fn dm_send(
     args: &[Value],
     ack: Option<Ack>,
 ) {
-    let request = match Request::of(args) {
+    let request: wire::DmSend = match wire::decode(args) {
         Ok(request) => request,
         Err(error) => return answer(ack, Err(error)),
     };
     let sending = async {
-        let to = request.text("to")?;
-        let text = request.text("text")?;
-        let client_id = request.client_id()?;
+        let to = request.to()?;
+        let text = request.text()?;
+        let client_id = request.client_id.clone();
         if let Err(limited) = chat.take_message_token(socket) {
             let conversation = match &client_id {
                 Some(_) => {
@@ -588,20 +553,15 @@ pub async fn message_history(
     ack: Option<Ack>,
 ) {
     let result = async {
-        let request = Request::of(args)?;
-        let room = RoomName::parse(request.text("room")?)?;
+        let request: wire::MessageHistory = wire::decode(args)?;
+        let room = RoomName::parse(request.room()?)?;
         member_check(chat, socket)?;
         if !chat.community().room_exists(&room) {
             return Err(DomainError::new(ErrorCode::UnknownRoom, "no such room"));
         }
         let conversation = Conversation::room(room.as_str());
-        let (messages, more) = page_before(
-            chat,
-            &conversation,
-            request.seq("before")?,
-            request.limit()?,
-        )
-        .await?;
+        let limit = request.limit.unwrap_or(DEFAULT_PAGE);
+        let (messages, more) = page_before(chat, &conversation, request.before, limit).await?;
         Ok(json!({"messages": messages, "more": more}))
     }
     .await;
@@ -616,17 +576,12 @@ pub async fn dm_history(
     ack: Option<Ack>,
 ) {
     let result = async {
-        let request = Request::of(args)?;
-        let with = request.text("with")?;
+        let request: wire::DmHistory = wire::decode(args)?;
+        let with = request.with()?;
         learn_recipient(chat, with).await?;
         let (conversation, _) = direct_conversation(chat, socket, with)?;
-        let (messages, more) = page_before(
-            chat,
-            &conversation,
-            request.seq("before")?,
-            request.limit()?,
-        )
-        .await?;
+        let limit = request.limit.unwrap_or(DEFAULT_PAGE);
+        let (messages, more) = page_before(chat, &conversation, request.before, limit).await?;
         Ok(json!({"messages": messages, "more": more}))
     }
     .await;
@@ -636,10 +591,9 @@ pub async fn dm_history(
 /// `sync {rooms: {room: lastSeq}, direct: {name: lastSeq}}`: exactly what was missed.
 pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
     let result = async {
-        let request = Request::of(args)?;
+        let payload = wire::object(args)?;
         member_check(chat, socket)?;
-        let rooms = request.seq_map("rooms")?;
-        let direct = request.seq_map("direct")?;
+        let wire::Sync { rooms, direct } = wire::Sync::decode(payload)?;
         if rooms.len() + direct.len() > MAX_SYNC_CONVERSATIONS {
             return Err(DomainError::new(
                 ErrorCode::InvalidArgument,
@@ -687,7 +641,7 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
             more |= page_more;
             direct_pages.insert(
                 peer.as_str().to_owned(),
-                Value::Array(with_peer(messages, &peer)),
+                Value::Array(wire::with_peer(messages, peer.as_str())),
             );
         }
         Ok(json!({"rooms": room_pages, "direct": direct_pages, "unknown": unknown, "more": more}))
@@ -698,15 +652,10 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
 
 /// `typing {room, typing}`: volatile, no ack.
 pub fn typing(chat: &Chat, socket: &Socket<Connection>, args: &[Value]) {
-    let result = Request::of(args).and_then(|request| {
-        let typing = request
-            .fields
-            .get("typing")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
+    let result = wire::decode(args).and_then(|request: wire::Typing| {
         chat.take_message_token(socket)?;
         let community = chat.community();
-        let notices = community.typing(socket.id(), request.text("room")?, typing)?;
+        let notices = community.typing(socket.id(), request.room()?, request.typing)?;
         chat.deliver(&community, Some(socket), &notices);
         Ok(())
     });
@@ -811,7 +760,12 @@ async fn page_after(
             .after(conversation, since, wanted)
             .await?
             .iter()
-            .map(|message| (stored_json(message), encoded_size(message)))
+            .map(|message| {
+                (
+                    WireMessage::stored(message).to_value(),
+                    encoded_size(message),
+                )
+            })
             .collect(),
     };
     let mut more = page.len() > limit as usize;
@@ -835,7 +789,10 @@ async fn page_before(
     let fits = within_budget(stored.iter().rev().map(encoded_size), &mut budget);
     stored.drain(..stored.len() - fits);
     let more = stored.first().is_some_and(|first| first.seq > 1);
-    Ok((stored.iter().map(stored_json).collect(), more))
+    let page = stored
+        .iter()
+        .map(|message| WireMessage::stored(message).to_value());
+    Ok((page.collect(), more))
 }
 
 /// How many of `messages`, in order, fit in `budget` bytes (taken from it). The first always
@@ -851,145 +808,4 @@ fn within_budget(sizes: impl Iterator<Item = usize>, budget: &mut usize) -> usiz
         count += 1;
     }
     count
-}
-
-/// A generous estimate of a message's size on the wire: JSON escapes at most double text
-/// (`\uXXXX` for control characters is rarer still), plus the fixed fields.
-pub(crate) fn encoded_size(message: &StoredMessage) -> usize {
-    message_size(
-        &message.body,
-        &message.author.name,
-        message.client_id.as_deref(),
-    )
-}
-
-/// [`encoded_size`] of a message's parts.
-pub(crate) fn message_size(text: &str, from: &str, client_id: Option<&str>) -> usize {
-    2 * (text.len() + from.len() + client_id.map_or(0, str::len)) + 160
-}
-
-/// The wire form of a message read from history.
-pub(crate) fn stored_json(message: &StoredMessage) -> Value {
-    let mut value = json!({
-        "id": message.id,
-        "seq": message.seq,
-        "ts": message.timestamp_ms,
-        "from": message.author.name,
-        "text": message.body,
-        "clientId": message.client_id,
-    });
-    if let Some(room) = message.conversation.as_room() {
-        value["room"] = json!(room);
-    }
-    value
-}
-
-fn with_peer(messages: Vec<Value>, peer: &UserName) -> Vec<Value> {
-    messages
-        .into_iter()
-        .map(|mut message| {
-            message["with"] = json!(peer.as_str());
-            message
-        })
-        .collect()
-}
-
-/// The object payload of a request, with typed field access.
-struct Request<'a> {
-    fields: &'a Map<String, Value>,
-}
-
-impl<'a> Request<'a> {
-    fn of(args: &'a [Value]) -> Result<Self, DomainError> {
-        match args.first() {
-            Some(Value::Object(fields)) => Ok(Self { fields }),
-            _ => Err(DomainError::new(
-                ErrorCode::InvalidArgument,
-                "the payload must be an object",
-            )),
-        }
-    }
-
-    fn text(&self, key: &str) -> Result<&'a str, DomainError> {
-        match self.fields.get(key) {
-            Some(Value::String(text)) => Ok(text),
-            _ => Err(DomainError::new(
-                ErrorCode::InvalidArgument,
-                format!("`{key}` must be text"),
-            )),
-        }
-    }
-
-    /// An optional sequence number (a non-negative integer).
-    fn seq(&self, key: &str) -> Result<Option<i64>, DomainError> {
-        match self.fields.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => value
-                .as_i64()
-                .filter(|seq| *seq >= 0)
-                .map(Some)
-                .ok_or_else(|| {
-                    DomainError::new(
-                        ErrorCode::InvalidArgument,
-                        format!("`{key}` must be a sequence number"),
-                    )
-                }),
-        }
-    }
-
-    /// `limit`, default 50, clamped to 1..=1000.
-    fn limit(&self) -> Result<u32, DomainError> {
-        match self.fields.get("limit") {
-            None | Some(Value::Null) => Ok(DEFAULT_PAGE),
-            Some(value) => value
-                .as_u64()
-                .map(|limit| {
-                    u32::try_from(limit)
-                        .unwrap_or(MAX_PAGE_LIMIT)
-                        .clamp(1, MAX_PAGE_LIMIT)
-                })
-                .ok_or_else(|| {
-                    DomainError::new(
-                        ErrorCode::InvalidArgument,
-                        "`limit` must be a positive number",
-                    )
-                }),
-        }
-    }
-
-    fn client_id(&self) -> Result<Option<String>, DomainError> {
-        match self.fields.get("clientId") {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(id))
-                if !id.is_empty() && id.len() <= MAX_CLIENT_ID_LEN && !id.contains('\0') =>
-            {
-                Ok(Some(id.clone()))
-            }
-            Some(_) => Err(DomainError::new(
-                ErrorCode::InvalidArgument,
-                format!("`clientId` must be text of 1 to {MAX_CLIENT_ID_LEN} bytes, without NUL"),
-            )),
-        }
-    }
-
-    /// An object of name → last sequence seen.
-    fn seq_map(&self, key: &str) -> Result<Vec<(String, i64)>, DomainError> {
-        let invalid = || {
-            DomainError::new(
-                ErrorCode::InvalidArgument,
-                format!("`{key}` must map names to sequence numbers"),
-            )
-        };
-        match self.fields.get(key) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Object(entries)) => entries
-                .iter()
-                .map(|(name, seq)| {
-                    let seq = seq.as_i64().filter(|seq| *seq >= 0).ok_or_else(invalid)?;
-                    Ok((name.clone(), seq))
-                })
-                .collect(),
-            Some(_) => Err(invalid()),
-        }
-    }
 }

@@ -12,11 +12,13 @@
 //! - [`full`]: the full protocol of PROTOCOL.md section 2 (identity, rooms, history, DMs).
 //! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
 //! - [`recovery`]: Socket.IO connection-state recovery backed by the durable history.
+//! - [`wire`]: every request and message shape on the wire; a leaf the others import.
 
 pub mod deliver;
 pub mod full;
 pub mod recovery;
 pub mod tutorial;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +35,7 @@ use crate::domain::{
 };
 use crate::store::Conversation;
 use crate::store::history::{self, History};
-use tutorial::Spelling;
+use wire::{Spelling, WireMessage};
 
 /// Longest a stored message waits for a predecessor before it is delivered anyway.
 const MAX_ORDER_WAIT_MS: u64 = 2_000;
@@ -321,12 +323,16 @@ impl Chat {
             let mut tails = self.tails_lock();
             for message in &messages {
                 if let Some(tail) = tails.get_mut(&history::conversation_of(&message.place)) {
-                    let size = full::message_size(
+                    let size = wire::message_size(
                         &message.text,
                         message.from.as_str(),
                         message.client_id.as_deref(),
                     );
-                    tail.push(message.seq, deliver::message_json(message, None), size);
+                    tail.push(
+                        message.seq,
+                        WireMessage::live(message, None).to_value(),
+                        size,
+                    );
                 }
             }
         }
@@ -360,9 +366,7 @@ impl Chat {
     /// by tutorial notices that are no stored message, so a client resuming from one gets
     /// every message after what it had seen. Lock order: community, then order.
     pub(crate) fn general_position(&self) -> String {
-        let released = self
-            .released(&tutorial::general_conversation())
-            .unwrap_or(0);
+        let released = self.released(&history::general_conversation()).unwrap_or(0);
         format!("{released}:{}:{}", now_ms(), RoomName::general().as_str())
     }
 

@@ -2,7 +2,7 @@
 //!
 //! With recovery on, the engine gives each socket a private `pid`, and every room message
 //! carries an offset `seq:timestamp:room` as its last argument (see
-//! [`super::deliver::recovery_offset`]). A client that reconnects sends `{pid, offset}`; if
+//! [`super::wire::offset`]). A client that reconnects sends `{pid, offset}`; if
 //! the `pid` is known (saved when the socket connected and again when it left, in the
 //! durable store, so also across restarts), the socket resumes as the same user in the
 //! same rooms and first receives, in order, the room messages it missed:
@@ -19,14 +19,13 @@
 //! gets the `updateChat` of the messages of `general` it missed, then the current user list.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tracing::debug;
 
 use super::deliver::{FULL_ROOM, emit_checked, replay_to_tutorial, user_room};
-use super::full::{encoded_size, stored_json};
-use super::tutorial::Spelling;
+use super::wire::{self, ConnectAuth, Spelling, WireMessage, encoded_size};
 use super::{Chat, Connection, now_ms};
 use crate::domain::{Audience, DomainError, Outgoing, Protocol, RoomName, UserId, UserName};
+use crate::store::history::general_conversation;
 use crate::store::{Conversation, StoredMessage};
 use engine::{DisconnectReason, Socket};
 
@@ -169,13 +168,9 @@ pub async fn remember_connected(chat: &Chat, socket: &Socket<Connection>) {
 pub async fn recover(
     chat: &Chat,
     socket: &Socket<Connection>,
-    auth: &Value,
+    auth: &ConnectAuth,
 ) -> Result<bool, DomainError> {
-    let claimed = (
-        auth.get("pid").and_then(Value::as_str),
-        auth.get("offset").and_then(Value::as_str),
-    );
-    let (Some(pid), Some(offset)) = claimed else {
+    let (Some(pid), Some(offset)) = (auth.pid.as_deref(), auth.offset.as_deref()) else {
         return Ok(false);
     };
     let Some(anchor) = Anchor::parse(offset) else {
@@ -266,8 +261,9 @@ pub async fn recover(
                             continue;
                         }
                         let offset =
-                            format!("{}:{}:{}", message.seq, message.timestamp_ms, page.room);
-                        let sent = socket.emit("message:new", &(stored_json(message), offset));
+                            wire::offset(message.seq, message.timestamp_ms, page.room.as_str());
+                        let sent =
+                            socket.emit("message:new", &(WireMessage::stored(message), offset));
                         emit_checked(socket.id(), sent);
                     }
                 }
@@ -324,7 +320,7 @@ async fn recover_tutorial(
         return Ok(false);
     };
     // Its notices will carry `general`'s position: learn it first (after a restart too).
-    chat.prime(&super::tutorial::general_conversation()).await?;
+    chat.prime(&general_conversation()).await?;
     let Some(mut page) = missed(chat, &general, anchor).await? else {
         return Ok(false);
     };

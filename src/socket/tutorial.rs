@@ -13,51 +13,15 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::debug;
 
 use super::deliver::emit_checked;
+use super::wire::Spelling;
 use super::{Chat, Connection, now_ms};
 use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId, UserName};
-use crate::store::Conversation;
+use crate::store::history::general_conversation;
 use engine::Socket;
-
-/// How a tutorial client spells the events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Spelling {
-    /// `addUser`, `sendChat`, `updateChat`, `updateUsers` (the tutorial's server).
-    CamelCase,
-    /// `adduser`, `sendchat`, `updatechat`, `updateusers` (the tutorial's final page).
-    Lowercase,
-}
-
-impl Spelling {
-    pub const ALL: [Spelling; 2] = [Spelling::CamelCase, Spelling::Lowercase];
-
-    /// The engine room holding the named tutorial sockets that use this spelling.
-    pub fn room(self) -> &'static str {
-        match self {
-            Self::CamelCase => "tutorial:camelCase",
-            Self::Lowercase => "tutorial:lowercase",
-        }
-    }
-
-    pub fn update_chat(self) -> &'static str {
-        match self {
-            Self::CamelCase => "updateChat",
-            Self::Lowercase => "updatechat",
-        }
-    }
-
-    pub fn update_users(self) -> &'static str {
-        match self {
-            Self::CamelCase => "updateUsers",
-            Self::Lowercase => "updateusers",
-        }
-    }
-}
 
 /// `addUser(name)`.
 pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, args: &[Value]) {
@@ -82,7 +46,7 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
     {
         match chat.history.user_named(&parsed, now_ms()).await {
             Ok(None) => {}
-            Ok(Some(_)) => return refuse(chat, socket, used, &super::full::name_taken(&parsed)),
+            Ok(Some(_)) => return refuse(chat, socket, used, &parsed.taken()),
             Err(error) => return refuse(chat, socket, used, &error),
         }
     }
@@ -159,11 +123,6 @@ fn text_argument<'a>(args: &'a [Value], complaint: &str) -> Result<&'a str, Doma
         Some(Value::String(text)) => Ok(text),
         _ => Err(DomainError::new(ErrorCode::InvalidArgument, complaint)),
     }
-}
-
-/// `general` as a stored conversation.
-pub(crate) fn general_conversation() -> Conversation {
-    Conversation::room(RoomName::general().as_str())
 }
 
 /// Tell one socket why its request was refused, in the spelling it is answered in.

@@ -56,6 +56,11 @@ pub fn conversation_of(place: &Place) -> Conversation {
     }
 }
 
+/// `general` as a stored conversation.
+pub fn general_conversation() -> Conversation {
+    Conversation::room(RoomName::general().as_str())
+}
+
 /// The hash under which a token is stored: the token itself is never stored or logged.
 pub fn token_hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
