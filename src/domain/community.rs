@@ -15,6 +15,7 @@ use super::error::{DomainError, ErrorCode};
 use super::message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
 use super::name::{NameKey, SERVER_NAME, UserName};
 use super::room::RoomName;
+use super::session;
 
 /// Most away users remembered for direct messages.
 const MAX_KNOWN_USERS: usize = 100_000;
@@ -502,10 +503,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
     ) -> Result<Vec<Outgoing<C>>, DomainError> {
         if let Some(present) = self.users.get_mut(&user) {
             if present.protocol != Protocol::Tutorial {
-                return Err(DomainError::new(
-                    ErrorCode::NameTaken,
-                    format!("the name {name} is already taken, please choose another"),
-                ));
+                return Err(name.taken());
             }
             present.sockets.insert(socket.clone());
             present.leaves_at = None;
@@ -972,16 +970,9 @@ impl<C: Clone + Ord + Hash> Community<C> {
     }
 
     fn claim_name(&mut self, name: &UserName, user: &UserId) -> Result<(), DomainError> {
-        match self.names.get(&name.key()) {
-            Some(holder) if holder != user => Err(DomainError::new(
-                ErrorCode::NameTaken,
-                format!("the name {name} is already taken, please choose another"),
-            )),
-            _ => {
-                self.names.insert(name.key(), user.clone());
-                Ok(())
-            }
-        }
+        session::claim_name(name, Some(user), self.names.get(&name.key()))?;
+        self.names.insert(name.key(), user.clone());
+        Ok(())
     }
 
     fn insert_user(&mut self, socket: &C, id: UserId, name: UserName, protocol: Protocol) {

@@ -11,6 +11,8 @@
 //! - [`quota`]: [`Quotas`], how many rooms and new users one user or address may create.
 //! - [`rate`]: [`RateLimit`], the per-connection message rate.
 //! - [`room`]: [`RoomName`], and the default room `general`.
+//! - [`session`]: identity as values: [`session::claim_name`] (whether a name is free for a
+//!   claimant, the one rule both protocols use), session expiry and refresh.
 //! - [`tail`]: [`Tail`], the latest messages of a conversation, for catch-up.
 //! - [`message`]: [`MessageBody`] and its length limit.
 //! - [`community`]: [`Community`] — users, their sockets and rooms, presence, and who
@@ -24,6 +26,7 @@ pub mod order;
 pub mod quota;
 pub mod rate;
 pub mod room;
+pub mod session;
 pub mod tail;
 
 pub use community::{

@@ -11,8 +11,10 @@ use serde_json::{Map, Value, json};
 use tracing::debug;
 
 use super::deliver::{FULL_ROOM, emit_checked, user_room};
+use super::identity::{Identity, claim_identity};
 use super::wire::{self, ConnectAuth, WireMessage, encoded_size};
 use super::{Chat, Connection, now_ms, now_ms_u64};
+use crate::domain::session::{self, Claim, TOKEN_BYTES, USER_ID_BYTES};
 use crate::domain::{
     Community, Connected, DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName,
 };
@@ -77,7 +79,7 @@ pub async fn connect(
         sent.clone()
             .or_else(|| socket.handshake().query_param(key).map(str::to_owned))
     };
-    let (token, name) = (
+    let claim = Claim::of(
         credential(&auth.token, "token"),
         credential(&auth.name, "name"),
     );
@@ -88,52 +90,30 @@ pub async fn connect(
     {
         return Ok(());
     }
-    let now = now_ms();
-    let (token, user, wanted, fresh, refresh_due) = if let Some(token) = token {
-        let session = chat.history.session(&token, now).await.map_err(refusal)?;
-        let Some((session, refresh_due)) = session else {
-            return Err(refusal(DomainError::new(
-                ErrorCode::InvalidToken,
-                "this session token is unknown or expired; connect with a name",
-            )));
-        };
-        // Not here and not remembered (e.g. the server restarted): its rooms are in history.
-        let known = chat.community().knows_user(&session.user);
-        if !known && let Ok(name) = UserName::parse(&session.name) {
-            let rooms = chat
-                .history
-                .user_rooms(&session.user)
-                .await
-                .map_err(refusal)?;
-            chat.community()
-                .restore_member(session.user.clone(), name, rooms);
-        }
-        (token, session.user, session.name, false, refresh_due)
-    } else if let Some(name) = name {
-        let parsed = UserName::parse(&name).map_err(refusal)?;
-        // A name belongs to its user while that user's session is valid, present or not.
-        if chat
-            .history
-            .user_named(&parsed, now)
-            .await
-            .map_err(refusal)?
-            .is_some()
-        {
-            return Err(refusal(parsed.taken()));
-        }
-        // Users are cheap to make and hold their names for a month: a bound per address.
-        chat.quotas()
-            .admit_new_user(client_address(socket), now_ms_u64())
-            .map_err(refusal)?;
-        (
-            random_hex(32),
-            UserId::new(random_hex(16)),
-            name,
-            true,
-            true,
-        )
-    } else {
+    let Some(claim) = claim else {
         return Ok(());
+    };
+    let now = now_ms();
+    let identity = claim_identity(chat, claim, now).await.map_err(refusal)?;
+    let (token, user, wanted, fresh, refresh_due) = match identity {
+        Identity::Returning {
+            token,
+            session,
+            refresh_due,
+        } => (token, session.user, session.name, false, refresh_due),
+        Identity::New(name) => {
+            // Users are cheap to make and hold their names for a month: a bound per address.
+            chat.quotas()
+                .admit_new_user(client_address(socket), now_ms_u64())
+                .map_err(refusal)?;
+            (
+                random_hex(TOKEN_BYTES),
+                UserId::new(random_hex(USER_ID_BYTES)),
+                name.as_str().to_owned(),
+                true,
+                true,
+            )
+        }
     };
 
     // Persist the session before announcing anything, so `session` is the first event the
@@ -143,9 +123,10 @@ pub async fn connect(
         let holder = community.user_named(&wanted).ok().map(|(id, _)| id);
         (holder, community.is_present(&user))
     };
-    if holder.is_some_and(|holder| holder != user) {
+    // Taken meanwhile (while the session was read or the quota checked)?
+    if let Some(holder) = &holder {
         let name = UserName::parse(&wanted).map_err(refusal)?;
-        return Err(refusal(name.taken()));
+        session::claim_name(&name, Some(&user), [holder]).map_err(refusal)?;
     }
     // A present user (another tab, or back within a grace period) is stored as online
     // already; its session is saved again only when its expiry is due to be pushed back.

@@ -10,12 +10,15 @@
 //! - [`tutorial`]: the classic tutorial's protocol (`addUser`/`sendChat` in, `updateChat`/
 //!   `updateUsers` out, camelCase or lowercase).
 //! - [`full`]: the full protocol of PROTOCOL.md section 2 (identity, rooms, history, DMs).
+//! - [`identity`]: who a connecting client is (a session token or a free name), one
+//!   [`identity::claim_identity`] for both protocols.
 //! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
 //! - [`recovery`]: Socket.IO connection-state recovery backed by the durable history.
 //! - [`wire`]: every request and message shape on the wire; a leaf the others import.
 
 pub mod deliver;
 pub mod full;
+pub mod identity;
 pub mod recovery;
 pub mod tutorial;
 pub mod wire;

@@ -17,9 +17,11 @@ use serde_json::Value;
 use tracing::debug;
 
 use super::deliver::emit_checked;
+use super::identity::claim_identity;
 use super::wire::Spelling;
 use super::{Chat, Connection, now_ms};
-use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId, UserName};
+use crate::domain::session::Claim;
+use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId};
 use crate::store::history::general_conversation;
 use engine::Socket;
 
@@ -40,15 +42,13 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
         );
         return refuse(chat, socket, used, &error);
     }
-    // A name held by a full-protocol user who is away (a valid session) is not free either.
-    if let Ok(parsed) = UserName::parse(name)
-        && chat.community().name_of(socket.id()).is_none()
+    // A name is claimed as in the full protocol: one held by a full-protocol user who is
+    // away (a valid session) is not free either. A named socket is answered by the community
+    // (its own name again changes nothing; another is refused).
+    if chat.community().name_of(socket.id()).is_none()
+        && let Err(error) = claim_identity(chat, Claim::Name(name.to_owned()), now_ms()).await
     {
-        match chat.history.user_named(&parsed, now_ms()).await {
-            Ok(None) => {}
-            Ok(Some(_)) => return refuse(chat, socket, used, &parsed.taken()),
-            Err(error) => return refuse(chat, socket, used, &error),
-        }
+        return refuse(chat, socket, used, &error);
     }
     // With recovery on, notices carry `general`'s position: learn it before the first one.
     if chat.recovery

@@ -12,14 +12,8 @@ use super::{
     Author, Conversation, HistoryStore, MAX_ROOMS_LISTED, MembershipRecord, NewMessage,
     RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoredMessage, UserRecord,
 };
+use crate::domain::session;
 use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, RoomName, UserId, UserName};
-
-/// How long a session token stays valid after its last use.
-pub const SESSION_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
-
-/// A session's expiry is pushed back on connect when it was last pushed back longer ago than
-/// this: a reconnect storm (a restart) then costs no writes.
-pub const SESSION_REFRESH_MS: i64 = 60 * 60 * 1000;
 
 /// The commit of a queued message: the message as stored, and whether it is a resend.
 pub type PendingMessage = std::pin::Pin<
@@ -248,7 +242,7 @@ impl History {
         session: &Session,
         now_ms: i64,
     ) -> Result<(), DomainError> {
-        let expires_at_ms = now_ms.saturating_add(SESSION_TTL_MS);
+        let expires_at_ms = session::expires_at(now_ms);
         let name_key = UserName::parse(&session.name)
             .map(|name| name.key().as_str().to_owned())
             .map_err(|_| {
@@ -275,7 +269,7 @@ impl History {
     }
 
     /// The session `token` belongs to, if it is known and not expired, and whether its
-    /// expiry is due to be pushed back (see [`SESSION_REFRESH_MS`]).
+    /// expiry is due to be pushed back (see [`session::refresh_due`]).
     pub async fn session(
         &self,
         token: &str,
@@ -287,8 +281,7 @@ impl History {
             .await
             .map_err(|e| unavailable("session", &e))?
             .map(|record| {
-                let refreshed_at = record.expires_at_ms.saturating_sub(SESSION_TTL_MS);
-                let due = now_ms.saturating_sub(refreshed_at) >= SESSION_REFRESH_MS;
+                let due = session::refresh_due(record.expires_at_ms, now_ms);
                 let session = Session {
                     user: UserId::new(record.user_id),
                     name: record.name,
