@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::eio::{Frame, Incoming, PacketType};
 use crate::handler::{DisconnectReason, Event};
 use crate::ns::SockDyn;
+use crate::serve::ConnGuard;
 use crate::server::ServerInner;
 use crate::sio::{self, PacketKind};
 use crate::socket::{EmitError, Handshake};
@@ -101,7 +102,14 @@ struct State {
     pong_deadline: Option<Instant>,
     /// Engine.IO v3: the client pings; we close if none arrives in time.
     last_client_ping: Instant,
+    /// Until a namespace socket connects: when the session is closed for not connecting one
+    /// (sooner while it has not even sent a CONNECT).
     connect_deadline: Option<Instant>,
+    connect_sent: bool,
+    // --- admission ---
+    /// This polling session's slot under the connection caps, released when it is upgraded
+    /// to a WebSocket (which is counted as a connection) or removed.
+    slot: Option<ConnGuard>,
     // --- inbox ---
     inbox: VecDeque<Inbound>,
     busy: bool,
@@ -153,7 +161,9 @@ impl Conn {
             next_ping_at: now + config.ping_interval,
             pong_deadline: None,
             last_client_ping: now,
-            connect_deadline: Some(now + config.connect_timeout),
+            connect_deadline: Some(now + config.first_connect_timeout.min(config.connect_timeout)),
+            connect_sent: false,
+            slot: None,
             inbox: VecDeque::new(),
             busy: false,
             partial: None,
@@ -359,8 +369,38 @@ impl Conn {
     }
 
     pub(crate) fn set_transport(&self, transport: Transport) {
-        self.lock().transport = transport;
+        let released = {
+            let mut st = self.lock();
+            st.transport = transport;
+            // Now carried by a WebSocket connection, which the accept loop counts.
+            if transport == Transport::WebSocket {
+                st.slot.take()
+            } else {
+                None
+            }
+        };
+        drop(released);
         self.wake_all();
+    }
+
+    /// Hold `slot` (a polling session's place under the connection caps) while polling.
+    pub(crate) fn hold_slot(&self, slot: ConnGuard) {
+        self.lock().slot = Some(slot);
+    }
+
+    /// Give the session's place under the connection caps back (it is gone).
+    pub(crate) fn release_slot(&self) {
+        let released = self.lock().slot.take();
+        drop(released);
+    }
+
+    /// Whether a namespace socket is connected.
+    pub(crate) fn has_sockets(&self) -> bool {
+        !self
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     fn wake_all(&self) {
@@ -635,8 +675,27 @@ impl Conn {
         Ok(())
     }
 
+    /// A CONNECT arrived: the session now has until the full connect timeout (counted from
+    /// its open) to get a socket connected.
+    fn connect_received(&self) {
+        let config = &self.server.config;
+        let mut st = self.lock();
+        if std::mem::replace(&mut st.connect_sent, true) {
+            return;
+        }
+        let extra = config
+            .connect_timeout
+            .saturating_sub(config.first_connect_timeout);
+        if let Some(deadline) = st.connect_deadline.as_mut() {
+            *deadline += extra;
+        }
+    }
+
     /// Queue a namespace packet for the dispatcher.
     pub(crate) fn enqueue(&self, item: Inbound) {
+        if matches!(item, Inbound::Connect { .. }) {
+            self.connect_received();
+        }
         self.lock().inbox.push_back(item);
         self.dispatch_wake.notify_one();
     }
