@@ -34,8 +34,10 @@ pub struct EngineConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// Bound, in bytes, on one connection's queued outbound data. A non-volatile packet that
     /// does not fit behind already queued data disconnects the slow reader (reason
-    /// "transport error"); a packet into an empty outbox is always accepted, so one large ack
-    /// is not mistaken for a slow reader. Default 1 MiB.
+    /// "transport error"): the queued data is dropped and the client is told why (WebSocket
+    /// close 1008 with a reason after the frame in progress; on polling, a final close packet
+    /// carrying the reason). A packet into an empty outbox is always accepted, so one large
+    /// ack is not mistaken for a slow reader. Default 1 MiB.
     pub max_outbound_bytes: usize,
     /// Time limit for reading an HTTP request body. Default 10 s.
     pub http_request_timeout: Duration,

@@ -12,6 +12,7 @@
 //! pointer moves with no `.await` inside, so an async mutex would only add cost.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -78,6 +79,32 @@ enum HandshakeSlot {
     Shared(Arc<Handshake>),
 }
 
+/// Why the server cut a connection off, told to the client before it goes: the code and
+/// reason of the WebSocket close frame, or the data of the final polling close packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Farewell {
+    /// More than `max_outbound_bytes` waited to be sent.
+    SlowReader,
+}
+
+impl Farewell {
+    /// The WebSocket close code: 1008, policy violation.
+    pub(crate) fn code(self) -> u16 {
+        match self {
+            Self::SlowReader => 1008,
+        }
+    }
+    /// A sentence for the client's log (at most 123 bytes, a close frame's limit).
+    pub(crate) fn reason(self, config: &crate::EngineConfig) -> String {
+        match self {
+            Self::SlowReader => format!(
+                "slow reader: more than {} bytes waited to be sent",
+                config.max_outbound_bytes
+            ),
+        }
+    }
+}
+
 /// A protocol violation by the client: the connection is closed.
 #[derive(Debug)]
 pub(crate) struct ProtocolError(pub &'static str);
@@ -94,6 +121,9 @@ struct State {
     closed: Option<DisconnectReason>,
     /// The client sent the close packet (a pending poll then gets noop, not close).
     closed_by_client: bool,
+    /// Why the server closed, to tell the client; `farewell_sent` once a poll carried it.
+    farewell: Option<Farewell>,
+    farewell_sent: bool,
     transport: Transport,
     poll_pending: bool,
     post_pending: bool,
@@ -155,6 +185,8 @@ impl Conn {
             barrier: None,
             closed: None,
             closed_by_client: false,
+            farewell: None,
+            farewell_sent: false,
             transport,
             poll_pending: false,
             post_pending: false,
@@ -260,6 +292,14 @@ impl Conn {
             // The bound is for a reader that falls behind: one large frame (a big ack or a
             // history page) into an empty outbox is accepted, whatever its size.
             if !st.out.is_empty() && st.out_bytes + size > self.server.config.max_outbound_bytes {
+                // What is queued could not be read in time anyway: the client gets the
+                // frame it is in the middle of, then why it is cut off, and syncs later.
+                if st.closed.is_none() {
+                    st.farewell = Some(Farewell::SlowReader);
+                }
+                st.out = VecDeque::new();
+                st.out_bytes = 0;
+                st.barrier = None;
                 drop(st);
                 tracing::debug!(sid = %self.sid, "outbox full: disconnecting slow reader");
                 self.close(DisconnectReason::TransportError);
@@ -362,6 +402,33 @@ impl Conn {
 
     pub(crate) fn closed_by_client(&self) -> bool {
         self.lock().closed_by_client
+    }
+
+    /// Why the server cut the connection off, if it says.
+    pub(crate) fn farewell(&self) -> Option<Farewell> {
+        self.lock().farewell
+    }
+
+    /// A closed polling session whose client has not yet polled for the farewell: its next
+    /// poll is answered with it.
+    pub(crate) fn farewell_pending(&self) -> bool {
+        let st = self.lock();
+        st.farewell.is_some() && !st.farewell_sent && st.transport == Transport::Polling
+    }
+
+    /// The final close packet of a polling session: `1`, followed by the farewell if any
+    /// (clients ignore the data of a close packet, but it shows in their transport logs).
+    pub(crate) fn final_close_packet(&self) -> Frame {
+        let farewell = {
+            let mut st = self.lock();
+            st.farewell_sent = true;
+            st.farewell
+        };
+        self.idle.notify_waiters();
+        match farewell {
+            Some(farewell) => Frame::text(format!("1{}", farewell.reason(&self.server.config))),
+            None => Frame::text("1"),
+        }
     }
 
     pub(crate) fn transport(&self) -> Transport {
@@ -816,6 +883,17 @@ async fn cleanup(conn: Arc<Conn>) {
     let sockets = std::mem::take(&mut *conn.sockets.lock().unwrap_or_else(|e| e.into_inner()));
     for socket in sockets {
         socket.on_disconnect(reason).await;
+    }
+    // A polling client cut off with a farewell learns it from its next poll: keep the session
+    // (its outbox empty) until then, for at most a heartbeat's timeout.
+    let deadline = Instant::now() + conn.server.config.ping_timeout;
+    while conn.farewell_pending() && !conn.server.shutting_down.load(Ordering::SeqCst) {
+        let idle = conn.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if !conn.farewell_pending() || tokio::time::timeout_at(deadline, idle).await.is_err() {
+            break;
+        }
     }
     conn.server.remove_session(&conn.sid);
 }

@@ -140,7 +140,11 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
         // `heartbeat_tick` first: a session whose pong deadline just passed is closed now,
         // not when its timer task gets to run.
         let Some(conn) = server.session(sid).filter(|c| c.heartbeat_tick().is_some()) else {
-            return EngineError::UnknownSid.response();
+            // A session cut off with a farewell answers one last poll with it.
+            return match server.session(sid).filter(|c| c.farewell_pending()) {
+                Some(conn) if !websocket && req.method() == Method::GET => polling::get(conn).await,
+                _ => EngineError::UnknownSid.response(),
+            };
         };
         if websocket {
             if !config.allow_upgrades || conn.transport() != Transport::Polling {

@@ -136,7 +136,7 @@ fn ready_frames(conn: &Conn) -> Option<Vec<Frame>> {
                 frames.push(Frame::text("6"));
             }
         } else {
-            frames.push(Frame::text("1"));
+            frames.push(conn.final_close_packet());
         }
         return Some(frames);
     }
