@@ -85,13 +85,15 @@ enum HandshakeSlot {
 pub(crate) enum Farewell {
     /// More than `max_outbound_bytes` waited to be sent.
     SlowReader,
+    /// A write did not finish within a heartbeat period (ping interval + timeout).
+    StalledReader,
 }
 
 impl Farewell {
     /// The WebSocket close code: 1008, policy violation.
     pub(crate) fn code(self) -> u16 {
         match self {
-            Self::SlowReader => 1008,
+            Self::SlowReader | Self::StalledReader => 1008,
         }
     }
     /// A sentence for the client's log (at most 123 bytes, a close frame's limit).
@@ -100,6 +102,10 @@ impl Farewell {
             Self::SlowReader => format!(
                 "slow reader: more than {} bytes waited to be sent",
                 config.max_outbound_bytes
+            ),
+            Self::StalledReader => format!(
+                "slow reader: a write waited more than {} ms",
+                (config.ping_interval + config.ping_timeout).as_millis()
             ),
         }
     }
@@ -292,17 +298,8 @@ impl Conn {
             // The bound is for a reader that falls behind: one large frame (a big ack or a
             // history page) into an empty outbox is accepted, whatever its size.
             if !st.out.is_empty() && st.out_bytes + size > self.server.config.max_outbound_bytes {
-                // What is queued could not be read in time anyway: the client gets the
-                // frame it is in the middle of, then why it is cut off, and syncs later.
-                if st.closed.is_none() {
-                    st.farewell = Some(Farewell::SlowReader);
-                }
-                st.out = VecDeque::new();
-                st.out_bytes = 0;
-                st.barrier = None;
                 drop(st);
-                tracing::debug!(sid = %self.sid, "outbox full: disconnecting slow reader");
-                self.close(DisconnectReason::TransportError);
+                self.cut_off_slow_reader(Farewell::SlowReader);
                 return Err(EmitError::Overflow);
             }
             was_empty = st.out.is_empty();
@@ -317,6 +314,24 @@ impl Conn {
             self.writer_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Disconnect a client that does not read what it is sent. What is queued could not be
+    /// read in time anyway: it is dropped, and the client gets the frame it is in the middle
+    /// of, then why it is cut off (and syncs later).
+    pub(crate) fn cut_off_slow_reader(self: &Arc<Self>, farewell: Farewell) {
+        {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            st.farewell = Some(farewell);
+            st.out = VecDeque::new();
+            st.out_bytes = 0;
+            st.barrier = None;
+        }
+        tracing::debug!(sid = %self.sid, ?farewell, "disconnecting a slow reader");
+        self.close(DisconnectReason::TransportError);
     }
 
     /// Queue an Engine.IO heartbeat packet. It goes ahead of a CONNECT barrier: a slow

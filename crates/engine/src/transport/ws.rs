@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::EngineError;
-use crate::conn::{Conn, FAR_FUTURE, Inbound, Job, Transport};
+use crate::conn::{Conn, FAR_FUTURE, Farewell, Inbound, Job, Transport};
 use crate::eio::{self, Frame, Incoming, PacketType};
 use crate::handler::DisconnectReason;
 use crate::server::ServerInner;
@@ -629,7 +629,10 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
                 biased;
                 result = flush(&conn, &mut ws, &mut spare, &mut writing) => result.is_ok(),
                 _ = closed(&conn) => false,
-                _ = tokio::time::sleep(write_timeout) => false,
+                _ = tokio::time::sleep(write_timeout) => {
+                    conn.cut_off_slow_reader(Farewell::StalledReader);
+                    false
+                }
             };
             if !written {
                 conn.close(DisconnectReason::TransportError);
