@@ -81,6 +81,11 @@ pub enum Audience<C> {
     User(UserId),
     /// Every full-protocol socket.
     Everyone,
+    /// Who sees a user's presence: every full-protocol socket that asked for everyone's
+    /// (`presence:subscribe`), and every full-protocol socket of the members of these rooms
+    /// (the user's rooms but `general`, which everyone is in: announcing every arrival to
+    /// everyone would cost O(users²)).
+    Watchers(Vec<RoomName>),
 }
 
 /// Who a tutorial chat line is from.
@@ -430,7 +435,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             to: Audience::Socket(socket.clone()),
             notice: server_says("you have connected".to_owned()),
         }];
-        notices.extend(self.arrival_notices(&name, Some(socket)));
+        notices.extend(self.arrival_notices(&name, Some(socket), &BTreeSet::new()));
         Ok(notices)
     }
 
@@ -473,8 +478,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
         Ok(Connected {
             name: name.clone(),
+            notices: self.arrival_notices(&name, None, &rooms),
             rooms: rooms.into_iter().collect(),
-            notices: self.arrival_notices(&name, None),
         })
     }
 
@@ -996,7 +1001,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 notice: server_says(format!("{} has disconnected.", user.name)),
             },
             Outgoing {
-                to: Audience::Everyone,
+                to: watchers(&user.rooms),
                 notice: Notice::Presence {
                     name: user.name,
                     online: false,
@@ -1021,7 +1026,12 @@ impl<C: Clone + Ord + Hash> Community<C> {
 
     /// What everyone else is told when `name` arrives (`newcomer`: a tutorial socket that
     /// already got its own greeting).
-    fn arrival_notices(&self, name: &UserName, newcomer: Option<&C>) -> Vec<Outgoing<C>> {
+    fn arrival_notices(
+        &self,
+        name: &UserName,
+        newcomer: Option<&C>,
+        rooms: &BTreeSet<RoomName>,
+    ) -> Vec<Outgoing<C>> {
         let mut notices = vec![Outgoing {
             to: Audience::Tutorial {
                 except: newcomer.cloned(),
@@ -1030,7 +1040,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }];
         notices.extend(self.users_notice());
         notices.push(Outgoing {
-            to: Audience::Everyone,
+            to: watchers(rooms),
             notice: Notice::Presence {
                 name: name.clone(),
                 online: true,
@@ -1044,6 +1054,18 @@ impl<C: Clone + Ord + Hash> Community<C> {
         users.sort_unstable_by_key(|user| user.arrival);
         users.into_iter().map(|user| user.name.clone()).collect()
     }
+}
+
+/// Who sees the presence of a user in `rooms`.
+fn watchers<C>(rooms: &BTreeSet<RoomName>) -> Audience<C> {
+    let general = RoomName::general();
+    Audience::Watchers(
+        rooms
+            .iter()
+            .filter(|room| **room != general)
+            .cloned()
+            .collect(),
+    )
 }
 
 fn server_says(text: String) -> Notice {
@@ -1154,7 +1176,7 @@ mod tests {
                     notice: users(&["ann", "bob"])
                 },
                 Outgoing {
-                    to: Audience::Everyone,
+                    to: Audience::Watchers(Vec::new()),
                     notice: Notice::Presence {
                         name: name("bob"),
                         online: true
@@ -1300,7 +1322,7 @@ mod tests {
                     notice: chat("Server", "ann has disconnected.")
                 },
                 Outgoing {
-                    to: Audience::Everyone,
+                    to: Audience::Watchers(Vec::new()),
                     notice: Notice::Presence {
                         name: name("ann"),
                         online: false
@@ -1345,13 +1367,44 @@ mod tests {
         );
         let gone = community.sweep(7_000).notices;
         assert!(gone.contains(&Outgoing {
-            to: Audience::Everyone,
+            to: Audience::Watchers(Vec::new()),
             notice: Notice::Presence {
                 name: name("ann"),
                 online: false
             },
         }));
         assert_eq!(community.user_count(), 0);
+    }
+
+    #[test]
+    fn presence_goes_to_subscribers_and_the_members_of_the_users_rooms_but_general() {
+        let mut community = community();
+        let ann = connect(&mut community, 1, "a", "ann");
+        assert!(ann.notices.contains(&Outgoing {
+            to: Audience::Watchers(Vec::new()),
+            notice: Notice::Presence {
+                name: name("ann"),
+                online: true
+            },
+        }));
+        assert!(community.create_room(&1, "rust").is_ok());
+        assert_eq!(community.disconnect(&1, 0), Vec::new());
+        assert!(community.sweep(5_000).notices.contains(&Outgoing {
+            to: Audience::Watchers(vec![room("rust")]),
+            notice: Notice::Presence {
+                name: name("ann"),
+                online: false
+            },
+        }));
+        // Back with her token: announced to rust's members again.
+        let back = connect(&mut community, 2, "a", "ann");
+        assert!(back.notices.contains(&Outgoing {
+            to: Audience::Watchers(vec![room("rust")]),
+            notice: Notice::Presence {
+                name: name("ann"),
+                online: true
+            },
+        }));
     }
 
     #[test]
@@ -1385,7 +1438,7 @@ mod tests {
             "only bob never came back"
         );
         assert!(swept.notices.contains(&Outgoing {
-            to: Audience::Everyone,
+            to: Audience::Watchers(Vec::new()),
             notice: Notice::Presence {
                 name: name("bob"),
                 online: false

@@ -11,12 +11,14 @@
 //!   `updateUsers` out, camelCase or lowercase).
 //! - [`full`]: the full protocol of PROTOCOL.md section 2 (identity, rooms, history, DMs).
 //! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
+//! - [`presence`]: the opt-in to every user's presence.
 //! - [`recovery`]: Socket.IO connection-state recovery backed by the durable history.
 //! - [`history`]: the durable store (or memory when history is off) behind one handle.
 
 pub mod deliver;
 pub mod full;
 pub mod history;
+pub mod presence;
 pub mod recovery;
 pub mod tutorial;
 
@@ -608,6 +610,8 @@ impl Handler for ChatHandler {
             "dm:send" => full::dm_send(chat, socket, &args, ack).await,
             "dm:history" => full::dm_history(chat, socket, &args, ack).await,
             "typing" => full::typing(chat, socket, &args),
+            "presence:subscribe" => presence::subscribe(chat, socket, ack),
+            "presence:unsubscribe" => presence::unsubscribe(chat, socket, ack),
             other => {
                 debug!(socket = %socket.id(), event = other, "unknown event");
                 full::answer(ack, Err(full::unknown_event()));
