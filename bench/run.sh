@@ -66,8 +66,9 @@ BENCH="$ROOT/target/release/chinwag-bench"
 # chinwag's default per-connection rate limit (100 msg/s) would refuse the fan-out senders'
 # traffic at high rates; the peers have no limit, so it is lifted for like-for-like saturation.
 # Its per-address connection cap (1000) would refuse the generators, which hold up to 19,500
-# connections from a few loopback addresses; the peers have no cap either.
-CHINWAG_FLAGS=${CHINWAG_FLAGS:---max-messages-per-second 0 --max-connections-per-ip 20000}
+# connections from a few loopback addresses; the peers have no cap either. Likewise its bound
+# on new users per address per minute (60), which thousands of named clients would pass.
+CHINWAG_FLAGS=${CHINWAG_FLAGS:---max-messages-per-second 0 --max-connections-per-ip 20000 --max-new-users-per-ip 0}
 SERVER_PID=""
 SERVER_PORT=""
 DB_SEQ=0

@@ -4,12 +4,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::BoolishValueParser;
 
 use crate::domain::DEFAULT_MAX_MESSAGE_CHARS;
 
 /// chinwag: a self-hosted real-time chat server that speaks Socket.IO.
 ///
-/// Every flag can also be set through the environment variable named in brackets.
+/// Every flag can also be set through the environment variable named in brackets. Switches
+/// (`--no-history` …) take `1`/`0`, `true`/`false`, `yes`/`no` or `on`/`off` there.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "chinwag", version, about)]
 pub struct Config {
@@ -17,8 +19,9 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
-    /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    /// Address to listen on: loopback by default; `0.0.0.0` (or `::`) opens the chat to the
+    /// network, where anyone who reaches it can join without a login.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
 
     /// Log filter: a level (`info`, `debug`) or directives like `chinwag=debug,engine=info`.
@@ -58,18 +61,18 @@ pub struct Config {
 
     /// Keep no history: messages are numbered in memory and not stored (no scrollback or
     /// catch-up). For measuring what durability costs.
-    #[arg(long, env = "CHINWAG_NO_HISTORY")]
+    #[arg(long, env = "CHINWAG_NO_HISTORY", value_parser = BoolishValueParser::new())]
     pub no_history: bool,
 
     /// Acknowledge messages once they survive a crash of chinwag, without waiting for the
     /// disk (fsync): faster, but a power loss may lose the last acknowledged messages.
-    #[arg(long, env = "CHINWAG_RELAXED_DURABILITY")]
+    #[arg(long, env = "CHINWAG_RELAXED_DURABILITY", value_parser = BoolishValueParser::new())]
     pub relaxed_durability: bool,
 
     /// Socket.IO connection-state recovery: a client that reconnects with its `pid` and
     /// last offset gets the room messages it missed, also across restarts (needs history).
     /// Adds an offset as the last argument of every `message:new`.
-    #[arg(long, env = "CHINWAG_CONNECTION_STATE_RECOVERY")]
+    #[arg(long, env = "CHINWAG_CONNECTION_STATE_RECOVERY", value_parser = BoolishValueParser::new())]
     pub connection_state_recovery: bool,
 
     /// How long a user whose last connection dropped still counts as present, in
@@ -93,6 +96,25 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
     pub max_connections_per_ip: usize,
 
+    /// Rooms that may exist on the server (0: no limit). Keep it far above
+    /// `--max-rooms-per-user`, so that no single user can reach it.
+    #[arg(long, env = "CHINWAG_MAX_ROOMS", default_value_t = 100_000)]
+    pub max_rooms: usize,
+
+    /// Rooms one user may create, ever (0: no limit).
+    #[arg(long, env = "CHINWAG_MAX_ROOMS_PER_USER", default_value_t = 100)]
+    pub max_rooms_per_user: u32,
+
+    /// Rooms that may be created from one client address per hour (0: no limit). IPv6
+    /// addresses count per /64 network.
+    #[arg(long, env = "CHINWAG_MAX_ROOMS_PER_IP", default_value_t = 200)]
+    pub max_rooms_per_ip: u32,
+
+    /// New users (connects with a name) one client address may create per minute (0: no
+    /// limit; raise it for load tests from one host). IPv6 addresses count per /64 network.
+    #[arg(long, env = "CHINWAG_MAX_NEW_USERS_PER_IP", default_value_t = 60)]
+    pub max_new_users_per_ip: u32,
+
     /// Time a client has to send a complete HTTP request head, in milliseconds.
     #[arg(long, env = "CHINWAG_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
@@ -107,7 +129,7 @@ impl Config {
     pub fn defaults() -> Self {
         Self {
             port: 8080,
-            host: IpAddr::from([0, 0, 0, 0]),
+            host: IpAddr::from([127, 0, 0, 1]),
             log_level: "info".to_owned(),
             allowed_origins: Vec::new(),
             ping_interval_ms: 25_000,
@@ -125,6 +147,10 @@ impl Config {
             max_connections: 19_000,
             max_connections_per_ip: 1_000,
             header_read_timeout_ms: 10_000,
+            max_rooms: 100_000,
+            max_rooms_per_user: 100,
+            max_rooms_per_ip: 200,
+            max_new_users_per_ip: 60,
         }
     }
 
@@ -163,6 +189,10 @@ mod tests {
             parsed.header_read_timeout_ms,
             defaults.header_read_timeout_ms
         );
+        assert_eq!(parsed.max_rooms, defaults.max_rooms);
+        assert_eq!(parsed.max_rooms_per_user, defaults.max_rooms_per_user);
+        assert_eq!(parsed.max_rooms_per_ip, defaults.max_rooms_per_ip);
+        assert_eq!(parsed.max_new_users_per_ip, defaults.max_new_users_per_ip);
     }
 
     #[test]

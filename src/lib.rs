@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 pub use config::Config;
-use domain::{Limits, RoomName};
+use domain::{Limits, QuotaLimits, RoomName};
 use http::origin::OriginPolicy;
 pub use socket::history::History;
 use socket::{Chat, ChatHandler};
@@ -58,12 +58,38 @@ pub async fn serve(
     if config.connection_state_recovery && !recovery {
         warn!("connection-state recovery needs history; it is off with --no-history");
     }
-    let chat = Arc::new(Chat::new(limits(&config), history, recovery));
+    if config.max_rooms != 0
+        && (config.max_rooms_per_user == 0
+            || config.max_rooms_per_user as usize >= config.max_rooms)
+    {
+        warn!(
+            max_rooms = config.max_rooms,
+            max_rooms_per_user = config.max_rooms_per_user,
+            "one user may create as many rooms as the server keeps: set --max-rooms-per-user \
+             well below --max-rooms"
+        );
+    }
+    let chat = Arc::new(Chat::new(
+        limits(&config),
+        quota_limits(&config),
+        history,
+        recovery,
+    ));
     let known_rooms = chat.history.rooms().await.map_err(std::io::Error::other)?;
+    {
+        // Rooms count against their creators' quotas across restarts.
+        let mut quotas = chat.quotas();
+        for creator in known_rooms
+            .iter()
+            .filter_map(|(_, creator)| creator.as_ref())
+        {
+            quotas.restore_room(creator);
+        }
+    }
     chat.community().restore_rooms(
         known_rooms
             .iter()
-            .filter_map(|name| RoomName::parse(name).ok()),
+            .filter_map(|(name, _)| RoomName::parse(name).ok()),
     );
     // Users whose sessions are valid are members of their rooms while away, also across a
     // restart: listed offline, reachable by direct messages, holding their names.
@@ -179,7 +205,20 @@ fn limits(config: &Config) -> Limits {
         max_message_chars: config.max_message_chars,
         presence_grace_ms: config.presence_grace_ms,
         messages_per_second: config.max_messages_per_second,
-        ..Limits::default()
+        // The quotas enforce the flag; this is only the community's backstop.
+        max_rooms: match config.max_rooms {
+            0 => usize::MAX,
+            max => max,
+        },
+    }
+}
+
+fn quota_limits(config: &Config) -> QuotaLimits {
+    QuotaLimits {
+        rooms_per_user: config.max_rooms_per_user,
+        rooms_per_address_per_hour: config.max_rooms_per_ip,
+        max_rooms: config.max_rooms,
+        new_users_per_address_per_minute: config.max_new_users_per_ip,
     }
 }
 

@@ -27,6 +27,7 @@ async fn a_burst_of_departures_sends_one_final_list_and_does_not_stall_the_serve
     let mut config = test_config();
     config.presence_grace_ms = 300;
     config.max_connections_per_ip = 10_000;
+    config.max_new_users_per_ip = 0;
     config.relaxed_durability = true;
     let app = TestApp::start_with(config).await;
     let addr = app.addr;

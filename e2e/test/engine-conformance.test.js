@@ -5,6 +5,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startConformance } = require('../lib/server');
+const WebSocket = require('ws');
 const { nextEvent, withTimeout } = require('../lib/wait');
 const {
   connect,
@@ -206,6 +207,46 @@ describe('engine conformance example with real clients', () => {
     } finally {
       await doomed.stop();
     }
+  });
+
+  // The raw-protocol case the official Socket.IO suite checks with the `ws` client: a second
+  // WebSocket for an upgraded session opens and is then closed (no handshake error, which `ws`
+  // would raise as an unhandled 'error'), and the first WebSocket keeps working.
+  it('opens then closes a second WebSocket with the sid of an upgraded session', async () => {
+    const base = server.url.replace(/\/$/, '');
+    const wsBase = base.replace(/^http/, 'ws');
+    const handshake = await fetch(`${base}/socket.io/?EIO=4&transport=polling`);
+    const { sid } = JSON.parse((await handshake.text()).slice(1));
+    const upgradeUrl = `${wsBase}/socket.io/?EIO=4&transport=websocket&sid=${sid}`;
+
+    const first = new WebSocket(upgradeUrl);
+    await withTimeout(new Promise((resolve) => first.once('open', resolve)), 5_000, 'the upgrade to open');
+    first.send('2probe');
+    first.send('5');
+
+    const second = new WebSocket(upgradeUrl);
+    const errors = [];
+    second.on('error', (e) => errors.push(e));
+    const opened = new Promise((resolve) => second.once('open', () => resolve(true)));
+    const [code] = await withTimeout(
+      new Promise((resolve) => second.once('close', (...args) => resolve(args))),
+      5_000,
+      'the second WebSocket to be closed',
+    );
+    assert.equal(await Promise.race([opened, Promise.resolve(false)]), true, 'the second WebSocket opened');
+    assert.deepEqual(errors, []);
+    assert.equal(code, 1008);
+
+    // The session still answers on the first WebSocket: connect the main namespace over it.
+    const reply = new Promise((resolve) =>
+      first.on('message', (data) => {
+        const text = data.toString();
+        if (text.startsWith('40')) resolve(text);
+      }),
+    );
+    first.send('40');
+    assert.match(await withTimeout(reply, 5_000, 'CONNECT over the first WebSocket'), /^40\{"sid":/);
+    first.close();
   });
 
   for (const version of CLIENT_VERSIONS) {

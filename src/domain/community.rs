@@ -486,6 +486,43 @@ impl<C: Clone + Ord + Hash> Community<C> {
     /// A socket is gone. A tutorial user leaves at once; a full user whose last socket this
     /// was starts its grace period at `now_ms` (see [`Community::sweep`]).
     pub fn disconnect(&mut self, socket: &C, now_ms: u64) -> Vec<Outgoing<C>> {
+        self.leave(socket, now_ms, false)
+    }
+
+    /// A socket's connection dropped (with connection-state recovery on, it may resume):
+    /// like [`Community::disconnect`], but a tutorial user is held for the grace period as
+    /// well, so a client that resumes in time comes back unannounced.
+    pub fn drop_connection(&mut self, socket: &C, now_ms: u64) -> Vec<Outgoing<C>> {
+        self.leave(socket, now_ms, true)
+    }
+
+    /// A tutorial user's socket resumed by connection-state recovery, as `user` named
+    /// `name`. Within its grace period it is back silently; after it (or after a restart)
+    /// it arrives again, announced, unless its name was taken meanwhile.
+    pub fn resume_tutorial(
+        &mut self,
+        socket: &C,
+        user: UserId,
+        name: &UserName,
+    ) -> Result<Vec<Outgoing<C>>, DomainError> {
+        if let Some(present) = self.users.get_mut(&user) {
+            if present.protocol != Protocol::Tutorial {
+                return Err(DomainError::new(
+                    ErrorCode::NameTaken,
+                    format!("the name {name} is already taken, please choose another"),
+                ));
+            }
+            present.sockets.insert(socket.clone());
+            present.leaves_at = None;
+            self.sockets.insert(socket.clone(), user);
+            return Ok(Vec::new());
+        }
+        self.claim_name(name, &user)?;
+        self.insert_user(socket, user, name.clone(), Protocol::Tutorial);
+        Ok(self.arrival_notices(name, Some(socket), &BTreeSet::new()))
+    }
+
+    fn leave(&mut self, socket: &C, now_ms: u64, hold_tutorial: bool) -> Vec<Outgoing<C>> {
         let Some(user_id) = self.sockets.remove(socket) else {
             return Vec::new();
         };
@@ -497,12 +534,12 @@ impl<C: Clone + Ord + Hash> Community<C> {
             return Vec::new();
         }
         match user.protocol {
-            Protocol::Tutorial => {
+            Protocol::Tutorial if !hold_tutorial => {
                 let mut notices = self.remove_user(&user_id);
                 notices.extend(self.users_notice());
                 notices
             }
-            Protocol::Full => {
+            Protocol::Tutorial | Protocol::Full => {
                 user.leaves_at = Some(now_ms.saturating_add(self.limits.presence_grace_ms));
                 Vec::new()
             }
@@ -513,19 +550,24 @@ impl<C: Clone + Ord + Hash> Community<C> {
     /// (if a tutorial user is present) one user list for the whole batch: building a list
     /// per departure would cost O(departures × users).
     pub fn sweep(&mut self, now_ms: u64) -> Swept<C> {
-        let departed: Vec<UserId> = self
+        let leaving: Vec<(UserId, Protocol)> = self
             .users
             .iter()
             .filter(|(_, user)| user.leaves_at.is_some_and(|at| now_ms >= at))
-            .map(|(id, _)| id.clone())
+            .map(|(id, user)| (id.clone(), user.protocol))
             .collect();
-        let mut notices: Vec<Outgoing<C>> = departed
+        let mut notices: Vec<Outgoing<C>> = leaving
             .iter()
-            .flat_map(|id| self.remove_user(id))
+            .flat_map(|(id, _)| self.remove_user(id))
             .collect();
         if !notices.is_empty() {
             notices.extend(self.users_notice());
         }
+        let departed = leaving
+            .into_iter()
+            .filter(|(_, protocol)| *protocol == Protocol::Full)
+            .map(|(id, _)| id)
+            .collect();
         Swept { notices, departed }
     }
 
@@ -610,12 +652,11 @@ impl<C: Clone + Ord + Hash> Community<C> {
             Place::Room(room) => {
                 let mut notices = Vec::with_capacity(2);
                 if *room == RoomName::general() {
+                    // Tutorial clients see it as `updateChat(from, text)`; the message itself
+                    // goes to them so the adapter can add its recovery offset.
                     notices.push(Outgoing {
                         to: Audience::Tutorial { except: None },
-                        notice: Notice::Chat {
-                            from: Speaker::User(message.from.clone()),
-                            text: message.text.clone(),
-                        },
+                        notice: Notice::Message(message.clone()),
                     });
                 }
                 notices.push(Outgoing {
@@ -658,8 +699,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
         if self.rooms.len() >= self.limits.max_rooms {
             return Err(DomainError::new(
-                ErrorCode::RateLimited,
-                "there are too many rooms",
+                ErrorCode::LimitReached,
+                "this server has as many rooms as it keeps",
             ));
         }
         self.rooms.insert(room.clone(), BTreeSet::new());
@@ -776,6 +817,29 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 online: members.iter().filter(|id| self.is_online(id)).count(),
             })
             .collect()
+    }
+
+    /// Up to `limit` rooms whose names sort after `after` (from the first when `None`), by
+    /// name, with their member counts, and whether more follow.
+    pub fn rooms_page(&self, after: Option<&RoomName>, limit: usize) -> (Vec<RoomSummary>, bool) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut rooms = self.rooms.range::<RoomName, _>((start, Bound::Unbounded));
+        let page = rooms
+            .by_ref()
+            .take(limit)
+            .map(|(name, members)| RoomSummary {
+                name: name.clone(),
+                members: members.len(),
+                online: members.iter().filter(|id| self.is_online(id)).count(),
+            })
+            .collect();
+        (page, rooms.next().is_some())
+    }
+
+    /// How many rooms exist.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
     }
 
     /// A room's members, in arrival order.
@@ -1268,7 +1332,7 @@ mod tests {
             vec![
                 Outgoing {
                     to: tutorial_all(),
-                    notice: chat("ann", "<i>")
+                    notice: Notice::Message(stored.clone())
                 },
                 Outgoing {
                     to: Audience::Room(general),
@@ -1342,6 +1406,64 @@ mod tests {
             community.disconnect(&9, 0),
             Vec::new(),
             "an unnamed socket leaves silently"
+        );
+    }
+
+    #[test]
+    fn a_dropped_tutorial_user_resumed_in_time_is_never_announced_gone() {
+        let mut community = community();
+        add(&mut community, 1, "ann");
+        add(&mut community, 2, "bob");
+        assert_eq!(community.drop_connection(&1, 0), Vec::new());
+        assert_eq!(
+            code(community.add_tutorial(&3, user(3), "ANN")),
+            Some(ErrorCode::NameTaken),
+            "the name is held while ann may resume"
+        );
+        assert_eq!(
+            community.resume_tutorial(&4, user(1), &name("ann")),
+            Ok(Vec::new())
+        );
+        assert_eq!(community.name_of(&4), Some(&name("ann")));
+        assert_eq!(community.sweep(60_000).notices, Vec::new());
+        assert_eq!(
+            community.add_tutorial(&4, user(1), "ann"),
+            Ok(Vec::new()),
+            "the page's addUser after a resume changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_tutorial_user_resumed_after_its_grace_arrives_again_and_only_if_its_name_is_free() {
+        let mut community = community();
+        add(&mut community, 1, "ann");
+        add(&mut community, 2, "bob");
+        community.drop_connection(&1, 0);
+        let swept = community.sweep(community.limits().presence_grace_ms);
+        assert_eq!(
+            swept.notices[0].notice,
+            chat("Server", "ann has disconnected.")
+        );
+        assert_eq!(
+            swept.departed,
+            Vec::<UserId>::new(),
+            "tutorial users are not stored"
+        );
+        let notices = community
+            .resume_tutorial(&4, user(1), &name("ann"))
+            .unwrap_or_default();
+        assert!(
+            notices
+                .iter()
+                .any(|o| o.notice == chat("Server", "ann has connected"))
+        );
+
+        community.drop_connection(&4, 0);
+        community.sweep(community.limits().presence_grace_ms);
+        add(&mut community, 5, "ann");
+        assert_eq!(
+            code(community.resume_tutorial(&6, user(1), &name("ann"))),
+            Some(ErrorCode::NameTaken)
         );
     }
 

@@ -38,8 +38,11 @@ pub enum ErrorCode {
     NotSupported,
     /// The session token is unknown or expired.
     InvalidToken,
-    /// Too much, too fast (or too many of something).
+    /// Too much, too fast: retry a little later.
     RateLimited,
+    /// A quota is used up (rooms per user or per address, rooms on the server): retrying
+    /// soon will not help.
+    LimitReached,
     /// History could not be read or written; the cause is in the server log.
     Unavailable,
 }
@@ -63,6 +66,7 @@ impl ErrorCode {
             Self::UnknownUser => "unknown_user",
             Self::InvalidToken => "invalid_token",
             Self::RateLimited => "rate_limited",
+            Self::LimitReached => "limit_reached",
             Self::Unavailable => "unavailable",
             Self::NotSupported => "not_supported",
         }

@@ -5,8 +5,10 @@ use super::error::{DomainError, ErrorCode};
 /// Default longest message, in Unicode scalar values.
 pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 4_000;
 
-/// The text of one message: not empty, at most the configured number of characters, and
-/// otherwise exactly what the sender typed. It is never escaped or trimmed here: clients
+/// The text of one message: not empty, at most the configured number of characters, without
+/// the NUL character (PostgreSQL `text` cannot hold it, and C-string APIs would cut the text
+/// there, so it is refused here rather than by a store: one rule for every store and both
+/// protocols), and otherwise exactly what the sender typed. It is never escaped or trimmed here: clients
 /// render it as text, and relaying it byte for byte is part of the tutorial contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageBody(String);
@@ -18,6 +20,12 @@ impl MessageBody {
             return Err(DomainError::new(
                 ErrorCode::InvalidMessage,
                 "a message cannot be empty",
+            ));
+        }
+        if raw.contains('\0') {
+            return Err(DomainError::new(
+                ErrorCode::InvalidMessage,
+                "a message cannot contain the NUL character",
             ));
         }
         if raw.chars().take(max_chars + 1).count() > max_chars {
@@ -55,6 +63,16 @@ mod tests {
     fn an_empty_message_is_refused() {
         let err = MessageBody::parse("", 4_000).err().map(|e| e.code());
         assert_eq!(err, Some(ErrorCode::InvalidMessage));
+    }
+
+    #[test]
+    fn a_message_with_a_nul_character_is_invalid() {
+        for raw in ["\0", "a\0b", "end\0"] {
+            let err = MessageBody::parse(raw, 4_000).err().map(|e| e.code());
+            assert_eq!(err, Some(ErrorCode::InvalidMessage), "{raw:?}");
+        }
+        // Other control characters are text like any other.
+        assert!(MessageBody::parse("tab\there\u{1}", 4_000).is_ok());
     }
 
     #[test]

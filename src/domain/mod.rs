@@ -8,6 +8,7 @@
 //! - [`error`]: [`DomainError`] and its stable [`ErrorCode`]s.
 //! - [`name`]: [`UserName`] (validated display name) and [`NameKey`] (its comparison form).
 //! - [`order`]: [`InOrder`], releasing each conversation's messages in sequence order.
+//! - [`quota`]: [`Quotas`], how many rooms and new users one user or address may create.
 //! - [`rate`]: [`RateLimit`], the per-connection message rate.
 //! - [`room`]: [`RoomName`], and the default room `general`.
 //! - [`tail`]: [`Tail`], the latest messages of a conversation, for catch-up.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod message;
 pub mod name;
 pub mod order;
+pub mod quota;
 pub mod rate;
 pub mod room;
 pub mod tail;
@@ -32,6 +34,7 @@ pub use error::{DomainError, ErrorCode};
 pub use message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
 pub use name::{MAX_NAME_CHARS, NameKey, SERVER_NAME, UserName};
 pub use order::InOrder;
+pub use quota::{QuotaLimits, Quotas, RoomReservation};
 pub use rate::RateLimit;
 pub use room::{GENERAL, RoomName};
 pub use tail::Tail;

@@ -22,6 +22,7 @@ use super::tutorial::Spelling;
 use crate::domain::{
     Audience, Community, Message, Notice, Outgoing, Place, RoomName, UserId, UserName,
 };
+use crate::store::StoredMessage;
 
 /// Engine room of every full-protocol socket.
 pub const FULL_ROOM: &str = "full";
@@ -82,18 +83,26 @@ pub fn send_users(io: &engine::SocketIo, names: &[UserName]) {
     }
 }
 
+/// With connection-state recovery on, the position of `general`'s stream, `seq:ts:general`
+/// (see [`super::Chat::general_position`]): the offset of a tutorial `updateChat` that is no
+/// stored message (`Server` notices). The official client takes the last string argument of
+/// every event as its offset, so with recovery on every `updateChat` must carry one.
+pub type Position<'a> = Option<&'a dyn Fn() -> String>;
+
 /// Deliver `notices`. `io` reaches every socket; `actor` is the socket whose action produced
 /// them (the only one an `Audience::Socket` can name). Call with the community locked, so
 /// every client sees notices in one order. The tutorial's user lists go to `users`, to be
-/// encoded and sent after the lock is released (a list holds every name present).
+/// encoded and sent after the lock is released (a list holds every name present). With
+/// `position` (recovery on), events carry their offsets.
 pub fn deliver(
     io: &engine::SocketIo,
     community: &Community<SocketId>,
     actor: Option<&Socket<Connection>>,
     notices: &[Outgoing<SocketId>],
-    offsets: bool,
+    position: Position<'_>,
     users: &UsersOutbox,
 ) {
+    let offsets = position.is_some();
     for Outgoing { to, notice } in notices {
         match to {
             Audience::Tutorial { except: None } if matches!(notice, Notice::Users(_)) => {
@@ -103,17 +112,18 @@ pub fn deliver(
             }
             Audience::Socket(id) => {
                 if let Some(socket) = actor.filter(|socket| socket.id() == id) {
-                    to_socket(socket, notice);
+                    to_socket(socket, notice, position);
                 }
             }
             Audience::Tutorial { except } => {
+                let offset = tutorial_offset(notice, position);
                 for spelling in Spelling::ALL {
                     let Some(mut op) = namespace(io) else { return };
                     op = op.to(spelling.room());
                     if let Some(id) = except {
                         op = op.except(id.as_str());
                     }
-                    report(tutorial_emit(op, spelling, notice));
+                    report(tutorial_emit(op, spelling, notice, offset.as_deref()));
                 }
             }
             Audience::Room(room) => to_room(io, community, room, None, notice, offsets),
@@ -183,15 +193,17 @@ fn to_room(
 }
 
 /// A notice for the acting socket itself, in its protocol.
-fn to_socket(socket: &Socket<Connection>, notice: &Notice) {
-    let sent = match (socket.data().spelling(), notice) {
-        (Some(spelling), Notice::Chat { from, text }) => {
-            socket.emit(spelling.update_chat(), &(from.as_str(), text.as_str()))
-        }
-        (Some(spelling), Notice::Users(names)) => {
-            socket.emit(spelling.update_users(), &(UsersMap(names),))
-        }
-        _ => Ok(()),
+fn to_socket(socket: &Socket<Connection>, notice: &Notice, position: Position<'_>) {
+    let Some(spelling) = socket.data().spelling() else {
+        return;
+    };
+    let offset = tutorial_offset(notice, position);
+    let sent = match notice {
+        Notice::Users(names) => socket.emit(spelling.update_users(), &(UsersMap(names),)),
+        _ => match ChatLine::of(notice, offset.as_deref()) {
+            Some(line) => socket.emit(spelling.update_chat(), &line),
+            None => Ok(()),
+        },
     };
     emit_checked(socket.id(), sent);
 }
@@ -200,14 +212,80 @@ fn tutorial_emit(
     op: BroadcastOperator,
     spelling: Spelling,
     notice: &Notice,
+    offset: Option<&str>,
 ) -> Result<(), EmitError> {
     match notice {
-        Notice::Chat { from, text } => {
-            op.emit(spelling.update_chat(), &(from.as_str(), text.as_str()))
-        }
         Notice::Users(names) => op.emit(spelling.update_users(), &(UsersMap(names),)),
-        _ => Ok(()),
+        _ => match ChatLine::of(notice, offset) {
+            Some(line) => op.emit(spelling.update_chat(), &line),
+            None => Ok(()),
+        },
     }
+}
+
+/// The recovery offset a tutorial `updateChat` carries, when recovery is on: a room
+/// message's own, or the stream's position for a notice.
+fn tutorial_offset(notice: &Notice, position: Position<'_>) -> Option<String> {
+    let position = position?;
+    match notice {
+        Notice::Message(message) => match &message.place {
+            Place::Room(room) => Some(recovery_offset(room, message)),
+            Place::Direct { .. } => None,
+        },
+        Notice::Chat { .. } => Some(position()),
+        _ => None,
+    }
+}
+
+/// The arguments of a tutorial `updateChat`: `speaker, text`, and the recovery offset last
+/// when recovery is on.
+pub struct ChatLine<'a> {
+    from: &'a str,
+    text: &'a str,
+    offset: Option<&'a str>,
+}
+
+impl<'a> ChatLine<'a> {
+    /// A message or a notice as the tutorial shows it; `None` for what it does not show.
+    fn of(notice: &'a Notice, offset: Option<&'a str>) -> Option<Self> {
+        let (from, text) = match notice {
+            Notice::Chat { from, text } => (from.as_str(), text.as_str()),
+            Notice::Message(message) => (message.from.as_str(), message.text.as_str()),
+            _ => return None,
+        };
+        Some(Self { from, text, offset })
+    }
+}
+
+impl Serialize for ChatLine<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(2 + usize::from(self.offset.is_some())))?;
+        seq.serialize_element(self.from)?;
+        seq.serialize_element(self.text)?;
+        if let Some(offset) = self.offset {
+            seq.serialize_element(offset)?;
+        }
+        seq.end()
+    }
+}
+
+/// A stored message of `general` replayed to a resumed tutorial socket, with its offset.
+pub fn replay_to_tutorial(
+    socket: &Socket<Connection>,
+    spelling: Spelling,
+    message: &StoredMessage,
+) {
+    let Some(room) = message.conversation.as_room() else {
+        return;
+    };
+    let offset = format!("{}:{}:{}", message.seq, message.timestamp_ms, room);
+    let line = ChatLine {
+        from: &message.author.name,
+        text: &message.body,
+        offset: Some(&offset),
+    };
+    emit_checked(socket.id(), socket.emit(spelling.update_chat(), &line));
 }
 
 /// A full-protocol event. `recipient` is the user a direct message copy is for (its

@@ -12,7 +12,7 @@ use tracing::debug;
 
 use super::deliver::{FULL_ROOM, emit_checked, user_room};
 use super::history::{Session, conversation_of, random_hex};
-use super::{Chat, Connection, now_ms};
+use super::{Chat, Connection, now_ms, now_ms_u64};
 use crate::domain::{
     Community, Connected, DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName,
 };
@@ -20,6 +20,9 @@ use crate::store::{Conversation, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, StoredMessag
 
 /// Messages returned by a history read when the client names no limit.
 const DEFAULT_PAGE: u32 = 50;
+
+/// Rooms in a `room:list` page when the client names no limit (at most 1000 either way).
+const DEFAULT_ROOMS_PAGE: u32 = 1000;
 
 /// Most bytes of messages in one answer (history page, `sync`, join): far below the engine's
 /// bound on a connection's queued output (1 MiB), so an answer is never what overflows it.
@@ -121,6 +124,10 @@ pub async fn connect(
         {
             return Err(refusal(name_taken(&parsed)));
         }
+        // Users are cheap to make and hold their names for a month: a bound per address.
+        chat.quotas()
+            .admit_new_user(client_address(socket), now_ms_u64())
+            .map_err(refusal)?;
         (
             random_hex(32),
             UserId::new(random_hex(16)),
@@ -199,13 +206,20 @@ fn announce(
     fresh: bool,
     connected: &Connected<SocketId>,
 ) {
-    chat.registered_on_connect(socket.id(), fresh.then(|| (token.to_owned(), user.clone())));
     socket.join(FULL_ROOM);
     socket.join(&user_room(user));
     let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
     let payload =
         json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
-    emit_checked(socket.id(), socket.emit("session", &(payload,)));
+    let sent = socket.emit("session", &(payload,));
+    // Closed while it was being connected: the client can never learn this token.
+    let unsent = sent == Err(engine::EmitError::Closed);
+    emit_checked(socket.id(), sent);
+    chat.registered_on_connect(
+        socket.id(),
+        fresh.then(|| (token.to_owned(), user.clone())),
+        unsent,
+    );
     chat.deliver(community, None, &connected.notices);
 }
 
@@ -223,21 +237,60 @@ fn refusal(error: DomainError) -> ConnectError {
     }
 }
 
-/// `room:list`.
-pub fn room_list(chat: &Chat, socket: &Socket<Connection>, ack: Option<Ack>) {
-    let result = member_check(chat, socket).map(|()| {
-        let rooms: Vec<Value> = chat
-            .community()
-            .rooms()
+/// The client's address (for per-address quotas), if the engine knows it.
+fn client_address(socket: &Socket<Connection>) -> Option<std::net::IpAddr> {
+    socket.handshake().remote_addr.map(|address| address.ip())
+}
+
+/// `room:list {cursor?, limit?}`: a page of rooms by name, from after `cursor` (the previous
+/// page's `cursor`); `cursor` is `null` on the last page.
+pub fn room_list(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack: Option<Ack>) {
+    let result = (|| {
+        // `room:list` with no payload at all is the first page.
+        let (cursor, limit) = match args.first() {
+            None | Some(Value::Null) => (None, DEFAULT_ROOMS_PAGE),
+            Some(_) => {
+                let request = Request::of(args)?;
+                let cursor = match request.fields.get("cursor") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(cursor)) => Some(RoomName::parse(cursor).map_err(|_| {
+                        DomainError::new(
+                            ErrorCode::InvalidArgument,
+                            "`cursor` is not a room cursor",
+                        )
+                    })?),
+                    Some(_) => {
+                        return Err(DomainError::new(
+                            ErrorCode::InvalidArgument,
+                            "`cursor` must be text",
+                        ));
+                    }
+                };
+                let limit = match request.fields.get("limit") {
+                    None | Some(Value::Null) => DEFAULT_ROOMS_PAGE,
+                    Some(_) => request.limit()?,
+                };
+                (cursor, limit)
+            }
+        };
+        member_check(chat, socket)?;
+        let (page, more) = chat.community().rooms_page(cursor.as_ref(), limit as usize);
+        let next = page
+            .last()
+            .filter(|_| more)
+            .map(|room| room.name.as_str().to_owned());
+        let rooms: Vec<Value> = page
             .into_iter()
             .map(|room| json!({"name": room.name.as_str(), "members": room.members, "online": room.online}))
             .collect();
-        json!({"rooms": rooms})
-    });
+        Ok(json!({"rooms": rooms, "more": more, "cursor": next}))
+    })();
     answer(ack, result);
 }
 
-/// `room:create {room}`: recorded in history, then the creator joins it.
+/// `room:create {room}`: refused before anything is stored when the room exists or a quota
+/// is used up; else the room and its creator's membership are stored in one write, then the
+/// creator joins it. A refusal changes nothing, in memory or in history.
 pub async fn room_create(
     chat: &Chat,
     socket: &Socket<Connection>,
@@ -248,28 +301,61 @@ pub async fn room_create(
         let request = Request::of(args)?;
         let room = RoomName::parse(request.text("room")?)?;
         member_check(chat, socket)?;
-        chat.take_message_token(socket)?;
-        if chat.community().room_exists(&room) {
-            return Err(DomainError::new(
-                ErrorCode::RoomExists,
-                format!("#{room} exists already"),
-            ));
-        }
         let Some(user) = full_user(chat, socket)? else {
             return Err(DomainError::new(
                 ErrorCode::NotSupported,
                 "tutorial-protocol clients live in #general only",
             ));
         };
-        chat.history.create_room(room.as_str(), now_ms()).await?;
-        chat.history.add_membership(&user, &room, now_ms()).await?;
+        chat.take_message_token(socket)?;
+        // The reservation holds the name and counts it against the quotas while it is
+        // stored, so a concurrent creation of it, or past a quota, is refused up front.
+        let reservation = {
+            let community = chat.community();
+            if community.room_exists(&room) {
+                return Err(room_exists(&room));
+            }
+            chat.quotas().reserve_room(
+                &user,
+                client_address(socket),
+                &room,
+                community.room_count(),
+                now_ms_u64(),
+            )?
+        };
+        let stored = chat.history.create_room(&room, &user, now_ms()).await;
         let mut community = chat.community();
-        let (room, notices) = community.create_room(socket.id(), room.as_str())?;
-        chat.deliver(&community, Some(socket), &notices);
-        Ok(json!({"room": room.as_str()}))
+        let created = match stored {
+            Ok(true) => community
+                .create_room(socket.id(), room.as_str())
+                .or_else(|error| {
+                    // Stored, so it exists whatever happened here meanwhile (the socket left).
+                    community.restore_rooms([room.clone()]);
+                    debug!(code = error.code().as_str(), "created room not joined");
+                    Ok((room.clone(), Vec::new()))
+                }),
+            // Another process sharing the database stored it first.
+            Ok(false) => Err(room_exists(&room)),
+            Err(error) => Err(error),
+        };
+        match created {
+            Ok((room, notices)) => {
+                chat.quotas().room_created(reservation);
+                chat.deliver(&community, Some(socket), &notices);
+                Ok(json!({"room": room.as_str()}))
+            }
+            Err(error) => {
+                chat.quotas().room_abandoned(reservation);
+                Err(error)
+            }
+        }
     }
     .await;
     answer(ack, result);
+}
+
+fn room_exists(room: &RoomName) -> DomainError {
+    DomainError::new(ErrorCode::RoomExists, format!("#{room} exists already"))
 }
 
 /// `room:join {room, since?, limit?}`: membership, then the members and recent messages.
@@ -364,23 +450,20 @@ pub async fn message_send(
         Ok(request) => request,
         Err(error) => return answer(ack, Err(error)),
     };
-    let drafted = (|| {
+    let sending = async {
         let room = RoomName::parse(request.text("room")?)?;
         let text = request.text("text")?;
         let client_id = request.client_id()?;
-        chat.take_message_token(socket)?;
-        let draft = chat.community().draft_for_room(socket.id(), &room, text)?;
-        Ok((draft, client_id))
-    })();
-    match drafted {
-        Ok((draft, client_id)) => {
-            chat.pipeline(socket, draft, client_id, move |chat, result| {
-                acknowledge_and_post(chat, ack, result);
-            })
-            .await;
+        if let Err(limited) = chat.take_message_token(socket) {
+            let conversation = Conversation::room(room.as_str());
+            let answer = over_rate(chat, socket, Some(conversation), client_id, limited).await;
+            return Ok(Sending::Answer(answer));
         }
-        Err(error) => answer(ack, Err(error)),
+        let draft = chat.community().draft_for_room(socket.id(), &room, text)?;
+        Ok(Sending::Queue(draft, client_id))
     }
+    .await;
+    send(chat, socket, sending, ack).await;
 }
 
 /// `dm:send {to, text, clientId?}`.
@@ -394,24 +477,82 @@ pub async fn dm_send(
         Ok(request) => request,
         Err(error) => return answer(ack, Err(error)),
     };
-    let drafted = async {
+    let sending = async {
         let to = request.text("to")?;
         let text = request.text("text")?;
         let client_id = request.client_id()?;
-        chat.take_message_token(socket)?;
+        if let Err(limited) = chat.take_message_token(socket) {
+            let conversation = match &client_id {
+                Some(_) => {
+                    learn_recipient(chat, to).await?;
+                    direct_conversation(chat, socket, to).ok().map(|(c, _)| c)
+                }
+                None => None,
+            };
+            let answer = over_rate(chat, socket, conversation, client_id, limited).await;
+            return Ok(Sending::Answer(answer));
+        }
         learn_recipient(chat, to).await?;
         let draft = chat.community().draft_direct(socket.id(), to, text)?;
-        Ok((draft, client_id))
+        Ok(Sending::Queue(draft, client_id))
     }
     .await;
-    match drafted {
-        Ok((draft, client_id)) => {
+    send(chat, socket, sending, ack).await;
+}
+
+/// What becomes of a `message:send` / `dm:send`.
+enum Sending {
+    /// Store it (with its client id), then answer and deliver.
+    Queue(crate::domain::Draft, Option<String>),
+    /// Answer at once, in turn with the socket's messages in flight.
+    Answer(Result<Value, DomainError>),
+}
+
+async fn send(
+    chat: &Arc<Chat>,
+    socket: &Socket<Connection>,
+    sending: Result<Sending, DomainError>,
+    ack: Option<Ack>,
+) {
+    match sending {
+        Ok(Sending::Queue(draft, client_id)) => {
             chat.pipeline(socket, draft, client_id, move |chat, result| {
                 acknowledge_and_post(chat, ack, result);
             })
             .await;
         }
+        Ok(Sending::Answer(result)) => answer(ack, result),
         Err(error) => answer(ack, Err(error)),
+    }
+}
+
+/// A message over the connection's rate: a resend of one already stored still gets its
+/// original ack (its client would otherwise take it for lost and keep resending); anything
+/// else is `limited`. The socket's messages in flight are finished first, so acks keep the
+/// order of the requests and a resend of one of them finds it stored.
+async fn over_rate(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    conversation: Option<Conversation>,
+    client_id: Option<String>,
+    limited: DomainError,
+) -> Result<Value, DomainError> {
+    let (Some(conversation), Some(client_id)) = (conversation, client_id) else {
+        return Err(limited);
+    };
+    let Some(user) = chat.community().user_id_of(socket.id()).cloned() else {
+        return Err(limited);
+    };
+    socket.data().wait_for_pipeline().await;
+    match chat
+        .history
+        .message_by_client_id(&conversation, &user, &client_id)
+        .await
+    {
+        Ok(Some(message)) => {
+            Ok(json!({"id": message.id, "seq": message.seq, "ts": message.timestamp_ms}))
+        }
+        Ok(None) | Err(_) => Err(limited),
     }
 }
 
@@ -813,12 +954,14 @@ impl<'a> Request<'a> {
     fn client_id(&self) -> Result<Option<String>, DomainError> {
         match self.fields.get("clientId") {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_CLIENT_ID_LEN => {
+            Some(Value::String(id))
+                if !id.is_empty() && id.len() <= MAX_CLIENT_ID_LEN && !id.contains('\0') =>
+            {
                 Ok(Some(id.clone()))
             }
             Some(_) => Err(DomainError::new(
                 ErrorCode::InvalidArgument,
-                format!("`clientId` must be text of 1 to {MAX_CLIENT_ID_LEN} bytes"),
+                format!("`clientId` must be text of 1 to {MAX_CLIENT_ID_LEN} bytes, without NUL"),
             )),
         }
     }

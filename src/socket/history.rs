@@ -9,8 +9,8 @@ use tracing::{error, warn};
 
 use crate::domain::{DomainError, Draft, ErrorCode, Message, Place, RoomName, UserId, UserName};
 use crate::store::{
-    Author, Conversation, HistoryStore, MembershipRecord, NewMessage, RecoveryRecord, RoomRecord,
-    SessionRecord, StoreError, StoredMessage, UserRecord,
+    Author, Conversation, HistoryStore, MAX_ROOMS_LISTED, MembershipRecord, NewMessage,
+    RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoredMessage, UserRecord,
 };
 
 /// How long a session token stays valid after its last use.
@@ -214,30 +214,67 @@ impl History {
         }
     }
 
-    /// Record a new room.
-    pub async fn create_room(&self, name: &str, now_ms: i64) -> Result<(), DomainError> {
+    /// Record a new room and its creator's membership, in one write. Resolves to `false`,
+    /// storing nothing, if the room is stored already (e.g. created by another node).
+    pub async fn create_room(
+        &self,
+        name: &RoomName,
+        creator: &UserId,
+        now_ms: i64,
+    ) -> Result<bool, DomainError> {
         match self {
             Self::Durable(store) => store
                 .create_room(RoomRecord {
-                    name: name.to_owned(),
+                    name: name.as_str().to_owned(),
                     created_at_ms: now_ms,
+                    created_by: Some(creator.as_str().to_owned()),
                 })
                 .await
-                .map(|_| ())
                 .map_err(|e| unavailable("create_room", &e)),
-            Self::Memory(_) => Ok(()),
+            Self::Memory(_) => Ok(true),
         }
     }
 
-    /// Every room recorded so far.
-    pub async fn rooms(&self) -> Result<Vec<String>, DomainError> {
+    /// Every room recorded so far, with its creator when known, read page by page.
+    pub async fn rooms(&self) -> Result<Vec<(String, Option<UserId>)>, DomainError> {
+        let Self::Durable(store) = self else {
+            return Ok(Vec::new());
+        };
+        let mut rooms: Vec<(String, Option<UserId>)> = Vec::new();
+        loop {
+            let after = rooms
+                .last()
+                .map_or("", |(name, _)| name.as_str())
+                .to_owned();
+            let page = store
+                .list_rooms(&after, MAX_ROOMS_LISTED)
+                .await
+                .map_err(|e| unavailable("list_rooms", &e))?;
+            let full = page.len() >= MAX_ROOMS_LISTED as usize;
+            rooms.extend(
+                page.into_iter()
+                    .map(|room| (room.name, room.created_by.map(UserId::new))),
+            );
+            if !full {
+                return Ok(rooms);
+            }
+        }
+    }
+
+    /// The message `author` stored in `conversation` under `client_id`, if any (without
+    /// history there is no such memory: `None`).
+    pub async fn message_by_client_id(
+        &self,
+        conversation: &Conversation,
+        author: &UserId,
+        client_id: &str,
+    ) -> Result<Option<StoredMessage>, DomainError> {
         match self {
             Self::Durable(store) => store
-                .list_rooms()
+                .message_by_client_id(conversation, author.as_str(), client_id)
                 .await
-                .map(|rooms| rooms.into_iter().map(|room| room.name).collect())
-                .map_err(|e| unavailable("list_rooms", &e)),
-            Self::Memory(_) => Ok(Vec::new()),
+                .map_err(|e| unavailable("message_by_client_id", &e)),
+            Self::Memory(_) => Ok(None),
         }
     }
 

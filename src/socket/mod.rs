@@ -32,8 +32,8 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::domain::{
-    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, RateLimit, Tail,
-    UserId,
+    Community, DomainError, Draft, InOrder, Limits, Message, Outgoing, Protocol, QuotaLimits,
+    Quotas, RateLimit, RoomName, Tail, UserId,
 };
 use crate::store::Conversation;
 use history::History;
@@ -75,9 +75,12 @@ pub struct Chat {
     /// The engine, for broadcasts; set once right after it is built (it owns our handler).
     io: OnceLock<SocketIo>,
     /// Sockets registered during `on_connect`, with the time, until the sweeper has seen
-    /// them in the engine. The engine skips `on_disconnect` for a connection that closes
-    /// while `on_connect` runs, so a socket it never confirmed must be removed here.
-    unconfirmed: Mutex<Vec<Unconfirmed>>,
+    /// them in the engine. A socket the engine never confirmed (its connection closed while
+    /// `on_connect` ran) is removed here; one whose `session` could not be sent and that
+    /// created its user takes the user with it (see [`Chat::forget_if_unconfirmed`]).
+    unconfirmed: Mutex<HashMap<SocketId, Unconfirmed>>,
+    /// Room and new-user quotas. Lock order: `community`, then this.
+    quotas: Mutex<Quotas>,
     /// Per conversation, the messages stored but not yet delivered because a predecessor
     /// is still on its way. Locked only while `community` is held (lock order: community,
     /// then this).
@@ -95,12 +98,13 @@ pub struct Chat {
 }
 
 impl Chat {
-    pub fn new(limits: Limits, history: History, recovery: bool) -> Self {
+    pub fn new(limits: Limits, quotas: QuotaLimits, history: History, recovery: bool) -> Self {
         Self {
             community: Mutex::new(Community::new(limits)),
             history,
             io: OnceLock::new(),
-            unconfirmed: Mutex::new(Vec::new()),
+            unconfirmed: Mutex::new(HashMap::new()),
+            quotas: Mutex::new(Quotas::new(quotas)),
             order: Mutex::new(HashMap::new()),
             tails: Mutex::new(HashMap::new()),
             recovery,
@@ -145,6 +149,7 @@ impl Chat {
                 }
                 ticks += 1;
                 if ticks.is_multiple_of(PURGE_EVERY_TICKS) {
+                    chat.quotas().forget_idle(now_ms_u64());
                     chat.history.purge_expired(now_ms()).await;
                 }
             }
@@ -169,6 +174,11 @@ impl Chat {
 
     pub(crate) fn io(&self) -> Option<&SocketIo> {
         self.io.get()
+    }
+
+    /// Lock the quotas (after `community` when both are needed).
+    pub(crate) fn quotas(&self) -> MutexGuard<'_, Quotas> {
+        self.quotas.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Count one message from `socket` against its rate limit.
@@ -338,15 +348,26 @@ impl Chat {
         notices: &[Outgoing<SocketId>],
     ) {
         if let Some(io) = self.io() {
+            let position = || self.general_position();
             deliver::deliver(
                 io,
                 community,
                 actor,
                 notices,
-                self.recovery,
+                self.recovery.then_some(&position as &dyn Fn() -> String),
                 &self.users_out,
             );
         }
+    }
+
+    /// Where `general`'s stream stands, as a recovery offset (`seq:ts:general`): carried
+    /// by tutorial notices that are no stored message, so a client resuming from one gets
+    /// every message after what it had seen. Lock order: community, then order.
+    pub(crate) fn general_position(&self) -> String {
+        let released = self
+            .released(&tutorial::general_conversation())
+            .unwrap_or(0);
+        format!("{released}:{}:{}", now_ms(), RoomName::general().as_str())
     }
 
     /// The highest sequence of `conversation` broadcast by this process, if any.
@@ -362,25 +383,75 @@ impl Chat {
         self.community().protocol_of(socket.id()) == Some(Protocol::Full)
     }
 
-    fn disconnect(&self, socket: &Socket<Connection>) {
+    /// A socket left. `resumable`: its client may come back with connection-state recovery
+    /// (its connection dropped), so a tutorial user is held for the grace period too.
+    fn disconnect(&self, socket: &Socket<Connection>, resumable: bool) {
         let mut community = self.community();
-        let notices = community.disconnect(socket.id(), now_ms_u64());
+        let notices = if resumable {
+            community.drop_connection(socket.id(), now_ms_u64())
+        } else {
+            community.disconnect(socket.id(), now_ms_u64())
+        };
         socket.data().set_spelling(None);
         self.deliver(&community, None, &notices);
     }
 
     /// Remember a socket registered during `on_connect` (see `unconfirmed`); `fresh`: the
-    /// token and user this connection created, if it created them.
-    pub(crate) fn registered_on_connect(&self, socket: &SocketId, fresh: Option<(String, UserId)>) {
+    /// token and user this connection created, if it created them; `unsent`: its `session`
+    /// (the token) could not be sent, the connection having closed.
+    pub(crate) fn registered_on_connect(
+        &self,
+        socket: &SocketId,
+        fresh: Option<(String, UserId)>,
+        unsent: bool,
+    ) {
         let mut unconfirmed = self
             .unconfirmed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        unconfirmed.push(Unconfirmed {
-            socket: socket.clone(),
-            registered_ms: now_ms_u64(),
-            fresh,
-        });
+        unconfirmed.insert(
+            socket.clone(),
+            Unconfirmed {
+                registered_ms: now_ms_u64(),
+                fresh,
+                unsent,
+            },
+        );
+    }
+
+    /// A socket is gone: if it created its user and its connection closed before its
+    /// `session` event (the token) could even be queued, nobody can ever use that token:
+    /// forget the user, so its name is free at once rather than held for the session's 30
+    /// days. Call after [`Chat::disconnect`]. Returns whether the user was forgotten.
+    async fn forget_if_unconfirmed(&self, socket: &SocketId) -> bool {
+        let entry = self
+            .unconfirmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(socket);
+        let Some(Unconfirmed {
+            fresh: Some((token, user)),
+            unsent: true,
+            ..
+        }) = entry
+        else {
+            return false;
+        };
+        if self.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        {
+            let mut community = self.community();
+            // Another socket of the user (it had the token after all) keeps it.
+            let Some(mut notices) = community.forget_user(&user) else {
+                return false;
+            };
+            debug!(socket = %socket, "new user's connection closed before its token was sent");
+            notices.extend(community.users_notice());
+            self.deliver(&community, None, &notices);
+        }
+        self.history.forget_user(&token, &user).await;
+        true
     }
 
     /// Announce departures; returns who left, and the sessions (token, user) of connections
@@ -392,14 +463,14 @@ impl Chat {
         let mut community = self.community();
         let mut notices = Vec::new();
         let mut unreachable = Vec::new();
-        for ghost in ghosts {
+        for (socket, fresh) in ghosts {
             // Not a ghost after all if its disconnect was handled (it lived, however briefly).
-            if community.user_id_of(&ghost.socket).is_none() {
+            if community.user_id_of(&socket).is_none() {
                 continue;
             }
-            debug!(socket = %ghost.socket, "socket closed while connecting; forgetting it");
-            notices.extend(community.disconnect(&ghost.socket, now));
-            if let Some((token, user)) = ghost.fresh
+            debug!(socket = %socket, "socket closed while connecting; forgetting it");
+            notices.extend(community.disconnect(&socket, now));
+            if let Some((token, user)) = fresh
                 && let Some(departures) = community.forget_user(&user)
             {
                 notices.extend(departures);
@@ -436,7 +507,7 @@ impl Chat {
 
     /// Sockets registered at least a second ago that the engine does not know: their
     /// connection closed during `on_connect`. Those it knows are confirmed and forgotten here.
-    fn unconfirmed_ghosts(&self, now: u64) -> Vec<Unconfirmed> {
+    fn unconfirmed_ghosts(&self, now: u64) -> Vec<(SocketId, Option<(String, UserId)>)> {
         let Some(io) = self.io() else {
             return Vec::new();
         };
@@ -445,28 +516,29 @@ impl Chat {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut ghosts = Vec::new();
-        for entry in std::mem::take(&mut *unconfirmed) {
+        unconfirmed.retain(|socket, entry| {
             if now.saturating_sub(entry.registered_ms) < 1_000 {
-                unconfirmed.push(entry);
-                continue;
+                return true;
             }
             let known = io
                 .of("/")
-                .is_some_and(|namespace| !namespace.to(entry.socket.as_str()).is_empty());
+                .is_some_and(|namespace| !namespace.to(socket.as_str()).is_empty());
             if !known {
-                ghosts.push(entry);
+                ghosts.push((socket.clone(), entry.fresh.take()));
             }
-        }
+            false
+        });
         ghosts
     }
 }
 
 /// A socket registered during `on_connect` that the engine has not confirmed yet.
 struct Unconfirmed {
-    socket: SocketId,
     registered_ms: u64,
     /// The token and user its connect created (a new name), if it created them.
     fresh: Option<(String, UserId)>,
+    /// Its `session` could not be sent: the connection had closed.
+    unsent: bool,
 }
 
 /// Milliseconds since the Unix epoch (the store's timestamps).
@@ -599,7 +671,7 @@ impl Handler for ChatHandler {
             "adduser" => tutorial::add_user(chat, socket, Spelling::Lowercase, &args).await,
             "sendChat" => tutorial::send_chat(chat, socket, Spelling::CamelCase, &args).await,
             "sendchat" => tutorial::send_chat(chat, socket, Spelling::Lowercase, &args).await,
-            "room:list" => full::room_list(chat, socket, ack),
+            "room:list" => full::room_list(chat, socket, &args, ack),
             "room:create" => full::room_create(chat, socket, &args, ack).await,
             "room:join" => full::room_join(chat, socket, &args, ack).await,
             "room:leave" => full::room_leave(chat, socket, &args, ack).await,
@@ -623,8 +695,13 @@ impl Handler for ChatHandler {
         debug!(socket = %socket.id(), reason = reason.as_str(), "socket left");
         // The user's last messages are answered and delivered before it is announced gone.
         socket.data().wait_for_pipeline().await;
-        let resumable = recovery::snapshot(&self.chat, socket);
-        self.chat.disconnect(socket);
+        let resumable = recovery::may_resume_after(reason)
+            .then(|| recovery::snapshot(&self.chat, socket))
+            .flatten();
+        self.chat.disconnect(socket, resumable.is_some());
+        if self.chat.forget_if_unconfirmed(socket.id()).await {
+            return;
+        }
         if let Some(snapshot) = resumable {
             recovery::remember_left(&self.chat, socket, snapshot).await;
         }

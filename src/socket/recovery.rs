@@ -12,17 +12,23 @@
 //!   nothing is lost, and a message may come twice — clients dedupe by `id`.
 //!
 //! Direct messages are not replayed; `sync` covers them.
+//!
+//! Tutorial clients resume too: their `updateChat` carries the offset (a message's own, or
+//! the stream's position for `Server` notices), a dropped tutorial user is held for the
+//! presence grace period (so a resume in time is never announced), and a resumed socket
+//! gets the `updateChat` of the messages of `general` it missed, then the current user list.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::debug;
 
-use super::deliver::{FULL_ROOM, emit_checked, user_room};
+use super::deliver::{FULL_ROOM, emit_checked, replay_to_tutorial, user_room};
 use super::full::{encoded_size, stored_json};
+use super::tutorial::Spelling;
 use super::{Chat, Connection, now_ms};
-use crate::domain::{DomainError, RoomName, UserId};
+use crate::domain::{Audience, DomainError, Outgoing, Protocol, RoomName, UserId, UserName};
 use crate::store::{Conversation, StoredMessage};
-use engine::Socket;
+use engine::{DisconnectReason, Socket};
 
 /// How long after a disconnect a `pid` may resume (Node's default).
 pub const RECOVERY_WINDOW_MS: i64 = 2 * 60 * 1000;
@@ -45,6 +51,20 @@ const MAX_REPLAY_PER_ROOM: u32 = 1_000;
 pub struct RecoveryState {
     pub name: String,
     pub rooms: Vec<String>,
+    /// A tutorial client: the spelling it used for `addUser`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tutorial: Option<Spelling>,
+}
+
+/// Whether a socket that left for `reason` may resume (as in Node: not after an explicit
+/// disconnect by either side, nor after a protocol violation).
+pub fn may_resume_after(reason: DisconnectReason) -> bool {
+    !matches!(
+        reason,
+        DisconnectReason::ClientNamespaceDisconnect
+            | DisconnectReason::ServerNamespaceDisconnect
+            | DisconnectReason::ParseError
+    )
 }
 
 /// A client's last offset, parsed.
@@ -68,7 +88,8 @@ impl Anchor {
     }
 }
 
-/// What to save for `socket` so it can resume: its pid, user and rooms (full protocol only).
+/// What to save for `socket` so it can resume: its pid, user and rooms (and a tutorial
+/// client's spelling); `None` for a socket without a name.
 pub fn snapshot(
     chat: &Chat,
     socket: &Socket<Connection>,
@@ -78,9 +99,10 @@ pub fn snapshot(
     }
     let pid = socket.pid()?.to_owned();
     let community = chat.community();
-    if community.protocol_of(socket.id()) != Some(crate::domain::Protocol::Full) {
-        return None;
-    }
+    let tutorial = match community.protocol_of(socket.id())? {
+        Protocol::Full => None,
+        Protocol::Tutorial => Some(socket.data().spelling()?),
+    };
     let user = community.user_id_of(socket.id())?.clone();
     let name = community.name_of(socket.id())?.as_str().to_owned();
     let rooms = community
@@ -88,7 +110,15 @@ pub fn snapshot(
         .iter()
         .map(|room| room.as_str().to_owned())
         .collect();
-    Some((pid, user, RecoveryState { name, rooms }))
+    Some((
+        pid,
+        user,
+        RecoveryState {
+            name,
+            rooms,
+            tutorial,
+        },
+    ))
 }
 
 /// Save the snapshot of a socket that left, valid for [`RECOVERY_WINDOW_MS`] from now: unless
@@ -160,6 +190,9 @@ pub async fn recover(
     let Ok(state) = serde_json::from_str::<RecoveryState>(&state) else {
         return Ok(false);
     };
+    if let Some(spelling) = state.tutorial {
+        return recover_tutorial(chat, socket, user, &state.name, spelling, &anchor).await;
+    }
 
     let rooms: Vec<RoomName> = {
         let community = chat.community();
@@ -223,7 +256,7 @@ pub async fn recover(
                     community.disconnect(socket.id(), u64::try_from(now_ms()).unwrap_or(0));
                     return Ok(false);
                 }
-                chat.registered_on_connect(socket.id(), None);
+                chat.registered_on_connect(socket.id(), None, false);
                 socket.data().set_resumed(now_ms(), expires_at_ms);
                 for page in &replay {
                     let released = chat.released(&page.conversation);
@@ -268,6 +301,84 @@ pub async fn recover(
                 page.messages.extend(more);
             }
         }
+    }
+    Ok(false)
+}
+
+/// Resume a tutorial client as `user` named `name`: back in `general` under its name, the
+/// missed messages replayed as `updateChat`, then the current user list. Announced only if
+/// it was no longer present (after its grace period, or a restart).
+async fn recover_tutorial(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    user: UserId,
+    name: &str,
+    spelling: Spelling,
+    anchor: &Anchor,
+) -> Result<bool, DomainError> {
+    let general = RoomName::general();
+    if anchor.room != general.as_str() {
+        return Ok(false);
+    }
+    let Ok(name) = UserName::parse(name) else {
+        return Ok(false);
+    };
+    // Its notices will carry `general`'s position: learn it first (after a restart too).
+    chat.prime(&super::tutorial::general_conversation()).await?;
+    let Some(mut page) = missed(chat, &general, anchor).await? else {
+        return Ok(false);
+    };
+    // As for full clients: top up under the lock what was broadcast since the read.
+    for _ in 0..3 {
+        {
+            let mut community = chat.community();
+            let released = chat.released(&page.conversation);
+            if released.is_none_or(|released| released <= page.read_up_to) {
+                let replay_bytes: usize = page.messages.iter().map(encoded_size).sum();
+                if replay_bytes > REPLAY_BYTES {
+                    debug!(replay_bytes, "too much to replay; not recovering");
+                    return Ok(false);
+                }
+                let Ok(notices) = community.resume_tutorial(socket.id(), user.clone(), &name)
+                else {
+                    return Ok(false); // its name was taken meanwhile
+                };
+                if !socket.restore_session() {
+                    // Back to where it was: held for its grace period, or (if its arrival
+                    // was never announced) gone without a word.
+                    let now = u64::try_from(now_ms()).unwrap_or(0);
+                    if notices.is_empty() {
+                        community.drop_connection(socket.id(), now);
+                    } else {
+                        community.disconnect(socket.id(), now);
+                    }
+                    return Ok(false);
+                }
+                chat.registered_on_connect(socket.id(), None, false);
+                socket.data().set_spelling(Some(spelling));
+                socket.join(spelling.room());
+                for message in &page.messages {
+                    replay_to_tutorial(socket, spelling, message);
+                }
+                let mut notices = notices;
+                if let Some(list) = community.users_notice() {
+                    // Its list may be stale (others came and went): the current one, to it.
+                    notices.push(Outgoing {
+                        to: Audience::Socket(socket.id().clone()),
+                        notice: list.notice,
+                    });
+                }
+                chat.deliver(&community, Some(socket), &notices);
+                debug!(socket = %socket.id(), "tutorial client recovered");
+                return Ok(true);
+            }
+        }
+        let more = chat
+            .history
+            .after(&page.conversation, page.read_up_to, MAX_REPLAY_PER_ROOM)
+            .await?;
+        page.read_up_to = more.last().map_or(page.read_up_to, |m| m.seq);
+        page.messages.extend(more);
     }
     Ok(false)
 }

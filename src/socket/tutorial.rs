@@ -13,16 +13,19 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::debug;
 
 use super::deliver::emit_checked;
 use super::{Chat, Connection, now_ms};
 use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId, UserName};
+use crate::store::Conversation;
 use engine::Socket;
 
 /// How a tutorial client spells the events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Spelling {
     /// `addUser`, `sendChat`, `updateChat`, `updateUsers` (the tutorial's server).
     CamelCase,
@@ -60,7 +63,7 @@ impl Spelling {
 pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, args: &[Value]) {
     let name = match text_argument(args, "a name must be text") {
         Ok(name) => name,
-        Err(error) => return refuse(socket, used, &error),
+        Err(error) => return refuse(chat, socket, used, &error),
     };
     if chat.is_full_protocol(socket) {
         let current = chat.community().name_of(socket.id()).cloned();
@@ -71,7 +74,7 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
                 None => "you are already in the chat".to_owned(),
             },
         );
-        return refuse(socket, used, &error);
+        return refuse(chat, socket, used, &error);
     }
     // A name held by a full-protocol user who is away (a valid session) is not free either.
     if let Ok(parsed) = UserName::parse(name)
@@ -79,26 +82,37 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
     {
         match chat.history.user_named(&parsed, now_ms()).await {
             Ok(None) => {}
-            Ok(Some(_)) => return refuse(socket, used, &super::full::name_taken(&parsed)),
-            Err(error) => return refuse(socket, used, &error),
+            Ok(Some(_)) => return refuse(chat, socket, used, &super::full::name_taken(&parsed)),
+            Err(error) => return refuse(chat, socket, used, &error),
         }
     }
+    // With recovery on, notices carry `general`'s position: learn it before the first one.
+    if chat.recovery
+        && let Err(error) = chat.prime(&general_conversation()).await
+    {
+        return refuse(chat, socket, used, &error);
+    }
     let user = UserId::new(format!("t:{}", socket.id()));
-    let mut community = chat.community();
-    match community.add_tutorial(socket.id(), user, name) {
-        Ok(notices) => {
-            // Join before delivering, under the lock, so the newcomer is in its spelling's
-            // room for every later broadcast and gets its own greeting in its spelling.
-            if !notices.is_empty() {
-                socket.data().set_spelling(Some(used));
-                socket.join(used.room());
-            }
-            chat.deliver(&community, Some(socket), &notices);
-        }
-        Err(error) => {
-            drop(community);
-            refuse(socket, used, &error);
-        }
+    let arrived = {
+        let mut community = chat.community();
+        community
+            .add_tutorial(socket.id(), user, name)
+            .map(|notices| {
+                // Join before delivering, under the lock, so the newcomer is in its spelling's
+                // room for every later broadcast and gets its own greeting in its spelling.
+                if !notices.is_empty() {
+                    socket.data().set_spelling(Some(used));
+                    socket.join(used.room());
+                }
+                chat.deliver(&community, Some(socket), &notices);
+                !notices.is_empty()
+            })
+    };
+    match arrived {
+        // With recovery on, its pid can resume it from now on, also after a crash.
+        Ok(true) => super::recovery::remember_connected(chat, socket).await,
+        Ok(false) => {}
+        Err(error) => refuse(chat, socket, used, &error),
     }
 }
 
@@ -111,7 +125,7 @@ pub async fn send_chat(
 ) {
     let text = match text_argument(args, "a message must be text") {
         Ok(text) => text,
-        Err(error) => return refuse(socket, used, &error),
+        Err(error) => return refuse(chat, socket, used, &error),
     };
     let draft = chat.take_message_token(socket).and_then(|()| {
         chat.community()
@@ -119,7 +133,7 @@ pub async fn send_chat(
     });
     let draft = match draft {
         Ok(draft) => draft,
-        Err(error) => return refuse(socket, used, &error),
+        Err(error) => return refuse(chat, socket, used, &error),
     };
     // Stored in the socket's pipeline; a failure is told to it afterwards, in its spelling.
     let spelling = socket.data().spelling().unwrap_or(used);
@@ -128,9 +142,8 @@ pub async fn send_chat(
         Ok((message, _)) => chat.post(message),
         Err(error) => {
             debug!(code = error.code().as_str(), "message not stored");
-            if let Err(error) =
-                emitter.emit(spelling.update_chat(), &(SERVER_NAME, error.message()))
-            {
+            let line = server_line(chat, &error);
+            if let Err(error) = emitter.emit(spelling.update_chat(), &line) {
                 debug!(?error, "refusal not delivered");
             }
         }
@@ -148,12 +161,26 @@ fn text_argument<'a>(args: &'a [Value], complaint: &str) -> Result<&'a str, Doma
     }
 }
 
+/// `general` as a stored conversation.
+pub(crate) fn general_conversation() -> Conversation {
+    Conversation::room(RoomName::general().as_str())
+}
+
 /// Tell one socket why its request was refused, in the spelling it is answered in.
-fn refuse(socket: &Socket<Connection>, used: Spelling, error: &DomainError) {
+fn refuse(chat: &Chat, socket: &Socket<Connection>, used: Spelling, error: &DomainError) {
     debug!(socket = %socket.id(), code = error.code().as_str(), "refused");
     let spelling = socket.data().spelling().unwrap_or(used);
     emit_checked(
         socket.id(),
-        socket.emit(spelling.update_chat(), &(SERVER_NAME, error.message())),
+        socket.emit(spelling.update_chat(), &server_line(chat, error)),
     );
+}
+
+/// `updateChat("Server", reason)`, with the stream's position last when recovery is on.
+fn server_line(chat: &Chat, error: &DomainError) -> Vec<String> {
+    let mut line = vec![SERVER_NAME.to_owned(), error.message().to_owned()];
+    if chat.recovery {
+        line.push(chat.general_position());
+    }
+    line
 }

@@ -45,6 +45,11 @@ pub(crate) const SQLITE: Embedded = Embedded(&[
         "presence",
         include_str!("../../migrations/sqlite/0005_presence.sql"),
     ),
+    (
+        6,
+        "room creators",
+        include_str!("../../migrations/sqlite/0006_room_creators.sql"),
+    ),
 ]);
 
 pub(crate) const POSTGRES: Embedded = Embedded(&[
@@ -72,6 +77,11 @@ pub(crate) const POSTGRES: Embedded = Embedded(&[
         5,
         "presence",
         include_str!("../../migrations/postgres/0005_presence.sql"),
+    ),
+    (
+        6,
+        "room creators",
+        include_str!("../../migrations/postgres/0006_room_creators.sql"),
     ),
 ]);
 

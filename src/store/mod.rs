@@ -48,7 +48,7 @@ pub use writer::MAX_BODY_BYTES;
 /// [`HistoryStore::before`] / [`HistoryStore::after`].
 pub const MAX_PAGE_LIMIT: u32 = 1000;
 
-/// The most rooms [`HistoryStore::list_rooms`] returns.
+/// The most rooms one [`HistoryStore::list_rooms`] page returns.
 pub const MAX_ROOMS_LISTED: u32 = 10_000;
 
 /// The most conversations [`HistoryStore::direct_conversations`] returns.
@@ -114,6 +114,15 @@ pub trait HistoryStore: Send + Sync + 'static {
         limit: u32,
     ) -> StoreFuture<'a, Vec<StoredMessage>>;
 
+    /// The message `author_id` stored in `conversation` with this `client_id`, if any: how a
+    /// resend is answered without queueing it (e.g. while its sender is over its rate).
+    fn message_by_client_id<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        author_id: &'a str,
+        client_id: &'a str,
+    ) -> StoreFuture<'a, Option<StoredMessage>>;
+
     /// The sequence of the newest committed message, 0 for an empty conversation.
     fn last_seq<'a>(&'a self, conversation: &'a Conversation) -> StoreFuture<'a, i64>;
 
@@ -124,12 +133,14 @@ pub trait HistoryStore: Send + Sync + 'static {
         user_id: &'a str,
     ) -> StoreFuture<'a, Vec<ConversationSummary>>;
 
-    /// Registers a room. Resolves to `false` if a room with exactly this name exists already
-    /// (the caller normalises names before).
+    /// Registers a room and, when it has a creator, the creator's membership of it, in one
+    /// transaction. Resolves to `false`, changing nothing, if a room with exactly this name
+    /// exists already (the caller normalises names before).
     fn create_room(&self, room: RoomRecord) -> StoreFuture<'_, bool>;
 
-    /// The registered rooms, ordered by name; at most [`MAX_ROOMS_LISTED`].
-    fn list_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>>;
+    /// The registered rooms whose names sort after `after` (`""` for the first page), ordered
+    /// by name; at most `limit` (and at most [`MAX_ROOMS_LISTED`]). Page on with the last name.
+    fn list_rooms<'a>(&'a self, after: &'a str, limit: u32) -> StoreFuture<'a, Vec<RoomRecord>>;
 
     /// Whether a room with exactly this name is registered.
     fn room_exists<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool>;
@@ -336,6 +347,8 @@ pub struct Appended {
 pub struct RoomRecord {
     pub name: String,
     pub created_at_ms: i64,
+    /// The user id of its creator (`None` for rooms created before creators were recorded).
+    pub created_by: Option<String>,
 }
 
 /// An identity session: the hash of the token a client holds, never the token itself.

@@ -47,6 +47,7 @@ impl SqliteStore {
                 source: Arc::new(source),
             })?;
         }
+        create_private(path)?;
         let synchronous = match options.durability {
             Durability::Full => SqliteSynchronous::Full,
             Durability::ProcessCrash => SqliteSynchronous::Normal,
@@ -114,6 +115,24 @@ impl SqliteStore {
     }
 }
 
+/// Create the database file, if missing, readable and writable by its owner only (0600): it
+/// holds every message and who holds which name. SQLite gives the `-wal` and `-shm` files it
+/// creates next to it the same permissions. An existing file is left as its owner set it.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            context: "creating the database file",
+            source: Arc::new(source),
+        }),
+    }
+}
+
 // Message queries select the columns of `MessageRow`, in its order.
 const LATEST: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
      FROM messages WHERE conversation = ?1 AND seq > ?2 ORDER BY seq DESC LIMIT ?3";
@@ -121,7 +140,10 @@ const BEFORE: &str = "SELECT seq, id, author_id, author_name, body, client_id, t
      FROM messages WHERE conversation = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
 const AFTER: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
      FROM messages WHERE conversation = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3";
-const LIST_ROOMS: &str = "SELECT name, created_at_ms FROM rooms ORDER BY name LIMIT ?1";
+const LIST_ROOMS: &str = "SELECT name, created_at_ms, created_by FROM rooms WHERE name > ?1 \
+     ORDER BY name LIMIT ?2";
+const BY_CLIENT_ID: &str = "SELECT seq, id, author_id, author_name, body, client_id, timestamp_ms \
+     FROM messages WHERE conversation = ?1 AND author_id = ?2 AND client_id = ?3";
 const DIRECT_CONVERSATIONS: &str = "SELECT c.conversation, c.last_seq \
      FROM direct_members d JOIN conversations c ON c.conversation = d.conversation \
      WHERE d.user_id = ?1 ORDER BY c.conversation LIMIT ?2";
@@ -206,20 +228,50 @@ impl HistoryStore for SqliteStore {
         Box::pin(self.writer.create_room(room))
     }
 
-    fn list_rooms(&self) -> StoreFuture<'_, Vec<RoomRecord>> {
+    fn list_rooms<'a>(&'a self, after: &'a str, limit: u32) -> StoreFuture<'a, Vec<RoomRecord>> {
         Box::pin(async move {
-            let rows: Vec<(String, i64)> = sqlx::query_as(LIST_ROOMS)
-                .bind(i64::from(MAX_ROOMS_LISTED))
+            if after.contains('\0') {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(LIST_ROOMS)
+                .bind(after)
+                .bind(i64::from(limit.min(MAX_ROOMS_LISTED)))
                 .fetch_all(&self.reads)
                 .await
                 .map_err(StoreError::db("listing rooms"))?;
             Ok(rows
                 .into_iter()
-                .map(|(name, created_at_ms)| RoomRecord {
+                .map(|(name, created_at_ms, created_by)| RoomRecord {
                     name,
                     created_at_ms,
+                    created_by,
                 })
                 .collect())
+        })
+    }
+
+    fn message_by_client_id<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        author_id: &'a str,
+        client_id: &'a str,
+    ) -> StoreFuture<'a, Option<StoredMessage>> {
+        Box::pin(async move {
+            let key = conversation.storage_key();
+            if [key.as_str(), author_id, client_id]
+                .iter()
+                .any(|text| text.contains('\0'))
+            {
+                return Ok(None); // cannot be stored, so nothing is there
+            }
+            let row: Option<MessageRow> = sqlx::query_as(BY_CLIENT_ID)
+                .bind(key)
+                .bind(author_id)
+                .bind(client_id)
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(StoreError::db("looking up a client id"))?;
+            Ok(row.map(|row| message_from_row(conversation, row)))
         })
     }
 
@@ -546,15 +598,30 @@ impl WriteConnection for SqliteWriter {
 
     async fn create_room(&mut self, room: &RoomRecord) -> Result<bool, StoreError> {
         let result = sqlx::query(
-            "INSERT INTO rooms (name, created_at_ms) VALUES (?1, ?2) \
+            "INSERT INTO rooms (name, created_at_ms, created_by) VALUES (?1, ?2, ?3) \
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(&room.name)
         .bind(room.created_at_ms)
+        .bind(&room.created_by)
         .execute(&mut self.0)
         .await
         .map_err(StoreError::db("creating a room"))?;
-        Ok(result.rows_affected() == 1)
+        let created = result.rows_affected() == 1;
+        // The creator's membership, in the same transaction: a creation is stored whole.
+        if created && let Some(creator) = &room.created_by {
+            sqlx::query(
+                "INSERT INTO room_members (user_id, room, joined_at_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (user_id, room) DO NOTHING",
+            )
+            .bind(creator)
+            .bind(&room.name)
+            .bind(room.created_at_ms)
+            .execute(&mut self.0)
+            .await
+            .map_err(StoreError::db("adding a room's creator"))?;
+        }
+        Ok(created)
     }
 
     async fn save_session(&mut self, session: &SessionRecord) -> Result<(), StoreError> {

@@ -255,7 +255,7 @@ impl WriterHandle {
     }
 
     pub(crate) async fn create_room(&self, room: RoomRecord) -> Result<bool, StoreError> {
-        reject_nul(&[&room.name])?;
+        reject_nul(&[&room.name, room.created_by.as_deref().unwrap_or_default()])?;
         self.request(|reply| WriteOp::CreateRoom(room, reply)).await
     }
 

@@ -61,9 +61,13 @@ pub async fn start_binary(args: &[&str]) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-/// A database path no other test uses (removed when the test process ends is not needed:
-/// it lives in the system's temporary directory).
+/// A database no other test uses: a SQLite file in the system's temporary directory, or,
+/// with `CHINWAG_TEST_DB=postgres` (the PostgreSQL leg of `scripts/test`), a fresh schema
+/// in the PostgreSQL database of `CHINWAG_TEST_POSTGRES_URL`.
 pub fn temp_db_path() -> String {
+    if std::env::var("CHINWAG_TEST_DB").is_ok_and(|backend| backend == "postgres") {
+        return fresh_postgres_schema();
+    }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let unique = NEXT.fetch_add(1, Ordering::Relaxed);
     let file = format!("chinwag-test-{}-{unique}.db", std::process::id());
@@ -381,4 +385,42 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
         headers,
         body: raw[split + 4..].to_vec(),
     }
+}
+
+/// The PostgreSQL database the tests use (`CHINWAG_TEST_POSTGRES_URL`, else the local `test`
+/// database).
+pub fn postgres_url() -> String {
+    std::env::var("CHINWAG_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A URL of [`postgres_url`] whose `search_path` is a new, empty schema. The test fails,
+/// rather than skips, when PostgreSQL does not answer.
+fn fresh_postgres_schema() -> String {
+    use sqlx::Connection;
+    let admin_url = postgres_url();
+    let schema = format!("t_{:016x}", rand::random::<u64>());
+    let create = format!("CREATE SCHEMA {schema}");
+    let url = admin_url.clone();
+    // Tests call this from inside their runtime: connect on a thread with its own.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for creating the schema");
+        runtime.block_on(async {
+            let mut connection = sqlx::PgConnection::connect(&url)
+                .await
+                .unwrap_or_else(|error| panic!("PostgreSQL at {url} is needed: {error}"));
+            sqlx::query(&create)
+                .execute(&mut connection)
+                .await
+                .unwrap_or_else(|error| panic!("{create}: {error}"));
+            let _ = connection.close().await;
+        });
+    })
+    .join()
+    .expect("creating a test schema");
+    let separator = if admin_url.contains('?') { '&' } else { '?' };
+    format!("{admin_url}{separator}options[search_path]={schema}&application_name={schema}")
 }

@@ -123,6 +123,12 @@ struct State {
     /// While a namespace CONNECT is being decided, frames queued after this index wait so the
     /// CONNECT reply can be inserted before them.
     barrier: Option<usize>,
+    /// Over WebSocket, a CONNECT reply ends its batch: it is written alone, and what the
+    /// handler emitted during `on_connect` follows in the next write, as the reference
+    /// server does (clients that read one message per event rely on it).
+    boundary: Option<usize>,
+    /// The last batch taken ended at a CONNECT reply with more frames behind it.
+    paused_after_reply: bool,
     // --- lifecycle ---
     closed: Option<DisconnectReason>,
     /// The client sent the close packet (a pending poll then gets noop, not close).
@@ -189,6 +195,8 @@ impl Conn {
             out: VecDeque::new(),
             out_bytes: 0,
             barrier: None,
+            boundary: None,
+            paused_after_reply: false,
             closed: None,
             closed_by_client: false,
             farewell: None,
@@ -363,15 +371,25 @@ impl Conn {
     /// outbox: a busy writer alternates two buffers instead of allocating one per batch.
     pub(crate) fn take_batch_reusing(&self, spare: VecDeque<Frame>) -> VecDeque<Frame> {
         let mut st = self.lock();
-        let batch = match st.barrier {
-            None => std::mem::replace(&mut st.out, spare),
-            Some(n) => {
+        let batch = match (st.barrier, st.boundary.take()) {
+            (None, Some(n)) if n < st.out.len() => {
+                st.paused_after_reply = true;
+                st.out.drain(..n).collect()
+            }
+            (None, _) => std::mem::replace(&mut st.out, spare),
+            (Some(n), _) => {
                 st.barrier = Some(0);
                 st.out.drain(..n).collect()
             }
         };
         st.out_bytes -= batch.iter().map(Frame::len).sum::<usize>();
         batch
+    }
+
+    /// Whether the batch just taken was a CONNECT reply cut from the frames behind it (then
+    /// the writer lets the reply reach the client before writing them).
+    pub(crate) fn take_reply_pause(&self) -> bool {
+        std::mem::take(&mut self.lock().paused_after_reply)
     }
 
     /// An idle connection gives back the outbox capacity a busy period left.
@@ -404,6 +422,9 @@ impl Conn {
             if st.closed.is_none() {
                 st.out_bytes += reply.len();
                 st.out.insert(at, reply);
+                if st.transport == Transport::WebSocket {
+                    st.boundary = Some(at + 1);
+                }
             }
         }
         self.writer_wake.notify_one();

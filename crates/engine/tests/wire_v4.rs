@@ -439,11 +439,45 @@ async fn upgrade_from_polling_to_websocket_loses_nothing() {
     ws_send(&mut ws, "42[\"message\",\"hi\"]").await;
     assert_eq!(ws_text(&mut ws).await, "42[\"message-back\",\"hi\"]");
     assert_eq!(get(&server, &q).await.status, 400);
-    // A second WebSocket for the same session is refused.
+    // A second WebSocket for the same session is accepted and closed at once, as the
+    // reference server does (official suite: "should ignore WebSocket connection with same
+    // sid after upgrade"); the first one stays up.
+    let mut second = ws_connect(&server, &format!("EIO=4&transport=websocket&sid={sid}")).await;
+    assert_eq!(ws_closed(&mut second).await, Some(1008));
+    ws_send(&mut ws, "42[\"message\",\"still here\"]").await;
+    assert_eq!(
+        ws_text(&mut ws).await,
+        "42[\"message-back\",\"still here\"]"
+    );
+}
+
+#[tokio::test]
+async fn a_second_websocket_during_an_upgrade_is_closed_and_the_upgrade_completes() {
+    let server = start(EngineConfig {
+        ping_interval: Duration::from_secs(10),
+        ..fast_config()
+    })
+    .await;
+    let sid = polling_session(&server).await;
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    post(&server, &q, "40").await;
+    assert!(get(&server, &q).await.text().starts_with("40"));
+    let upgrade = format!("EIO=4&transport=websocket&sid={sid}");
+    let mut ws = ws_connect(&server, &upgrade).await;
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_text(&mut ws).await, "3probe");
+
+    let mut second = ws_connect(&server, &upgrade).await;
+    assert_eq!(ws_closed(&mut second).await, Some(1008));
+
+    ws_send(&mut ws, "5").await;
+    ws_send(&mut ws, "42[\"message\",\"hi\"]").await;
+    assert_eq!(ws_text(&mut ws).await, "42[\"message-back\",\"hi\"]");
+    // An unknown session is still refused at the handshake.
     let url = format!(
         "ws://{}{}",
         server.addr,
-        server.url(&format!("EIO=4&transport=websocket&sid={sid}"))
+        server.url("EIO=4&transport=websocket&sid=nope")
     );
     assert!(tokio_tungstenite::connect_async(url).await.is_err());
 }

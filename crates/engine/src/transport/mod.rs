@@ -147,8 +147,15 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
             };
         };
         if websocket {
-            if !config.allow_upgrades || conn.transport() != Transport::Polling {
+            if !config.allow_upgrades {
                 return EngineError::BadRequest.response();
+            }
+            // A second WebSocket for a session that is already upgrading or upgraded is
+            // accepted and closed at once, as the reference server does: the session keeps
+            // its transport, and the client sees a WebSocket close rather than a failed
+            // handshake.
+            if conn.transport() != Transport::Polling {
+                return ws::accept(req, ws::Mode::Refuse(conn));
             }
             return ws::accept(req, ws::Mode::Upgrade(conn));
         }

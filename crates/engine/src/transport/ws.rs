@@ -56,6 +56,9 @@ pub(crate) enum Mode {
     Open(Arc<Conn>),
     /// The upgrade of an existing polling session.
     Upgrade(Arc<Conn>),
+    /// A WebSocket for a session that already has one (or is getting one): closed at once,
+    /// the session untouched.
+    Refuse(Arc<Conn>),
 }
 
 /// Answer the HTTP upgrade request and spawn the connection task.
@@ -77,7 +80,9 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
     let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_payload = match &mode {
-        Mode::Open(conn) | Mode::Upgrade(conn) => conn.server.config.max_payload,
+        Mode::Open(conn) | Mode::Upgrade(conn) | Mode::Refuse(conn) => {
+            conn.server.config.max_payload
+        }
     };
     let fut = async move {
         let Ok(upgraded) = on_upgrade.await else {
@@ -96,6 +101,14 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
         match mode {
             Mode::Open(conn) => open(conn, ws).await,
             Mode::Upgrade(conn) => upgrade(conn, ws).await,
+            Mode::Refuse(_) => {
+                let mut ws = ws;
+                let frame = CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "session already has a WebSocket".into(),
+                };
+                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, ws.close(Some(frame))).await;
+            }
         }
     };
     tokio::spawn(fut);
@@ -278,6 +291,12 @@ async fn flush(
         batch.clear();
         *spare = batch;
     }
+    if conn.take_reply_pause() {
+        // What `on_connect` emitted follows the CONNECT reply in a later read of the client,
+        // as with the reference server: clients that handle one message per read event and
+        // only then listen for the next (the official protocol suite does) would miss it.
+        tokio::time::sleep(AFTER_CONNECT_REPLY).await;
+    }
     Ok(())
 }
 
@@ -311,6 +330,9 @@ struct Progress {
     next: usize,
     offset: usize,
 }
+
+/// The pause between a CONNECT reply and the frames `on_connect` queued behind it.
+const AFTER_CONNECT_REPLY: Duration = Duration::from_millis(1);
 
 /// Batches of this many frames or more keep their buffer for the next batch.
 const KEEP_BUFFER_FROM: usize = 4;
