@@ -15,17 +15,19 @@ use super::error::{DomainError, ErrorCode};
 use super::message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
 use super::name::{NameKey, SERVER_NAME, UserName};
 use super::room::RoomName;
+use super::small_set::SmallSet;
 
 /// Most away users remembered for direct messages.
 const MAX_KNOWN_USERS: usize = 100_000;
 
 /// A stable user identity: a session's user id, or a tutorial socket's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(String);
+pub struct UserId(std::sync::Arc<str>);
 
 impl UserId {
+    /// Shared (`Arc`): a user's id is a key or value in several maps and sets.
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(id.into().into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -190,8 +192,8 @@ pub struct MemberView {
 struct User<C> {
     name: UserName,
     protocol: Protocol,
-    sockets: BTreeSet<C>,
-    rooms: BTreeSet<RoomName>,
+    sockets: SmallSet<C>,
+    rooms: SmallSet<RoomName>,
     arrival: u64,
     /// With no socket: when its grace period ends and it is announced as gone, in
     /// milliseconds.
@@ -202,7 +204,7 @@ struct User<C> {
 #[derive(Debug)]
 struct Away {
     name: UserName,
-    rooms: BTreeSet<RoomName>,
+    rooms: SmallSet<RoomName>,
     arrival: u64,
 }
 
@@ -327,7 +329,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             User {
                 name,
                 protocol: Protocol::Full,
-                sockets: BTreeSet::new(),
+                sockets: SmallSet::new(),
                 rooms: kept,
                 arrival,
                 leaves_at: Some(leaves_at_ms),
@@ -342,8 +344,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
         user: &UserId,
         name: &UserName,
         rooms: impl IntoIterator<Item = RoomName>,
-    ) -> (BTreeSet<RoomName>, u64) {
-        let mut kept = BTreeSet::from([RoomName::general()]);
+    ) -> (SmallSet<RoomName>, u64) {
+        let mut kept = SmallSet::from([RoomName::general()]);
         kept.extend(
             rooms
                 .into_iter()
@@ -435,7 +437,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             to: Audience::Socket(socket.clone()),
             notice: server_says("you have connected".to_owned()),
         }];
-        notices.extend(self.arrival_notices(&name, Some(socket), &BTreeSet::new()));
+        notices.extend(self.arrival_notices(&name, Some(socket), &SmallSet::new()));
         Ok(notices)
     }
 
@@ -464,7 +466,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         let former = self.away.remove(&user);
         self.insert_user(socket, user.clone(), name.clone(), Protocol::Full);
         // A returning member gets its rooms back (it never left their member lists).
-        let mut rooms = BTreeSet::from([RoomName::general()]);
+        let mut rooms = SmallSet::from([RoomName::general()]);
         if let Some(former) = former {
             for room in former.rooms {
                 if let Some(members) = self.rooms.get_mut(&room) {
@@ -519,7 +521,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
         self.claim_name(name, &user)?;
         self.insert_user(socket, user, name.clone(), Protocol::Tutorial);
-        Ok(self.arrival_notices(name, Some(socket), &BTreeSet::new()))
+        Ok(self.arrival_notices(name, Some(socket), &SmallSet::new()))
     }
 
     fn leave(&mut self, socket: &C, now_ms: u64, hold_tutorial: bool) -> Vec<Outgoing<C>> {
@@ -1008,8 +1010,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
             User {
                 name,
                 protocol,
-                sockets: BTreeSet::from([socket.clone()]),
-                rooms: BTreeSet::from([general]),
+                sockets: SmallSet::from([socket.clone()]),
+                rooms: SmallSet::from([general]),
                 arrival,
                 leaves_at: None,
             },
@@ -1094,7 +1096,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         &self,
         name: &UserName,
         newcomer: Option<&C>,
-        rooms: &BTreeSet<RoomName>,
+        rooms: &SmallSet<RoomName>,
     ) -> Vec<Outgoing<C>> {
         let mut notices = vec![Outgoing {
             to: Audience::Tutorial {
@@ -1121,7 +1123,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
 }
 
 /// Who sees the presence of a user in `rooms`.
-fn watchers<C>(rooms: &BTreeSet<RoomName>) -> Audience<C> {
+fn watchers<C>(rooms: &SmallSet<RoomName>) -> Audience<C> {
     let general = RoomName::general();
     Audience::Watchers(
         rooms

@@ -11,6 +11,7 @@
 //! - [`quota`]: [`Quotas`], how many rooms and new users one user or address may create.
 //! - [`rate`]: [`RateLimit`], the per-connection message rate.
 //! - [`room`]: [`RoomName`], and the default room `general`.
+//! - [`small_set`]: [`SmallSet`], the compact set of a user's sockets and rooms.
 //! - [`tail`]: [`Tail`], the latest messages of a conversation, for catch-up.
 //! - [`message`]: [`MessageBody`] and its length limit.
 //! - [`community`]: [`Community`] — users, their sockets and rooms, presence, and who
@@ -24,6 +25,7 @@ pub mod order;
 pub mod quota;
 pub mod rate;
 pub mod room;
+pub mod small_set;
 pub mod tail;
 
 pub use community::{
