@@ -228,13 +228,10 @@ impl Conn {
         })
     }
 
-    /// The handshake a new namespace socket sees: the opening request with its `auth` and
-    /// extra query pairs. The first socket takes the request without copying it.
-    pub(crate) fn handshake_for(
-        &self,
-        auth: Value,
-        query: Vec<(String, String)>,
-    ) -> Arc<Handshake> {
+    /// The handshake a new namespace socket sees: the opening request with the namespace
+    /// CONNECT's extra query pairs (socket.io 2.x). The first socket takes the request
+    /// without copying it.
+    pub(crate) fn handshake_for(&self, query: Vec<(String, String)>) -> Arc<Handshake> {
         let mut slot = self.handshake.lock().unwrap_or_else(|e| e.into_inner());
         let mut handshake = match &mut *slot {
             HandshakeSlot::Owned(h) => std::mem::replace(
@@ -244,17 +241,15 @@ impl Conn {
                     headers: Default::default(),
                     remote_addr: None,
                     eio: self.eio,
-                    auth: Value::Null,
                 },
             ),
             HandshakeSlot::Shared(shared) => {
-                if shared.auth == auth && query.is_empty() {
+                if query.is_empty() {
                     return shared.clone();
                 }
                 Handshake::clone(shared)
             }
         };
-        handshake.auth = auth;
         handshake.query.extend(query);
         let shared = Arc::new(handshake);
         if matches!(*slot, HandshakeSlot::Owned(_)) {

@@ -17,7 +17,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use axum::routing::any;
 use http::{HeaderValue, Method, StatusCode, header};
-use serde_json::Value;
 
 use crate::conn::Transport;
 use crate::server::ServerInner;
@@ -200,7 +199,6 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
             .filter(|(k, _)| !matches!(k.as_str(), "EIO" | "transport" | "t" | "b64" | "sid"))
             .collect(),
         eio,
-        auth: Value::Null,
     };
     if websocket {
         ws::accept(req, ws::Mode::Open(ws::new_conn(server, eio, handshake)))
