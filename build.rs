@@ -1,10 +1,17 @@
-//! Build step: make sure the official socket.io browser client is installed under
-//! `web/node_modules`, so `src/http/client_bundle.rs` can embed it with `include_bytes!`.
+//! Build step: the two things the binary embeds from npm.
 //!
-//! The bundle is third-party code, so it is never committed: npm installs it from the
-//! committed `web/package-lock.json` (`npm ci`), or from `web/package.json` when no lock exists.
+//! - The official socket.io browser client under `web/node_modules`, which
+//!   `src/http/assets.rs` embeds with `include_bytes!` (served at `/socket.io/`).
+//! - The web UI in `ui/`: `npm ci` there (skipped while `ui/node_modules` matches the lock
+//!   file), then `node ui/build.mjs` bundles it with esbuild into `OUT_DIR/ui` (hashed names,
+//!   each file with a gzip copy), and this script writes `OUT_DIR/ui_assets.rs`, the table
+//!   `src/http/assets.rs` includes.
+//!
+//! Third-party code is never committed: npm installs it from the committed lock files
+//! (`npm ci`), or from `package.json` when no lock exists.
 
-use std::path::Path;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The files the binary embeds, relative to `web/node_modules/socket.io-client/dist/`.
@@ -15,12 +22,27 @@ const BUNDLE_FILES: [&str; 4] = [
     "socket.io.min.js.map",
 ];
 
+/// What in `ui/` the UI build reads: a change to any of them rebuilds it.
+const UI_INPUTS: [&str; 5] = [
+    "ui/src",
+    "ui/index.html",
+    "ui/build.mjs",
+    "ui/package.json",
+    "ui/package-lock.json",
+];
+
 fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());
-    let web = Path::new(&manifest_dir).join("web");
+    let root = Path::new(&manifest_dir);
+    println!("cargo:rerun-if-changed=build.rs");
+    client_bundle(root);
+    ui(root);
+}
+
+fn client_bundle(root: &Path) {
+    let web = root.join("web");
     let dist = web.join("node_modules/socket.io-client/dist");
 
-    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=web/package.json");
     println!("cargo:rerun-if-changed=web/package-lock.json");
     for file in BUNDLE_FILES {
@@ -30,31 +52,114 @@ fn main() {
     if BUNDLE_FILES.iter().all(|file| dist.join(file).is_file()) {
         return;
     }
+    npm_install(&web, "web");
+    for file in BUNDLE_FILES {
+        if !dist.join(file).is_file() {
+            panic!("npm finished but {} is missing", dist.join(file).display());
+        }
+    }
+}
 
-    let install = if web.join("package-lock.json").is_file() {
+/// `npm ci` (or `npm install` without a lock file) in `dir`.
+fn npm_install(dir: &Path, label: &str) {
+    let install = if dir.join("package-lock.json").is_file() {
         "ci"
     } else {
         "install"
     };
     let status = Command::new("npm")
         .args([install, "--no-audit", "--no-fund", "--prefix"])
-        .arg(&web)
+        .arg(dir)
         .status();
     match status {
         Ok(status) if status.success() => {}
         Ok(status) => panic!(
-            "`npm {install} --prefix web` failed ({status}); chinwag embeds the socket.io \
-             browser client from npm, so the build needs Node.js with npm and access to the \
-             npm registry"
+            "`npm {install} --prefix {label}` failed ({status}); chinwag embeds its web UI and \
+             the socket.io browser client built with npm, so the build needs Node.js with npm \
+             and access to the npm registry"
         ),
         Err(err) => panic!(
-            "could not run npm ({err}); chinwag embeds the socket.io browser client from npm, \
-             so the build needs Node.js with npm on PATH (e.g. `apt-get install nodejs npm`)"
+            "could not run npm ({err}); chinwag embeds its web UI and the socket.io browser \
+             client built with npm, so the build needs Node.js with npm on PATH \
+             (e.g. `apt-get install nodejs npm`)"
         ),
     }
-    for file in BUNDLE_FILES {
-        if !dist.join(file).is_file() {
-            panic!("npm finished but {} is missing", dist.join(file).display());
-        }
+}
+
+fn ui(root: &Path) {
+    for input in UI_INPUTS {
+        println!("cargo:rerun-if-changed={input}");
     }
+    let ui = root.join("ui");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("ui");
+
+    // npm ci only when the lock file changed since the last install (a stamp in node_modules).
+    let lock = std::fs::read(ui.join("package-lock.json")).unwrap_or_default();
+    let want = format!("{:016x}-{}", fnv1a(&lock), lock.len());
+    let stamp = ui.join("node_modules/.chinwag-lock");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
+        npm_install(&ui, "ui");
+        std::fs::write(&stamp, &want).expect("write ui/node_modules/.chinwag-lock");
+    }
+
+    let status = Command::new("node")
+        .arg(ui.join("build.mjs"))
+        .arg(&out)
+        .status();
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!("`node ui/build.mjs` failed ({status}): the web UI did not build"),
+        Err(err) => panic!("could not run node ({err}); the web UI is built with Node.js"),
+    }
+
+    // The table of embedded files: index.html first, then the hashed assets by name.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .expect("read the UI build output")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| !name.ends_with(".gz") && name != "index.html")
+        .collect();
+    names.sort();
+    let mut code = String::from("// Generated by build.rs from the UI build output.\n");
+    let entry = |name: &str| {
+        let path = out.join(name);
+        let gz = out.join(format!("{name}.gz"));
+        format!(
+            "UiFile {{ name: {name:?}, content_type: {:?}, bytes: include_bytes!({:?}), \
+             gzip: include_bytes!({:?}) }}",
+            content_type(name),
+            path.display().to_string(),
+            gz.display().to_string()
+        )
+    };
+    let _ = writeln!(
+        code,
+        "pub static UI_INDEX: UiFile = {};",
+        entry("index.html")
+    );
+    let _ = writeln!(code, "pub static UI_ASSETS: &[UiFile] = &[");
+    for name in &names {
+        let _ = writeln!(code, "    {},", entry(name));
+    }
+    let _ = writeln!(code, "];");
+    let target =
+        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("ui_assets.rs");
+    std::fs::write(target, code).expect("write OUT_DIR/ui_assets.rs");
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("html") => "text/html; charset=utf-8",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+/// 64-bit FNV-1a: enough to notice that the lock file changed.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`domain`]: the pure core — names, rooms, messages, limits, who receives what. No I/O.
-//! - `store`: message history behind the `HistoryStore` trait (SQLite, PostgreSQL).
+//! - `store`: message history behind the `HistoryStore` trait (SQLite, PostgreSQL, memory),
+//!   and [`History`], the chat's one handle on it.
 //! - [`socket`]: chat event handlers over the `engine` crate; the tutorial protocol adapter.
 //! - [`http`]: the axum router — our page, the socket.io client bundle, health, metrics,
 //!   Socket.IO.
@@ -26,9 +27,9 @@ use tracing::{info, warn};
 pub use config::Config;
 use domain::{Limits, QuotaLimits, RoomName};
 use http::origin::OriginPolicy;
-pub use socket::history::History;
 use socket::{Chat, ChatHandler};
 use store::Durability;
+pub use store::History;
 
 /// Serve chinwag on `listener` until `shutdown` completes: open the history named by the
 /// configuration, then [`serve`].
@@ -187,7 +188,9 @@ pub async fn serve(
 pub async fn open_history(config: &Config) -> std::io::Result<History> {
     if config.no_history {
         info!("history is off: messages are not stored");
-        return Ok(History::Memory(Default::default()));
+        return Ok(History::new(Arc::new(store::MemoryStore::new(
+            store::MemoryLimits::no_history(),
+        ))));
     }
     let durability = if config.relaxed_durability {
         Durability::ProcessCrash
@@ -197,7 +200,7 @@ pub async fn open_history(config: &Config) -> std::io::Result<History> {
     let store = store::open_store(&config.db, durability)
         .await
         .map_err(std::io::Error::other)?;
-    Ok(History::Durable(store))
+    Ok(History::new(store))
 }
 
 fn limits(config: &Config) -> Limits {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use support::{TestApp, http_get, start_binary};
 
 #[tokio::test]
-async fn the_page_is_ours_renders_text_only_and_loads_no_third_party_script() {
+async fn the_tutorial_page_is_ours_renders_text_only_and_loads_no_third_party_script() {
     let app = TestApp::start().await;
-    let page = app.get("/", &[]).await;
+    let page = app.get("/tutorial", &[]).await;
     assert_eq!(page.status, 200);
     assert_eq!(
         page.header("content-type"),
@@ -28,14 +28,78 @@ async fn the_page_is_ours_renders_text_only_and_loads_no_third_party_script() {
     );
     assert!(!html.contains("prompt("));
 
-    let script = app.get("/assets/app.js", &[]).await;
+    let script = app.get("/tutorial/app.js", &[]).await;
     assert_eq!(script.status, 200);
     let js = script.text();
     assert!(js.contains("textContent"));
     assert!(
         !js.contains("innerHTML") && !js.contains("insertAdjacentHTML") && !js.contains("prompt(")
     );
-    assert_eq!(app.get("/assets/style.css", &[]).await.status, 200);
+    assert_eq!(app.get("/tutorial/style.css", &[]).await.status, 200);
+}
+
+/// The `src` or `href` values of the page that point at `/assets/`.
+fn asset_paths(html: &str) -> Vec<String> {
+    html.split("\"/assets/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|name| format!("/assets/{name}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_ui_page_is_revalidated_and_its_hashed_assets_are_immutable_and_gzipped() {
+    let app = TestApp::start().await;
+    let page = app.get("/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    assert_eq!(page.header("content-encoding"), None, "not asked for gzip");
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|csp| csp.contains("script-src 'self'") && !csp.contains("unsafe"))
+    );
+    let html = page.text();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
+    assert!(!html.contains("<script>"), "no inline script");
+    let etag = page.header("etag").expect("an etag").to_owned();
+    let again = app.get("/", &[("If-None-Match", &etag)]).await;
+    assert_eq!(again.status, 304);
+
+    let gzipped = app.get("/", &[("Accept-Encoding", "gzip, br")]).await;
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    assert!(gzipped.body.starts_with(&[0x1f, 0x8b]), "a gzip stream");
+    assert!(gzipped.body.len() < page.body.len());
+
+    let paths = asset_paths(&html);
+    let script = paths.iter().find(|p| p.ends_with(".js")).expect("a script");
+    assert!(paths.iter().any(|p| p.ends_with(".css")), "a stylesheet");
+    assert!(paths.iter().any(|p| p.ends_with(".svg")), "an icon");
+    for path in &paths {
+        let asset = app.get(path, &[]).await;
+        assert_eq!(asset.status, 200, "{path}");
+        assert_eq!(
+            asset.header("cache-control"),
+            Some("public, max-age=31536000, immutable"),
+            "{path}"
+        );
+        let zipped = app.get(path, &[("Accept-Encoding", "gzip")]).await;
+        assert_eq!(zipped.header("content-encoding"), Some("gzip"), "{path}");
+        assert!(zipped.body.starts_with(&[0x1f, 0x8b]), "{path}");
+    }
+    let js = app.get(script, &[]).await.text();
+    assert!(
+        !js.contains("innerHTML") && !js.contains("insertAdjacentHTML") && !js.contains("prompt("),
+        "text-only rendering"
+    );
+    assert_eq!(app.get("/assets/app-nosuch.js", &[]).await.status, 404);
+    assert_eq!(app.get("/favicon.svg", &[]).await.status, 200);
 }
 
 #[tokio::test]

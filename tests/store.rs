@@ -1,9 +1,11 @@
 //! The behaviour of every history store, written once and run against each backend.
 //!
 //! Each behaviour is an `async fn(Backend)` below; `behaviours!` turns it into one test per
-//! backend (`sqlite::<name>` and `postgres::<name>`). SQLite tests use a fresh file in a
-//! temporary directory; PostgreSQL tests use a fresh schema (dropped afterwards) in the
-//! database named by `CHINWAG_TEST_POSTGRES_URL` (default: the local `test` database).
+//! backend (`sqlite::<name>`, `postgres::<name>` and, unless it needs a database on disk,
+//! `memory::<name>`). SQLite tests use a fresh file in a temporary directory; PostgreSQL
+//! tests use a fresh schema (dropped afterwards) in the database named by
+//! `CHINWAG_TEST_POSTGRES_URL` (default: the local `test` database); memory tests a fresh
+//! `MemoryStore`, "reopened" as another handle on the same data.
 //! PostgreSQL is required: without it the PostgreSQL tests fail (`scripts/test` starts or
 //! installs it).
 //!
@@ -24,8 +26,9 @@ use support::postgres_url;
 
 use chinwag::store::{
     Author, Conversation, Durability, HistoryStore, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT,
-    MembershipRecord, NewMessage, RecoveryRecord, RoomRecord, SessionRecord, StoreError,
-    StoreOptions, StoredMessage, UserRecord, open_store, open_store_with,
+    MembershipRecord, MemoryLimits, MemoryStore, NewMessage, RecoveryRecord, RoomRecord,
+    SessionRecord, StoreError, StoreOptions, StoredMessage, UserRecord, open_store,
+    open_store_with,
 };
 
 /// Every behaviour must finish within this, or the test fails instead of hanging.
@@ -35,6 +38,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 enum Backend {
     Sqlite,
     Postgres,
+    Memory,
 }
 
 /// A database of one's own for one test, removed when dropped.
@@ -45,7 +49,12 @@ struct TestDb {
 
 enum Cleanup {
     Directory(PathBuf),
-    Schema { admin_url: String, schema: String },
+    Schema {
+        admin_url: String,
+        schema: String,
+    },
+    /// Nothing to remove: the data goes with the last handle.
+    Memory(MemoryStore),
 }
 
 fn random_suffix() -> String {
@@ -76,6 +85,10 @@ impl TestDb {
                     cleanup: Cleanup::Schema { admin_url, schema },
                 }
             }
+            Backend::Memory => Self {
+                url: "memory".to_owned(),
+                cleanup: Cleanup::Memory(MemoryStore::new(MemoryLimits::default())),
+            },
         }
     }
 
@@ -84,6 +97,9 @@ impl TestDb {
     }
 
     async fn open_with(&self, durability: Durability) -> Arc<dyn HistoryStore> {
+        if let Cleanup::Memory(memory) = &self.cleanup {
+            return Arc::new(memory.open_again());
+        }
         open_store(&self.url, durability)
             .await
             .unwrap_or_else(|error| panic!("opening {}: {error}", self.url))
@@ -108,6 +124,7 @@ impl Drop for TestDb {
             Cleanup::Directory(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
+            Cleanup::Memory(_) => {}
             Cleanup::Schema { admin_url, schema } => {
                 // Drop runs inside the test's runtime, which cannot block on itself: use a
                 // thread with a runtime of its own.
@@ -1167,51 +1184,54 @@ async fn crash_probe_child() {
     }
 }
 
+/// `behaviours! { every store: …; durable stores: …; }`: one test per backend and behaviour;
+/// the durable ones (those about a database on disk) skip the memory store.
 macro_rules! behaviours {
-    ($($name:ident),* $(,)?) => {
+    (every store: $($name:ident),* $(,)?; durable stores: $($durable:ident),* $(,)?;) => {
         mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    tokio::time::timeout(super::TEST_TIMEOUT, super::$name(super::Backend::Sqlite))
-                        .await
-                        .expect("the test timed out");
-                }
-            )*
+            $(behaviours!(@test $name, Sqlite);)*
+            $(behaviours!(@test $durable, Sqlite);)*
         }
         mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    tokio::time::timeout(super::TEST_TIMEOUT, super::$name(super::Backend::Postgres))
-                        .await
-                        .expect("the test timed out");
-                }
-            )*
+            $(behaviours!(@test $name, Postgres);)*
+            $(behaviours!(@test $durable, Postgres);)*
+        }
+        mod memory {
+            $(behaviours!(@test $name, Memory);)*
+        }
+    };
+    (@test $name:ident, $backend:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            tokio::time::timeout(super::TEST_TIMEOUT, super::$name(super::Backend::$backend))
+                .await
+                .expect("the test timed out");
         }
     };
 }
 
-behaviours!(
-    appends_get_gapless_sequences_per_conversation_from_one,
-    concurrent_appends_from_many_tasks_get_gapless_sequences,
-    two_writers_sharing_one_database_still_number_gaplessly,
-    resending_a_client_id_returns_the_original_message,
-    latest_before_and_after_page_exactly,
-    one_read_returns_at_most_the_page_limit,
-    direct_conversations_are_independent_of_rooms_and_each_other,
-    rooms_are_registered_once_and_listed_by_name,
-    rooms_are_listed_page_by_page_with_their_creators,
-    a_created_room_stores_its_creators_membership_and_a_refused_one_nothing,
-    a_message_is_found_by_its_authors_client_id,
-    sessions_and_recovery_records_round_trip_and_expire,
-    users_hold_their_names_until_they_expire,
-    who_was_online_survives_reopening_until_marked_offline,
-    memberships_are_added_once_removed_and_survive_reopening,
-    reopening_the_store_keeps_everything_and_continues_the_sequence,
-    a_closed_store_refuses_writes_and_bad_input_is_refused,
-    every_acknowledged_message_survives_kill_9_of_the_writing_process,
-);
+behaviours! {
+    every store:
+        appends_get_gapless_sequences_per_conversation_from_one,
+        concurrent_appends_from_many_tasks_get_gapless_sequences,
+        two_writers_sharing_one_database_still_number_gaplessly,
+        resending_a_client_id_returns_the_original_message,
+        latest_before_and_after_page_exactly,
+        one_read_returns_at_most_the_page_limit,
+        direct_conversations_are_independent_of_rooms_and_each_other,
+        rooms_are_registered_once_and_listed_by_name,
+        rooms_are_listed_page_by_page_with_their_creators,
+        a_created_room_stores_its_creators_membership_and_a_refused_one_nothing,
+        a_message_is_found_by_its_authors_client_id,
+        sessions_and_recovery_records_round_trip_and_expire,
+        users_hold_their_names_until_they_expire,
+        who_was_online_survives_reopening_until_marked_offline,
+        memberships_are_added_once_removed_and_survive_reopening,
+        reopening_the_store_keeps_everything_and_continues_the_sequence,
+        a_closed_store_refuses_writes_and_bad_input_is_refused;
+    durable stores:
+        every_acknowledged_message_survives_kill_9_of_the_writing_process;
+}
 
 /// The SQLite file holds every message and who holds which name: only its owner may read it,
 /// and the WAL and shared-memory files SQLite creates next to it likewise.
@@ -1238,4 +1258,112 @@ async fn the_sqlite_database_and_its_wal_are_created_private_to_their_owner() {
     }
     assert!(checked >= 2, "the database and its WAL were checked");
     store.close().await;
+}
+
+/// The memory store forgets rather than grows: a conversation keeps its newest messages (a
+/// resend of a forgotten one is stored again), and its sequence goes on without a gap.
+#[tokio::test]
+async fn the_memory_store_keeps_the_newest_messages_of_a_conversation() {
+    let store = MemoryStore::new(MemoryLimits {
+        messages_per_conversation: 3,
+        ..MemoryLimits::default()
+    });
+    let room = Conversation::room("general");
+    for i in 1..=5 {
+        let client_id = format!("c{i}");
+        append(&store, new_message(&room, "alice", "hi", Some(&client_id))).await;
+    }
+    assert_eq!(seqs(&everything(&store, &room).await), [3, 4, 5]);
+    assert_eq!(store.last_seq(&room).await.ok(), Some(5));
+    let resent = store
+        .append(new_message(&room, "alice", "hi", Some("c5")))
+        .await
+        .expect("resend");
+    assert!(resent.duplicate);
+    assert_eq!(resent.message.seq, 5);
+    let forgotten = store
+        .append(new_message(&room, "alice", "hi", Some("c1")))
+        .await
+        .expect("resend of a forgotten one");
+    assert!(!forgotten.duplicate);
+    assert_eq!(forgotten.message.seq, 6);
+}
+
+/// What `--no-history` runs on: sequences and sessions, but no scrollback, no names held
+/// beyond their connections, no rooms or memberships, no recovery records.
+#[tokio::test]
+async fn the_memory_store_without_history_keeps_only_sequences_and_sessions() {
+    let store = MemoryStore::new(MemoryLimits::no_history());
+    let room = Conversation::room("general");
+    append(&store, new_message(&room, "alice", "one", Some("c1"))).await;
+    let second = append(&store, new_message(&room, "alice", "two", Some("c1"))).await;
+    assert_eq!(second.seq, 2, "no resend is recognised without history");
+    assert_eq!(store.latest(&room, 10).await.ok(), Some(Vec::new()));
+    assert_eq!(store.after(&room, 0, 10).await.ok(), Some(Vec::new()));
+    assert_eq!(store.last_seq(&room).await.ok(), Some(2));
+
+    let session = SessionRecord {
+        token_hash: "h".to_owned(),
+        user_id: "id-alice".to_owned(),
+        name: "alice".to_owned(),
+        expires_at_ms: 100,
+    };
+    store.save_session(session.clone()).await.expect("session");
+    assert_eq!(store.session("h", 10).await.ok(), Some(Some(session)));
+    let user = UserRecord {
+        user_id: "id-alice".to_owned(),
+        name: "alice".to_owned(),
+        name_key: "alice".to_owned(),
+        expires_at_ms: 100,
+        online: true,
+    };
+    store.save_user(user).await.expect("user");
+    assert_eq!(store.user_named("alice", 10).await.ok(), Some(None));
+    let dev = RoomRecord {
+        name: "dev".to_owned(),
+        created_at_ms: 1,
+        created_by: Some("id-alice".to_owned()),
+    };
+    assert_eq!(store.create_room(dev.clone()).await.ok(), Some(true));
+    assert_eq!(
+        store.create_room(dev).await.ok(),
+        Some(true),
+        "nothing recorded"
+    );
+    assert_eq!(store.user_rooms("id-alice").await.ok(), Some(Vec::new()));
+    let recovery = RecoveryRecord {
+        pid: "p".to_owned(),
+        user_id: "id-alice".to_owned(),
+        state: "{}".to_owned(),
+        expires_at_ms: 100,
+    };
+    store.save_recovery(recovery).await.expect("recovery");
+    assert_eq!(store.recovery("p", 10).await.ok(), Some(None));
+    assert!(store.writer_stats().is_none());
+}
+
+/// Sessions are bounded: past the bound an old one is forgotten, never the one just saved.
+#[tokio::test]
+async fn the_memory_store_holds_at_most_its_bound_of_sessions() {
+    let store = MemoryStore::new(MemoryLimits {
+        sessions: 2,
+        ..MemoryLimits::default()
+    });
+    for token in ["a", "b", "c"] {
+        let session = SessionRecord {
+            token_hash: token.to_owned(),
+            user_id: format!("id-{token}"),
+            name: token.to_owned(),
+            expires_at_ms: 100,
+        };
+        store.save_session(session).await.expect("session");
+    }
+    let mut kept = 0;
+    for token in ["a", "b", "c"] {
+        if store.session(token, 0).await.expect("read").is_some() {
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, 2);
+    assert!(store.session("c", 0).await.expect("read").is_some());
 }

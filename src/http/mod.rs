@@ -1,10 +1,10 @@
-//! The HTTP layer: one axum router for our page, the socket.io client bundle, health, and
-//! the engine's Socket.IO endpoint.
+//! The HTTP layer: one axum router for the web UI, the tutorial page, the socket.io client
+//! bundle, health, and the engine's Socket.IO endpoint.
 //!
 //! # Layout
 //! - this file: [`router`], every route in one place.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
-//! - [`assets`]: files embedded in the binary (page, script, style, client bundle).
+//! - [`assets`]: files embedded in the binary (the UI, the tutorial page, the client bundle).
 //! - [`origin`]: the browser origin allow-list in front of the Socket.IO endpoint.
 
 pub mod assets;
@@ -14,11 +14,11 @@ pub mod origin;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use engine::{ServeStats, SocketIo};
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 
 use crate::socket::Chat;
 use assets::Asset;
@@ -41,17 +41,20 @@ pub fn router(
     serve_stats: Arc<ServeStats>,
 ) -> Router {
     let files = Router::new()
+        .route("/", get(|h: HeaderMap| async move { assets::ui_page(&h) }))
+        .route("/assets/{name}", get(ui_asset))
+        .route("/favicon.svg", get(favicon))
         .route(
-            "/",
-            get(|h: HeaderMap| async move { assets::INDEX_HTML.respond_as_page(&h) }),
+            "/tutorial",
+            get(|h: HeaderMap| async move { assets::TUTORIAL_HTML.respond_as_page(&h) }),
         )
         .route(
-            "/assets/app.js",
-            get(|h: HeaderMap| file(&assets::APP_JS, h)),
+            "/tutorial/app.js",
+            get(|h: HeaderMap| file(&assets::TUTORIAL_JS, h)),
         )
         .route(
-            "/assets/style.css",
-            get(|h: HeaderMap| file(&assets::STYLE_CSS, h)),
+            "/tutorial/style.css",
+            get(|h: HeaderMap| file(&assets::TUTORIAL_CSS, h)),
         )
         .route(
             "/socket.io/socket.io.js",
@@ -86,6 +89,25 @@ pub fn router(
 
 async fn file(asset: &'static Asset, headers: HeaderMap) -> Response {
     asset.respond(&headers)
+}
+
+/// The UI's content-hashed script, style and icon.
+async fn ui_asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    match assets::ui_asset(&name) {
+        Some(asset) => asset.respond_immutable(&headers),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+/// The icon under a fixed name, for pages that cannot know its hashed one (the tutorial's).
+async fn favicon(headers: HeaderMap) -> Response {
+    match assets::UI_ASSETS
+        .iter()
+        .find(|file| file.name.starts_with("icon-"))
+    {
+        Some(icon) => icon.respond_immutable(&headers),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Liveness and a glance at the load: Socket.IO connections (those still without a

@@ -11,11 +11,11 @@ use serde_json::{Map, Value, json};
 use tracing::debug;
 
 use super::deliver::{FULL_ROOM, emit_checked, user_room};
-use super::history::{Session, conversation_of, random_hex};
 use super::{Chat, Connection, now_ms, now_ms_u64};
 use crate::domain::{
     Community, Connected, DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName,
 };
+use crate::store::history::{Session, conversation_of, random_hex};
 use crate::store::{Conversation, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT, StoredMessage};
 
 /// Messages returned by a history read when the client names no limit.
@@ -209,8 +209,14 @@ fn announce(
     socket.join(FULL_ROOM);
     socket.join(&user_room(user));
     let rooms: Vec<&str> = connected.rooms.iter().map(RoomName::as_str).collect();
-    let payload =
-        json!({"token": token, "user": {"name": connected.name.as_str()}, "rooms": rooms});
+    // Limits a client can check before sending (the UI's message length counter).
+    let limits = json!({"messageChars": community.limits().max_message_chars});
+    let payload = json!({
+        "token": token,
+        "user": {"name": connected.name.as_str()},
+        "rooms": rooms,
+        "limits": limits,
+    });
     let sent = socket.emit("session", &(payload,));
     // Closed while it was being connected: the client can never learn this token.
     let unsent = sent == Err(engine::EmitError::Closed);

@@ -1,7 +1,7 @@
 //! The socket layer: chat event handlers over the engine.
 //!
 //! Handlers are thin: they pick the arguments out of an event, call the domain
-//! ([`Community`]), store what must be stored ([`History`]), and deliver the notices the
+//! ([`Community`]), store what must be stored ([`History`], from [`crate::store`]), and deliver the notices the
 //! domain returns. The rules live in [`crate::domain`].
 //!
 //! # Layout
@@ -13,11 +13,9 @@
 //! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
 //! - [`presence`]: the opt-in to every user's presence.
 //! - [`recovery`]: Socket.IO connection-state recovery backed by the durable history.
-//! - [`history`]: the durable store (or memory when history is off) behind one handle.
 
 pub mod deliver;
 pub mod full;
-pub mod history;
 pub mod presence;
 pub mod recovery;
 pub mod tutorial;
@@ -36,7 +34,7 @@ use crate::domain::{
     Quotas, RateLimit, RoomName, Tail, UserId,
 };
 use crate::store::Conversation;
-use history::History;
+use crate::store::history::{self, History};
 use tutorial::Spelling;
 
 /// Longest a stored message waits for a predecessor before it is delivered anyway.

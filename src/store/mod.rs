@@ -1,17 +1,28 @@
-//! Message history and sequences behind one trait, with SQLite and PostgreSQL implementations.
+//! Message history and sequences behind one trait, with SQLite, PostgreSQL and in-memory
+//! implementations.
 //!
 //! # Layout
 //! - `mod.rs` (this file): the [`HistoryStore`] trait, the record types it speaks in,
 //!   [`StoreError`], [`StoreOptions`] and [`open_store`], which picks a backend from a URL.
-//! - `writer.rs`: the group-commit writer task shared by both backends. It owns the store's
+//! - `writer.rs`: the group-commit writer task shared by the SQL backends. It owns the store's
 //!   write connection, drains a bounded queue of writes, commits them in one transaction and answers
 //!   each caller after the commit. Sequence numbers are assigned there.
+//! - `sql.rs`: [`SqlStore`], every query (reads, and the writes the writer applies) written once
+//!   for SQLite and PostgreSQL; a backend names its few differences in [`Dialect`].
 //! - [`stats`]: the writer's counters and histograms (batch sizes, commit latency), for metrics.
 //! - `migrate.rs`: migrations embedded in the binary (SQL files under `migrations/`).
-//! - `sqlite.rs`: SQLite (the default): WAL, `synchronous=FULL` unless relaxed, a small read pool.
-//! - `postgres.rs`: PostgreSQL, for deployments that share history between nodes.
+//! - `sqlite.rs`: opens SQLite (the default): WAL, `synchronous=FULL` unless relaxed, a small
+//!   read pool; a new store method needs nothing here.
+//! - `postgres.rs`: connects to PostgreSQL, for deployments that share history between nodes;
+//!   its writer reconnects after the server drops it. A new store method needs nothing here.
+//! - [`history`]: [`History`], the chat's one handle on a store: the domain's types in and
+//!   out, store failures turned into the one error clients see, sessions' expiry policy.
+//! - `memory.rs`: [`MemoryStore`], everything in bounded memory: `--no-history` (with
+//!   [`MemoryLimits::no_history`]) and tests that need no database.
 //!
 //! # Guarantees (the same for every backend)
+//! For the memory store "committed" means "kept until the process ends", within the bounds
+//! of its [`MemoryLimits`].
 //! - A write future resolves only after the transaction holding it has committed: with
 //!   [`Durability::Full`] that means fsynced, so an acknowledged message survives `kill -9` and
 //!   power loss.
@@ -29,8 +40,11 @@
 //! new process on one SQLite file): sequences come from a counter row per conversation that
 //! each batch advances inside its transaction, so they stay gapless (see `writer.rs`).
 
+pub mod history;
+mod memory;
 mod migrate;
 mod postgres;
+mod sql;
 mod sqlite;
 pub mod stats;
 mod writer;
@@ -40,7 +54,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use history::History;
+pub use memory::{MemoryLimits, MemoryStore};
 pub use postgres::PostgresStore;
+pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 pub use writer::MAX_BODY_BYTES;
 
@@ -209,7 +226,8 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn purge_expired(&self, now_ms: i64) -> StoreFuture<'_, u64>;
 
     /// What the group-commit writer did since the store opened (for metrics).
-    fn writer_stats(&self) -> Arc<stats::WriterStats>;
+    /// `None` for a store without one (memory).
+    fn writer_stats(&self) -> Option<Arc<stats::WriterStats>>;
 
     /// Flushes every write queued so far, stops the writer and closes the connections.
     /// Later calls fail with [`StoreError::Closed`]. Part of graceful shutdown.

@@ -1,4 +1,4 @@
-//! The group-commit writer shared by every backend.
+//! The group-commit writer shared by the SQL backends.
 //!
 //! A task, not a lock: it owns the only write connection and a bounded queue. It waits for one
 //! write, takes everything else already queued (up to `max_batch`), applies it all in ONE
@@ -43,8 +43,9 @@ pub(crate) struct ClientKey<'a> {
     pub(crate) client_id: &'a str,
 }
 
-/// What a backend does inside the writer's transaction. Implemented by the SQLite and
-/// PostgreSQL write connections; only the writer task calls it, one call at a time.
+/// What a backend does inside the writer's transaction. Implemented once for SQL (the write
+/// connection of `sql.rs`, for SQLite and PostgreSQL) and by the tests' fake; only the writer
+/// task calls it, one call at a time.
 pub(crate) trait WriteConnection: Send + 'static {
     fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -174,11 +175,33 @@ impl Applied {
 
 /// PostgreSQL cannot store NUL in text, and one refused row would fail the whole batch it
 /// shares with other callers' writes: refuse it up front, the same way on every backend.
-fn reject_nul(texts: &[&str]) -> Result<(), StoreError> {
+pub(crate) fn reject_nul(texts: &[&str]) -> Result<(), StoreError> {
     if texts.iter().any(|text| text.contains('\0')) {
         return Err(StoreError::InvalidInput("text contains a NUL character"));
     }
     Ok(())
+}
+
+/// Refuses a message no store may hold, before it is queued: the same checks on every backend.
+pub(crate) fn check_append(message: &NewMessage) -> Result<(), StoreError> {
+    if let Some(client_id) = &message.client_id {
+        if client_id.is_empty() {
+            return Err(StoreError::InvalidInput("client id is empty"));
+        }
+        if client_id.len() > MAX_CLIENT_ID_LEN {
+            return Err(StoreError::InvalidInput("client id is too long"));
+        }
+    }
+    if message.body.len() > MAX_BODY_BYTES {
+        return Err(StoreError::InvalidInput("message body is too large"));
+    }
+    reject_nul(&[
+        &message.body,
+        &message.author.user_id,
+        &message.author.name,
+        message.client_id.as_deref().unwrap_or_default(),
+        &message.conversation.storage_key(),
+    ])
 }
 
 /// The stores' side of the writer: a bounded queue into the writer task.
@@ -226,24 +249,7 @@ impl WriterHandle {
         &self,
         message: NewMessage,
     ) -> Result<super::PendingAppend, StoreError> {
-        if let Some(client_id) = &message.client_id {
-            if client_id.is_empty() {
-                return Err(StoreError::InvalidInput("client id is empty"));
-            }
-            if client_id.len() > MAX_CLIENT_ID_LEN {
-                return Err(StoreError::InvalidInput("client id is too long"));
-            }
-        }
-        if message.body.len() > MAX_BODY_BYTES {
-            return Err(StoreError::InvalidInput("message body is too large"));
-        }
-        reject_nul(&[
-            &message.body,
-            &message.author.user_id,
-            &message.author.name,
-            message.client_id.as_deref().unwrap_or_default(),
-            &message.conversation.storage_key(),
-        ])?;
+        check_append(&message)?;
         let (reply, result) = oneshot::channel();
         self.queue
             .send(WriteOp::Append(message, reply))
@@ -707,8 +713,9 @@ fn power_of_two_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]>
     })
 }
 
-/// Placeholders of a multi-row statement: `(?,?),(?,?)` or, `numbered`, `($1,$2),($3,$4)`.
-pub(crate) fn row_placeholders(rows: usize, columns: usize, numbered: bool) -> String {
+/// Placeholders of a multi-row statement: `($1,$2),($3,$4)` (SQLite and PostgreSQL both read
+/// `$N`).
+pub(crate) fn row_placeholders(rows: usize, columns: usize) -> String {
     let mut sql = String::with_capacity(rows * columns * 4);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ",(" });
@@ -716,11 +723,7 @@ pub(crate) fn row_placeholders(rows: usize, columns: usize, numbered: bool) -> S
             if column > 0 {
                 sql.push(',');
             }
-            if numbered {
-                sql.push_str(&format!("${}", row * columns + column + 1));
-            } else {
-                sql.push('?');
-            }
+            sql.push_str(&format!("${}", row * columns + column + 1));
         }
         sql.push(')');
     }
@@ -750,7 +753,7 @@ fn fail(write: WriteOp, error: StoreError) {
 
 /// A new message id: a ULID (48 bits of milliseconds, 80 random bits, Crockford base32), so
 /// ids are unique without coordination and sort roughly by time.
-fn message_id(timestamp_ms: i64) -> String {
+pub(crate) fn message_id(timestamp_ms: i64) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let time = u128::try_from(timestamp_ms).unwrap_or(0) & ((1 << 48) - 1);
     let random = rand::random::<u128>() & ((1 << 80) - 1);
@@ -792,8 +795,8 @@ mod tests {
 
     #[test]
     fn placeholders_number_rows_and_columns() {
-        assert_eq!(row_placeholders(2, 2, false), "(?,?),(?,?)");
-        assert_eq!(row_placeholders(2, 3, true), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(row_placeholders(1, 2), "($1,$2)");
+        assert_eq!(row_placeholders(2, 3), "($1,$2,$3),($4,$5,$6)");
     }
 
     /// A database in memory whose commits can be held back or made to fail.

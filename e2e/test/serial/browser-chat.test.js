@@ -1,6 +1,6 @@
 'use strict';
 // Chat in a real browser (issue 3): Debian's Chromium through playwright-core.
-//  - two pages chat through chinwag's own page at GET /;
+//  - two pages chat through chinwag's tutorial-protocol page at GET /tutorial;
 //  - markup in a message shows as literal text and runs nothing;
 //  - a page of our own that behaves like the tutorial's (window.prompt for the name, lowercase
 //    events, loads /socket.io/socket.io.js from chinwag) chats with a camelCase Node client.
@@ -67,14 +67,14 @@ describe('chat in Chromium', () => {
     if (server) await server.stop();
   });
 
-  it('two pages chat through GET / and see each other in the user list', async () => {
+  it('two pages chat through GET /tutorial and see each other in the user list', async () => {
     const context = await newContext(browser);
     try {
       const ann = await context.newPage();
       const ben = await context.newPage();
       const problems = [...[ann, ben].map(watchPage)];
-      await joinThroughPage(ann, server.url + '/', 'Ann');
-      await joinThroughPage(ben, server.url + '/', 'Ben');
+      await joinThroughPage(ann, server.url + '/tutorial', 'Ann');
+      await joinThroughPage(ben, server.url + '/tutorial', 'Ben');
       await waitForUsers(ann, ['Ann', 'Ben']);
       await waitForUsers(ben, ['Ann', 'Ben']);
 
@@ -97,8 +97,8 @@ describe('chat in Chromium', () => {
     try {
       const sender = await context.newPage();
       const reader = await context.newPage();
-      await joinThroughPage(sender, server.url + '/', 'Sender');
-      await joinThroughPage(reader, server.url + '/', 'Reader');
+      await joinThroughPage(sender, server.url + '/tutorial', 'Sender');
+      await joinThroughPage(reader, server.url + '/tutorial', 'Reader');
       await waitForUsers(reader, ['Reader', 'Sender']);
 
       const attack = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
