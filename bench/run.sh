@@ -39,6 +39,7 @@ if [ "$MODE" = quick ]; then
     SCENARIOS=${SCENARIOS:-idle,fanout,history}
     IDLE_COUNTS=1000,5000
     JOINED=200
+    FULL_JOINED=1000,5000
     RATES=20,50,100,200,400,700,1000,1500,2000,3000
     STEP_SECS=3
     JITTER_CLIENTS=1000
@@ -48,6 +49,8 @@ else
     SCENARIOS=${SCENARIOS:-idle,joined,fanout,jitter,avalanche,history}
     IDLE_COUNTS=1000,5000,10000,19500
     JOINED=300
+    # chinwag's own protocol: named users in general, the issue-10 scenario (15k users).
+    FULL_JOINED=1000,5000,15000
     RATES=10,20,50,70,100,150,200,300,400,500,700,1000,1500,2000,3000,4000
     STEP_SECS=5
     JITTER_CLIENTS=2000
@@ -181,7 +184,7 @@ for server in ${SERVERS//,/ }; do
         log "$server: idle joined $JOINED"
         if start_server "$server"; then
             if [ "$server" = chinwag-full ]; then
-                bench "$server" 120 $kind idle --counts "$JOINED" --procs 1
+                bench "$server" 300 $kind idle --counts "$FULL_JOINED" --procs 1
             else
                 bench "$server" 120 $kind idle --counts "$JOINED" --procs 1 --join
             fi

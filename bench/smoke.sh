@@ -54,7 +54,7 @@ cargo build -p chinwag-bench || exit 1
 (cd bench/peers && cargo build --no-default-features --bin raw_relay) || exit 1
 
 if start raw env PORT=0 bench/peers/target/debug/raw_relay; then
-    run raw --raw idle --counts 50 --procs 1 --max-secs 30
+    run raw --raw idle --counts 50 --procs 1 --max-secs 30 --left-wait-secs 0
     run raw --raw fanout --clients 50 --senders 2 --rates 20,50 --step-secs 2 --drain-secs 2 --max-secs 30
     stop_server
 else
@@ -63,7 +63,7 @@ fi
 
 if [ -x target/debug/chinwag ]; then
     if start chinwag target/debug/chinwag --port 0 --host 127.0.0.1 --db "$WORK/chinwag.db"; then
-        run chinwag idle --counts 50 --procs 1 --max-secs 30
+        run chinwag idle --counts 50 --procs 1 --max-secs 30 --left-wait-secs 0
         run chinwag fanout --clients 50 --senders 2 --rates 20 --step-secs 2 --drain-secs 2 \
             --join all --max-secs 30
         stop_server

@@ -111,17 +111,21 @@ pub async fn serve(
             }
         }
     }
+    // Shared by the accept loop and the engine: polling sessions count as connections.
+    let serve_stats = Arc::new(engine::ServeStats::default());
     let io = SocketIo::builder(engine_config(&config))
         .namespace("/", ChatHandler::new(Arc::clone(&chat)))
+        .connection_limits(Arc::clone(&serve_stats))
         .build();
     chat.start(io.clone());
-    let serve_stats = Arc::new(engine::ServeStats::default());
-    let app = http::router(
-        &io,
-        Arc::clone(&chat),
-        OriginPolicy::new(&config.allowed_origins),
-        Arc::clone(&serve_stats),
-    );
+    let origins = OriginPolicy::new(&config.allowed_origins);
+    if !origins.is_configured() {
+        info!(
+            "browsers may connect from loopback and IP-address origins only: \
+             list the public origin (e.g. https://chat.example) in --allowed-origins"
+        );
+    }
+    let app = http::router(&io, Arc::clone(&chat), origins, Arc::clone(&serve_stats));
 
     let (stop_accepting, accepting_stopped) = oneshot::channel::<()>();
     // The engine's accept loop: a header-read timeout and connection limits (total and per

@@ -229,6 +229,8 @@ async fn a_client_that_got_its_token_keeps_its_name_when_its_connection_drops_at
     config.presence_grace_ms = 100;
     let app = TestApp::start_with(config).await;
     let (mut watcher, _) = join(&app, "watcher").await;
+    let subscribed = watcher.request("presence:subscribe", json!({})).await;
+    assert_eq!(subscribed["ok"], json!(true), "{subscribed}");
     let (ann, token) = join(&app, "ann").await;
     ann.drop_abruptly();
     loop {

@@ -16,6 +16,12 @@ async fn join(app: &TestApp, name: &str) -> (Client, String) {
     (client, token)
 }
 
+/// Ask for every user's presence (`presence:subscribe`).
+async fn subscribe_presence(client: &mut Client) {
+    let ack = client.request("presence:subscribe", json!({})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+}
+
 /// Skip events until one named `event` arrives; return its first argument.
 async fn next_named(client: &mut Client, event: &str) -> Value {
     loop {
@@ -330,13 +336,84 @@ async fn a_client_that_reconnects_catches_up_exactly_what_it_missed_even_after_a
 }
 
 #[tokio::test]
+async fn presence_reaches_subscribers_and_room_mates_not_all_of_general() {
+    // Everyone is in general: announcing every arrival to everyone costs O(users²). A socket
+    // hears the presence of the users it shares another room with, or of all if it asked.
+    let mut config = test_config();
+    config.presence_grace_ms = 100;
+    let app = TestApp::start_with(config).await;
+    let (mut ann, _) = join(&app, "ann").await;
+    let (mut bob, _) = join(&app, "bob").await;
+    let (mut watcher, _) = join(&app, "watcher").await;
+    subscribe_presence(&mut watcher).await;
+    assert_eq!(
+        ann.request("room:create", json!({"room": "rust"})).await["ok"],
+        json!(true)
+    );
+    let (mut cy, _) = join(&app, "cy").await;
+    assert_eq!(
+        cy.request("room:join", json!({"room": "rust"})).await["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        next_named(&mut watcher, "presence").await,
+        json!({"name": "cy", "online": true})
+    );
+    cy.drop_abruptly();
+    // The subscriber and ann (in rust with cy) hear that cy left; bob (only in general)
+    // hears nothing: the next thing he gets is ann's message.
+    assert_eq!(
+        next_named(&mut watcher, "presence").await,
+        json!({"name": "cy", "online": false})
+    );
+    assert_eq!(
+        next_named(&mut ann, "presence").await,
+        json!({"name": "cy", "online": false})
+    );
+    let sent = ann
+        .request(
+            "message:send",
+            json!({"room": "general", "text": "barrier"}),
+        )
+        .await;
+    assert_eq!(sent["ok"], json!(true), "{sent}");
+    loop {
+        let (event, args) = bob.next_event().await;
+        assert_ne!(
+            event, "presence",
+            "bob shares no room but general: {args:?}"
+        );
+        if event == "message:new" && args[0]["text"] == json!("barrier") {
+            break;
+        }
+    }
+    // Unsubscribed, the watcher is back to its room mates only.
+    let ack = watcher.request("presence:unsubscribe", json!({})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    let (_dee, _) = join(&app, "dee").await;
+    let sent = ann
+        .request(
+            "message:send",
+            json!({"room": "general", "text": "barrier 2"}),
+        )
+        .await;
+    assert_eq!(sent["ok"], json!(true), "{sent}");
+    loop {
+        let (event, args) = watcher.next_event().await;
+        assert_ne!(event, "presence", "unsubscribed: {args:?}");
+        if event == "message:new" && args[0]["text"] == json!("barrier 2") {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_user_with_two_tabs_stays_online_until_the_last_one_closes() {
     let mut config = test_config();
     config.presence_grace_ms = 200;
     let app = TestApp::start_with(config).await;
     let (mut watcher, _) = join(&app, "watcher").await;
-    let own = next_named(&mut watcher, "presence").await;
-    assert_eq!(own, json!({"name": "watcher", "online": true}));
+    subscribe_presence(&mut watcher).await;
     let (tab1, token) = join(&app, "ann").await;
     assert_eq!(
         next_named(&mut watcher, "presence").await,
@@ -508,6 +585,7 @@ async fn a_connection_that_drops_while_connecting_is_not_left_online() {
     config.presence_grace_ms = 200;
     let app = TestApp::start_with(config).await;
     let (mut watcher, _) = join(&app, "watcher").await;
+    subscribe_presence(&mut watcher).await;
     // Drop the TCP connection right after the CONNECT: the server may still be storing the
     // session (on_connect) when it notices. Either way the ghost must not stay online. (Its
     // name stays held only if it got as far as a session it could have received; one that
@@ -601,6 +679,7 @@ async fn a_direct_message_to_someone_away_is_caught_up_when_they_return() {
     config.presence_grace_ms = 100;
     let app = TestApp::start_with(config).await;
     let (mut ann, _) = join(&app, "ann").await;
+    subscribe_presence(&mut ann).await;
     let (bob, bob_token) = join(&app, "bob").await;
     bob.drop_abruptly();
     loop {

@@ -170,9 +170,61 @@ async fn configured_origins_are_allowed() {
     let app = TestApp::start_with(config).await;
     let handshake = "/socket.io/?EIO=4&transport=polling";
     let allowed = app
-        .get(handshake, &[("Origin", "https://chat.example")])
+        .get(
+            handshake,
+            &[("Origin", "https://chat.example"), ("Host", "chat.example")],
+        )
         .await;
     assert_eq!(allowed.status, 200);
+    // Reached by its public name, the server refuses pages on localhost.
+    let local = app
+        .get(
+            handshake,
+            &[
+                ("Origin", "http://localhost:3000"),
+                ("Host", "chat.example"),
+            ],
+        )
+        .await;
+    assert_eq!(local.status, 403);
+}
+
+#[tokio::test]
+async fn a_dns_rebinding_page_is_refused() {
+    // evil.example resolved to this server: Origin and Host agree, and name nothing
+    // configured.
+    let mut config = support::test_config();
+    config.allowed_origins = vec!["https://chat.example".to_owned()];
+    let app = TestApp::start_with(config).await;
+    for transport in ["polling", "websocket"] {
+        let handshake = format!("/socket.io/?EIO=4&transport={transport}");
+        let rebound = app
+            .get(
+                &handshake,
+                &[
+                    ("Origin", "https://evil.example"),
+                    ("Host", "evil.example"),
+                    ("Upgrade", "websocket"),
+                    ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Version", "13"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ],
+            )
+            .await;
+        assert_eq!(rebound.status, 403, "{transport}: {}", rebound.text());
+    }
+    // Without configuration a host name is not trusted either.
+    let app = TestApp::start().await;
+    let rebound = app
+        .get(
+            "/socket.io/?EIO=4&transport=polling",
+            &[
+                ("Origin", "http://evil.example:8080"),
+                ("Host", "evil.example:8080"),
+            ],
+        )
+        .await;
+    assert_eq!(rebound.status, 403);
 }
 
 #[tokio::test]

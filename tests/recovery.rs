@@ -37,6 +37,12 @@ async fn next_message(client: &mut Client) -> (String, String) {
     }
 }
 
+async fn subscribe_presence(client: &mut Client) {
+    let ack = client.request("presence:subscribe", json!({})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+}
+
+/// Wait until `watcher` (subscribed to presence) hears that `name` is gone.
 async fn wait_offline(watcher: &mut Client, name: &str) {
     loop {
         let (event, args) = watcher.next_event().await;
@@ -69,6 +75,7 @@ async fn a_returning_client_resumes_with_exactly_what_it_missed_even_after_a_res
     let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"name": "bob"}))
         .await
         .expect("bob");
+    subscribe_presence(&mut bob).await;
     for text in ["one", "two"] {
         say(&mut bob, text).await;
     }
@@ -150,6 +157,7 @@ async fn too_much_to_replay_falls_back_to_a_normal_connect_instead_of_a_disconne
     let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"name": "bob"}))
         .await
         .expect("bob");
+    subscribe_presence(&mut bob).await;
     say(&mut bob, "one").await;
     let (_, offset) = next_message(&mut ann).await;
     ann.drop_abruptly();

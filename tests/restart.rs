@@ -152,6 +152,7 @@ async fn a_name_stays_with_its_away_user_also_across_a_restart() {
     let app = TestApp::start_with(config.clone()).await;
     let (ann, ann_token) = join(&app, "ann").await;
     let (mut watcher, _) = join(&app, "watcher").await;
+    ok(&mut watcher, "presence:subscribe", json!({})).await;
     drop(ann);
     // Wait until ann is announced as gone: she is away, no longer present.
     loop {

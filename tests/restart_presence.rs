@@ -61,6 +61,8 @@ async fn presence_within(client: &mut Client, deadline: Duration) -> Vec<Value> 
 /// back unannounced, cy never does and is announced as gone after the restart grace.
 async fn the_restart_is_seamless(addr: std::net::SocketAddr, tokens: &[String; 3]) {
     let mut ann = reconnect(addr, &tokens[0]).await;
+    let ack = ann.request("presence:subscribe", json!({})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
     assert_eq!(
         general_members(&mut ann).await,
         [

@@ -107,6 +107,8 @@ describe('full protocol', () => {
 
   it('two tabs are one user: online while one tab is open, offline after the last closes', async () => {
     const { socket: watcher } = await join(server.url, { name: 'Watcher1' }, sockets);
+    // Everyone's presence is opt-in (PROTOCOL.md): the watcher shares no room with Tabby.
+    assertOk(await ask(watcher, 'presence:subscribe', {}), 'presence:subscribe');
     const isTabby = (p) => p.name === 'Tabby';
     const from = watcher.rec.mark();
     const { socket: tab1, session } = await join(server.url, { name: 'Tabby' }, sockets);

@@ -16,17 +16,19 @@ use super::message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};
 use super::name::{NameKey, SERVER_NAME, UserName};
 use super::room::RoomName;
 use super::session;
+use super::small_set::SmallSet;
 
 /// Most away users remembered for direct messages.
 const MAX_KNOWN_USERS: usize = 100_000;
 
 /// A stable user identity: a session's user id, or a tutorial socket's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(String);
+pub struct UserId(std::sync::Arc<str>);
 
 impl UserId {
+    /// Shared (`Arc`): a user's id is a key or value in several maps and sets.
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(id.into().into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -82,6 +84,11 @@ pub enum Audience<C> {
     User(UserId),
     /// Every full-protocol socket.
     Everyone,
+    /// Who sees a user's presence: every full-protocol socket that asked for everyone's
+    /// (`presence:subscribe`), and every full-protocol socket of the members of these rooms
+    /// (the user's rooms but `general`, which everyone is in: announcing every arrival to
+    /// everyone would cost O(users²)).
+    Watchers(Vec<RoomName>),
 }
 
 /// Who a tutorial chat line is from.
@@ -186,8 +193,8 @@ pub struct MemberView {
 struct User<C> {
     name: UserName,
     protocol: Protocol,
-    sockets: BTreeSet<C>,
-    rooms: BTreeSet<RoomName>,
+    sockets: SmallSet<C>,
+    rooms: SmallSet<RoomName>,
     arrival: u64,
     /// With no socket: when its grace period ends and it is announced as gone, in
     /// milliseconds.
@@ -198,7 +205,7 @@ struct User<C> {
 #[derive(Debug)]
 struct Away {
     name: UserName,
-    rooms: BTreeSet<RoomName>,
+    rooms: SmallSet<RoomName>,
     arrival: u64,
 }
 
@@ -323,7 +330,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             User {
                 name,
                 protocol: Protocol::Full,
-                sockets: BTreeSet::new(),
+                sockets: SmallSet::new(),
                 rooms: kept,
                 arrival,
                 leaves_at: Some(leaves_at_ms),
@@ -338,8 +345,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
         user: &UserId,
         name: &UserName,
         rooms: impl IntoIterator<Item = RoomName>,
-    ) -> (BTreeSet<RoomName>, u64) {
-        let mut kept = BTreeSet::from([RoomName::general()]);
+    ) -> (SmallSet<RoomName>, u64) {
+        let mut kept = SmallSet::from([RoomName::general()]);
         kept.extend(
             rooms
                 .into_iter()
@@ -431,7 +438,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             to: Audience::Socket(socket.clone()),
             notice: server_says("you have connected".to_owned()),
         }];
-        notices.extend(self.arrival_notices(&name, Some(socket)));
+        notices.extend(self.arrival_notices(&name, Some(socket), &SmallSet::new()));
         Ok(notices)
     }
 
@@ -460,7 +467,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         let former = self.away.remove(&user);
         self.insert_user(socket, user.clone(), name.clone(), Protocol::Full);
         // A returning member gets its rooms back (it never left their member lists).
-        let mut rooms = BTreeSet::from([RoomName::general()]);
+        let mut rooms = SmallSet::from([RoomName::general()]);
         if let Some(former) = former {
             for room in former.rooms {
                 if let Some(members) = self.rooms.get_mut(&room) {
@@ -474,8 +481,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
         Ok(Connected {
             name: name.clone(),
+            notices: self.arrival_notices(&name, None, &rooms),
             rooms: rooms.into_iter().collect(),
-            notices: self.arrival_notices(&name, None),
         })
     }
 
@@ -512,7 +519,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }
         self.claim_name(name, &user)?;
         self.insert_user(socket, user, name.clone(), Protocol::Tutorial);
-        Ok(self.arrival_notices(name, Some(socket)))
+        Ok(self.arrival_notices(name, Some(socket), &SmallSet::new()))
     }
 
     fn leave(&mut self, socket: &C, now_ms: u64, hold_tutorial: bool) -> Vec<Outgoing<C>> {
@@ -994,8 +1001,8 @@ impl<C: Clone + Ord + Hash> Community<C> {
             User {
                 name,
                 protocol,
-                sockets: BTreeSet::from([socket.clone()]),
-                rooms: BTreeSet::from([general]),
+                sockets: SmallSet::from([socket.clone()]),
+                rooms: SmallSet::from([general]),
                 arrival,
                 leaves_at: None,
             },
@@ -1051,7 +1058,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 notice: server_says(format!("{} has disconnected.", user.name)),
             },
             Outgoing {
-                to: Audience::Everyone,
+                to: watchers(&user.rooms),
                 notice: Notice::Presence {
                     name: user.name,
                     online: false,
@@ -1076,7 +1083,12 @@ impl<C: Clone + Ord + Hash> Community<C> {
 
     /// What everyone else is told when `name` arrives (`newcomer`: a tutorial socket that
     /// already got its own greeting).
-    fn arrival_notices(&self, name: &UserName, newcomer: Option<&C>) -> Vec<Outgoing<C>> {
+    fn arrival_notices(
+        &self,
+        name: &UserName,
+        newcomer: Option<&C>,
+        rooms: &SmallSet<RoomName>,
+    ) -> Vec<Outgoing<C>> {
         let mut notices = vec![Outgoing {
             to: Audience::Tutorial {
                 except: newcomer.cloned(),
@@ -1085,7 +1097,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
         }];
         notices.extend(self.users_notice());
         notices.push(Outgoing {
-            to: Audience::Everyone,
+            to: watchers(rooms),
             notice: Notice::Presence {
                 name: name.clone(),
                 online: true,
@@ -1099,6 +1111,18 @@ impl<C: Clone + Ord + Hash> Community<C> {
         users.sort_unstable_by_key(|user| user.arrival);
         users.into_iter().map(|user| user.name.clone()).collect()
     }
+}
+
+/// Who sees the presence of a user in `rooms`.
+fn watchers<C>(rooms: &SmallSet<RoomName>) -> Audience<C> {
+    let general = RoomName::general();
+    Audience::Watchers(
+        rooms
+            .iter()
+            .filter(|room| **room != general)
+            .cloned()
+            .collect(),
+    )
 }
 
 fn server_says(text: String) -> Notice {
@@ -1209,7 +1233,7 @@ mod tests {
                     notice: users(&["ann", "bob"])
                 },
                 Outgoing {
-                    to: Audience::Everyone,
+                    to: Audience::Watchers(Vec::new()),
                     notice: Notice::Presence {
                         name: name("bob"),
                         online: true
@@ -1355,7 +1379,7 @@ mod tests {
                     notice: chat("Server", "ann has disconnected.")
                 },
                 Outgoing {
-                    to: Audience::Everyone,
+                    to: Audience::Watchers(Vec::new()),
                     notice: Notice::Presence {
                         name: name("ann"),
                         online: false
@@ -1458,13 +1482,44 @@ mod tests {
         );
         let gone = community.sweep(7_000).notices;
         assert!(gone.contains(&Outgoing {
-            to: Audience::Everyone,
+            to: Audience::Watchers(Vec::new()),
             notice: Notice::Presence {
                 name: name("ann"),
                 online: false
             },
         }));
         assert_eq!(community.user_count(), 0);
+    }
+
+    #[test]
+    fn presence_goes_to_subscribers_and_the_members_of_the_users_rooms_but_general() {
+        let mut community = community();
+        let ann = connect(&mut community, 1, "a", "ann");
+        assert!(ann.notices.contains(&Outgoing {
+            to: Audience::Watchers(Vec::new()),
+            notice: Notice::Presence {
+                name: name("ann"),
+                online: true
+            },
+        }));
+        assert!(community.create_room(&1, "rust").is_ok());
+        assert_eq!(community.disconnect(&1, 0), Vec::new());
+        assert!(community.sweep(5_000).notices.contains(&Outgoing {
+            to: Audience::Watchers(vec![room("rust")]),
+            notice: Notice::Presence {
+                name: name("ann"),
+                online: false
+            },
+        }));
+        // Back with her token: announced to rust's members again.
+        let back = connect(&mut community, 2, "a", "ann");
+        assert!(back.notices.contains(&Outgoing {
+            to: Audience::Watchers(vec![room("rust")]),
+            notice: Notice::Presence {
+                name: name("ann"),
+                online: true
+            },
+        }));
     }
 
     #[test]
@@ -1498,7 +1553,7 @@ mod tests {
             "only bob never came back"
         );
         assert!(swept.notices.contains(&Outgoing {
-            to: Audience::Everyone,
+            to: Audience::Watchers(Vec::new()),
             notice: Notice::Presence {
                 name: name("bob"),
                 online: false

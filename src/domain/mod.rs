@@ -13,6 +13,7 @@
 //! - [`room`]: [`RoomName`], and the default room `general`.
 //! - [`session`]: identity as values: [`session::claim_name`] (whether a name is free for a
 //!   claimant, the one rule both protocols use), session expiry and refresh.
+//! - [`small_set`]: [`SmallSet`], the compact set of a user's sockets and rooms.
 //! - [`tail`]: [`Tail`], the latest messages of a conversation, for catch-up.
 //! - [`message`]: [`MessageBody`] and its length limit.
 //! - [`community`]: [`Community`] — users, their sockets and rooms, presence, and who
@@ -27,6 +28,7 @@ pub mod quota;
 pub mod rate;
 pub mod room;
 pub mod session;
+pub mod small_set;
 pub mod tail;
 
 pub use community::{

@@ -1,6 +1,7 @@
 //! [`UserName`]: a validated display name, and [`NameKey`], the form names are compared in.
 
 use std::fmt;
+use std::sync::Arc;
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
@@ -15,9 +16,9 @@ pub const SERVER_NAME: &str = "Server";
 
 /// A person's display name: trimmed, 1–32 characters, only letters (any script), digits,
 /// spaces and `_ - .`, never "Server". Built only by [`UserName::parse`], so a `UserName`
-/// can never carry markup.
+/// can never carry markup. Shared (`Arc`): a user's name is kept in several maps.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UserName(String);
+pub struct UserName(Arc<str>);
 
 /// The comparison form of a name: NFKC-normalised, then case-folded, then NFKC again
 /// (NFKC_Casefold, closely): two names with the same key are the same name ("Ann", "ANN"
@@ -68,7 +69,7 @@ impl UserName {
                 format!("the name {SERVER_NAME} is reserved"),
             ));
         }
-        Ok(Self(name.to_owned()))
+        Ok(Self(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -188,7 +189,7 @@ mod tests {
     #[test]
     fn a_name_is_trimmed() {
         assert_eq!(
-            UserName::parse("  ann  ").map(|n| n.0),
+            UserName::parse("  ann  ").map(|n| n.0.to_string()),
             Ok("ann".to_owned())
         );
     }

@@ -2,6 +2,7 @@
 //! tutorial's users live.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -22,8 +23,9 @@ pub const GENERAL: &str = "general";
 
 /// A room's name: trimmed, 1–48 characters, letters (any script), digits and `_ - .`
 /// (no spaces, so it reads well after a `#`). Built only by [`RoomName::parse`].
+/// Shared (`Arc`): every user's room set holds its rooms' names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomName(String);
+pub struct RoomName(Arc<str>);
 
 impl RoomName {
     /// Validate `raw` and put it in canonical form: trimmed, NFKC-normalised and case-folded
@@ -47,12 +49,13 @@ impl RoomName {
                 "a room name may contain only letters, digits and _ - .",
             ));
         }
-        Ok(Self(name.to_owned()))
+        Ok(Self(name.into()))
     }
 
-    /// The default room.
+    /// The default room (one shared name, not an allocation per call).
     pub fn general() -> Self {
-        Self(GENERAL.to_owned())
+        static GENERAL_NAME: OnceLock<Arc<str>> = OnceLock::new();
+        Self(GENERAL_NAME.get_or_init(|| GENERAL.into()).clone())
     }
 
     pub fn as_str(&self) -> &str {
@@ -81,7 +84,7 @@ mod tests {
             assert_eq!(RoomName::parse(raw), Ok(RoomName::general()), "{raw:?}");
         }
         assert_eq!(
-            RoomName::parse("Straße").map(|r| r.0),
+            RoomName::parse("Straße").map(|r| r.0.to_string()),
             Ok("strasse".to_owned())
         );
         let code = RoomName::parse("dev\u{3164}").err().map(|e| e.code());

@@ -34,9 +34,15 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "TCP connections open (HTTP and upgraded WebSocket).",
         state.serve_stats.open_connections() as f64,
     );
+    gauge(
+        &mut out,
+        "chinwag_polling_sessions_open",
+        "Engine.IO polling sessions open, each counted as a connection against the limits.",
+        state.serve_stats.polling_sessions() as f64,
+    );
     let _ = writeln!(
         out,
-        "# HELP chinwag_http_connections_refused_total Connections refused at a connection limit.\n\
+        "# HELP chinwag_http_connections_refused_total Connections and polling handshakes refused at a connection limit.\n\
          # TYPE chinwag_http_connections_refused_total counter\n\
          chinwag_http_connections_refused_total{{limit=\"total\"}} {}\n\
          chinwag_http_connections_refused_total{{limit=\"per_ip\"}} {}",

@@ -110,11 +110,16 @@ async fn favicon(headers: HeaderMap) -> Response {
     }
 }
 
-/// Liveness and a glance at the load: `{"status":"ok","connections":N,"users":M}`.
+/// Liveness and a glance at the load: Socket.IO connections (those still without a
+/// namespace socket also apart), polling sessions and HTTP connections counted against the
+/// connection caps, and users present.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({
         "status": "ok",
         "connections": state.io.connection_count(),
+        "unconnected": state.io.unconnected_count(),
+        "pollingSessions": state.serve_stats.polling_sessions(),
+        "httpConnections": state.serve_stats.open_connections(),
         "users": state.chat.user_count(),
     }))
 }

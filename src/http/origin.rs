@@ -1,6 +1,20 @@
-//! Which browser origins may open Socket.IO connections: the server's own origin, localhost,
-//! and the configured extras. Requests without an `Origin` header (non-browser clients such
-//! as Node or Python socket.io clients) are not browsers and pass.
+//! Which browser origins may open Socket.IO connections. Requests without an `Origin` header
+//! (non-browser clients such as Node or Python socket.io clients) are not browsers and pass.
+//!
+//! A browser page may connect when its origin is configured (`--allowed-origins`: the
+//! public origin(s) the server is reached at, such as `https://chat.example`, and any other
+//! sites), or when the browser addressed the server without a DNS name an attacker could
+//! control:
+//! - a loopback `Host` (`localhost`, `127.0.0.1`, `[::1]`, any port): pages on loopback
+//!   origins may connect (a development setup with the page on another local port);
+//! - an IP-address `Host`: the page of exactly that origin (`http://192.0.2.7:8080` reaching
+//!   `192.0.2.7:8080`).
+//!
+//! The `Host` header alone never makes an origin "same-origin": a DNS-rebinding page at
+//! `https://evil.example`, resolved to this server, sends `Host: evil.example` and
+//! `Origin: https://evil.example`, which match each other but nothing configured.
+
+use std::net::IpAddr;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -30,6 +44,11 @@ impl OriginPolicy {
         }
     }
 
+    /// Whether any origin was configured (a deployment reached by a host name needs one).
+    pub fn is_configured(&self) -> bool {
+        !self.extra.is_empty()
+    }
+
     /// Whether a browser page from `origin` may connect to a server reached as `host`
     /// (the request's `Host` header).
     pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
@@ -43,13 +62,30 @@ impl OriginPolicy {
         if !matches!(scheme, "http" | "https") {
             return false;
         }
-        let same_origin = host.is_some_and(|host| host.eq_ignore_ascii_case(authority));
-        same_origin || is_localhost(authority)
+        let Some(host) = host.map(str::trim) else {
+            return false;
+        };
+        match host_kind(host) {
+            HostKind::Loopback => host_kind(authority) == HostKind::Loopback,
+            HostKind::Address => host.eq_ignore_ascii_case(authority),
+            // A name: only what is configured (the name could be an attacker's, rebound).
+            HostKind::Name => false,
+        }
     }
 }
 
-/// `localhost`, `127.0.0.1` or `[::1]`, on any port.
-fn is_localhost(authority: &str) -> bool {
+#[derive(Debug, PartialEq, Eq)]
+enum HostKind {
+    /// `localhost`, or a loopback address.
+    Loopback,
+    /// Another IP address.
+    Address,
+    /// A DNS name.
+    Name,
+}
+
+/// What `authority` (`host`, `host:port`, `[v6]:port`) names.
+fn host_kind(authority: &str) -> HostKind {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         rest.split_once(']').map_or(rest, |(host, _)| host)
     } else {
@@ -57,7 +93,14 @@ fn is_localhost(authority: &str) -> bool {
             .split_once(':')
             .map_or(authority, |(host, _)| host)
     };
-    matches!(host, "localhost" | "127.0.0.1" | "::1")
+    if host.eq_ignore_ascii_case("localhost") {
+        return HostKind::Loopback;
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) if ip.to_canonical().is_loopback() => HostKind::Loopback,
+        Ok(_) => HostKind::Address,
+        Err(_) => HostKind::Name,
+    }
 }
 
 /// Middleware for the Socket.IO endpoint: refuse browsers from other origins with 403.
@@ -75,8 +118,12 @@ pub async fn check_origin(
             .to_str()
             .is_ok_and(|origin| policy.allows(origin, host));
         if !allowed {
-            tracing::debug!(?origin, "refused a connection from a foreign origin");
-            return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+            tracing::debug!(?origin, ?host, "refused a connection from a foreign origin");
+            return (
+                StatusCode::FORBIDDEN,
+                "origin not allowed (see --allowed-origins)\n",
+            )
+                .into_response();
         }
     }
     next.run(request).await
@@ -87,15 +134,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_servers_own_origin_is_allowed() {
+    fn a_host_name_is_same_origin_only_when_configured() {
         let policy = OriginPolicy::new(&[]);
-        assert!(policy.allows("http://chat.example:8080", Some("chat.example:8080")));
+        assert!(!policy.allows("https://chat.example", Some("chat.example")));
+        // DNS rebinding: the attacker's name, resolved to this server.
+        assert!(!policy.allows("https://evil.example", Some("evil.example")));
+        let policy = OriginPolicy::new(&["https://chat.example".to_owned()]);
         assert!(policy.allows("https://chat.example", Some("chat.example")));
+        assert!(!policy.allows("https://evil.example", Some("evil.example")));
         assert!(!policy.allows("https://evil.example", Some("chat.example")));
     }
 
     #[test]
-    fn localhost_on_any_port_is_allowed() {
+    fn an_address_host_allows_exactly_its_own_origin() {
+        let policy = OriginPolicy::new(&[]);
+        assert!(policy.allows("http://192.0.2.7:8080", Some("192.0.2.7:8080")));
+        assert!(policy.allows("http://[2001:db8::1]:80", Some("[2001:db8::1]:80")));
+        assert!(!policy.allows("http://192.0.2.7:9999", Some("192.0.2.7:8080")));
+        assert!(!policy.allows("http://localhost:3000", Some("192.0.2.7:8080")));
+    }
+
+    #[test]
+    fn localhost_pages_reach_a_loopback_host_only() {
         let policy = OriginPolicy::new(&[]);
         for origin in [
             "http://localhost:3000",
@@ -103,10 +163,14 @@ mod tests {
             "http://[::1]:80",
             "http://localhost",
         ] {
-            assert!(policy.allows(origin, Some("chat.example")), "{origin}");
+            assert!(policy.allows(origin, Some("localhost:8080")), "{origin}");
+            assert!(policy.allows(origin, Some("127.0.0.1:8080")), "{origin}");
+            assert!(!policy.allows(origin, Some("chat.example")), "{origin}");
         }
-        assert!(!policy.allows("http://localhost.evil.example", Some("chat.example")));
-        assert!(!policy.allows("null", Some("chat.example")));
+        assert!(!policy.allows("https://evil.example", Some("localhost:8080")));
+        assert!(!policy.allows("http://localhost.evil.example", Some("localhost")));
+        assert!(!policy.allows("null", Some("localhost")));
+        assert!(!policy.allows("http://localhost:3000", None));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Engine rooms used (names are private to this module and the join calls in this layer):
 //! - `tutorial:camelCase` / `tutorial:lowercase`: named tutorial sockets, by spelling;
 //! - `full`: every full-protocol socket (they are all in `general`);
-//! - `user:<id>`: every full-protocol socket of one user (tabs).
+//! - `user:<id>`: every full-protocol socket of one user (tabs);
+//! - `presence`: the full-protocol sockets that asked for everyone's presence
+//!   (`presence:subscribe`).
 //!
 //! A room other than `general` is reached as the union of its members' `user:` rooms, so a
 //! user's other tabs follow a room joined in one tab without any per-socket bookkeeping.
@@ -22,6 +24,9 @@ use crate::store::StoredMessage;
 
 /// Engine room of every full-protocol socket.
 pub const FULL_ROOM: &str = "full";
+
+/// Engine room of the sockets that asked for every user's presence.
+pub const PRESENCE_ROOM: &str = "presence";
 
 /// Engine room of one user's full-protocol sockets.
 pub fn user_room(user: &UserId) -> String {
@@ -135,6 +140,17 @@ pub fn deliver(
             Audience::Everyone => {
                 let Some(op) = namespace(io) else { return };
                 report(full_emit(op.to(FULL_ROOM), notice, None, offsets));
+            }
+            Audience::Watchers(rooms) => {
+                let Some(mut op) = namespace(io) else { return };
+                op = op.to(PRESENCE_ROOM);
+                // The engine sends once to a socket in several of these rooms.
+                for room in rooms {
+                    for user in community.member_ids(room) {
+                        op = op.to(&user_room(user));
+                    }
+                }
+                report(full_emit(op, notice, None, offsets));
             }
         }
     }

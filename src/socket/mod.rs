@@ -13,12 +13,14 @@
 //! - [`identity`]: who a connecting client is (a session token or a free name), one
 //!   [`identity::claim_identity`] for both protocols.
 //! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
+//! - [`presence`]: the opt-in to every user's presence.
 //! - [`recovery`]: Socket.IO connection-state recovery backed by the durable history.
 //! - [`wire`]: every request and message shape on the wire; a leaf the others import.
 
 pub mod deliver;
 pub mod full;
 pub mod identity;
+pub mod presence;
 pub mod recovery;
 pub mod tutorial;
 pub mod wire;
@@ -685,6 +687,8 @@ impl Handler for ChatHandler {
             "dm:send" => full::dm_send(chat, socket, &args, ack).await,
             "dm:history" => full::dm_history(chat, socket, &args, ack).await,
             "typing" => full::typing(chat, socket, &args),
+            "presence:subscribe" => presence::subscribe(chat, socket, ack),
+            "presence:unsubscribe" => presence::unsubscribe(chat, socket, ack),
             other => {
                 debug!(socket = %socket.id(), event = other, "unknown event");
                 full::answer(ack, Err(full::unknown_event()));

@@ -341,10 +341,17 @@ impl HttpResponse {
     }
 }
 
-/// GET with `Connection: close`, read to the end (fixed-length bodies only).
+/// GET with `Connection: close`, read to the end (fixed-length bodies only). `Host` is the
+/// address unless `headers` name another.
 pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
     let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

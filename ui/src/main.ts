@@ -241,6 +241,13 @@ function connect(auth: { name: string } | { token: string }): void {
   });
   socket = s;
 
+  // The member lists show who is online in general too: ask for everyone's presence (by
+  // default a socket hears only about users it shares another room with). Per connection:
+  // a reconnected socket is a new one.
+  s.on('connect', () => {
+    s.emit('presence:subscribe', {});
+  });
+
   s.on('connect_error', (error: Error & { data?: ErrorBody }) => {
     if (s !== socket) return;
     if (s.active) {

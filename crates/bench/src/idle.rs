@@ -34,6 +34,10 @@ pub struct IdleArgs {
     /// Upper bound on the whole scenario, in seconds.
     #[arg(long, default_value_t = 300)]
     pub max_secs: u64,
+    /// After every client left, wait this long (the server's presence grace period and a
+    /// margin) before measuring what the server kept.
+    #[arg(long, default_value_t = 8)]
+    pub left_wait_secs: u64,
 }
 
 /// Options of one idle worker process (spawned by `idle`, not meant to be run by hand).
@@ -128,7 +132,32 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<(), BenchError> {
             worker.child.kill().await.ok();
         }
     }
+    if result.is_ok() {
+        measure_after_leaving(common, &pid, base_kib, args.left_wait_secs).await;
+    }
     result
+}
+
+/// Once every client has left (and the server's presence grace period has passed): how much
+/// of what the connections cost the server kept.
+async fn measure_after_leaving(common: &Common, pid: &str, base_kib: u64, wait_secs: u64) {
+    tokio::time::sleep(Duration::from_secs(wait_secs)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let Some(rss_kib) = settled_rss(pid, deadline).await else {
+        return;
+    };
+    eprintln!(
+        "[{}] idle: all left, server RSS {rss_kib} KiB ({} KiB above the start)",
+        common.label,
+        rss_kib.saturating_sub(base_kib)
+    );
+    emit_record(serde_json::json!({
+        "scenario": "idle_left",
+        "label": common.label,
+        "base_rss_kib": base_kib,
+        "rss_kib": rss_kib,
+        "kept_kib": rss_kib.saturating_sub(base_kib),
+    }));
 }
 
 async fn grow_and_measure(

@@ -13,7 +13,14 @@ pub struct EngineConfig {
     pub ping_timeout: Duration,
     /// Largest accepted packet, HTTP body or WebSocket message, in bytes. Default 1,000,000.
     pub max_payload: usize,
-    /// Time a client has to send its Socket.IO CONNECT after the Engine.IO open. Default 45 s.
+    /// Time a client has to send its first Socket.IO CONNECT packet after the Engine.IO
+    /// open; a session that sent none by then is closed. Official clients send it at once;
+    /// an unused handshake should not hold a session (and its slot under the connection
+    /// caps) for long. Default 10 s.
+    pub first_connect_timeout: Duration,
+    /// Time a client has, from the Engine.IO open, to have a namespace socket connected
+    /// (its CONNECT accepted) once it sent a CONNECT. Default 45 s, socket.io's
+    /// `connectTimeout`.
     pub connect_timeout: Duration,
     /// Allow the WebSocket transport. Default true.
     pub allow_websocket: bool,
@@ -27,8 +34,10 @@ pub struct EngineConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// Bound, in bytes, on one connection's queued outbound data. A non-volatile packet that
     /// does not fit behind already queued data disconnects the slow reader (reason
-    /// "transport error"); a packet into an empty outbox is always accepted, so one large ack
-    /// is not mistaken for a slow reader. Default 1 MiB.
+    /// "transport error"): the queued data is dropped and the client is told why (WebSocket
+    /// close 1008 with a reason after the frame in progress; on polling, a final close packet
+    /// carrying the reason). A packet into an empty outbox is always accepted, so one large
+    /// ack is not mistaken for a slow reader. Default 1 MiB.
     pub max_outbound_bytes: usize,
     /// Time limit for reading an HTTP request body. Default 10 s.
     pub http_request_timeout: Duration,
@@ -43,6 +52,7 @@ impl Default for EngineConfig {
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
+            first_connect_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(45),
             allow_websocket: true,
             allow_polling: true,

@@ -12,6 +12,7 @@
 //! pointer moves with no `.await` inside, so an async mutex would only add cost.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use crate::eio::{Frame, Incoming, PacketType};
 use crate::handler::{DisconnectReason, Event};
 use crate::ns::SockDyn;
+use crate::serve::ConnGuard;
 use crate::server::ServerInner;
 use crate::sio::{self, PacketKind};
 use crate::socket::{EmitError, Handshake};
@@ -77,6 +79,38 @@ enum HandshakeSlot {
     Shared(Arc<Handshake>),
 }
 
+/// Why the server cut a connection off, told to the client before it goes: the code and
+/// reason of the WebSocket close frame, or the data of the final polling close packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Farewell {
+    /// More than `max_outbound_bytes` waited to be sent.
+    SlowReader,
+    /// A write did not finish within a heartbeat period (ping interval + timeout).
+    StalledReader,
+}
+
+impl Farewell {
+    /// The WebSocket close code: 1008, policy violation.
+    pub(crate) fn code(self) -> u16 {
+        match self {
+            Self::SlowReader | Self::StalledReader => 1008,
+        }
+    }
+    /// A sentence for the client's log (at most 123 bytes, a close frame's limit).
+    pub(crate) fn reason(self, config: &crate::EngineConfig) -> String {
+        match self {
+            Self::SlowReader => format!(
+                "slow reader: more than {} bytes waited to be sent",
+                config.max_outbound_bytes
+            ),
+            Self::StalledReader => format!(
+                "slow reader: a write waited more than {} ms",
+                (config.ping_interval + config.ping_timeout).as_millis()
+            ),
+        }
+    }
+}
+
 /// A protocol violation by the client: the connection is closed.
 #[derive(Debug)]
 pub(crate) struct ProtocolError(pub &'static str);
@@ -99,6 +133,9 @@ struct State {
     closed: Option<DisconnectReason>,
     /// The client sent the close packet (a pending poll then gets noop, not close).
     closed_by_client: bool,
+    /// Why the server closed, to tell the client; `farewell_sent` once a poll carried it.
+    farewell: Option<Farewell>,
+    farewell_sent: bool,
     transport: Transport,
     poll_pending: bool,
     post_pending: bool,
@@ -107,7 +144,14 @@ struct State {
     pong_deadline: Option<Instant>,
     /// Engine.IO v3: the client pings; we close if none arrives in time.
     last_client_ping: Instant,
+    /// Until a namespace socket connects: when the session is closed for not connecting one
+    /// (sooner while it has not even sent a CONNECT).
     connect_deadline: Option<Instant>,
+    connect_sent: bool,
+    // --- admission ---
+    /// This polling session's slot under the connection caps, released when it is upgraded
+    /// to a WebSocket (which is counted as a connection) or removed.
+    slot: Option<ConnGuard>,
     // --- inbox ---
     inbox: VecDeque<Inbound>,
     busy: bool,
@@ -155,13 +199,17 @@ impl Conn {
             paused_after_reply: false,
             closed: None,
             closed_by_client: false,
+            farewell: None,
+            farewell_sent: false,
             transport,
             poll_pending: false,
             post_pending: false,
             next_ping_at: now + config.ping_interval,
             pong_deadline: None,
             last_client_ping: now,
-            connect_deadline: Some(now + config.connect_timeout),
+            connect_deadline: Some(now + config.first_connect_timeout.min(config.connect_timeout)),
+            connect_sent: false,
+            slot: None,
             inbox: VecDeque::new(),
             busy: false,
             partial: None,
@@ -180,13 +228,10 @@ impl Conn {
         })
     }
 
-    /// The handshake a new namespace socket sees: the opening request with its `auth` and
-    /// extra query pairs. The first socket takes the request without copying it.
-    pub(crate) fn handshake_for(
-        &self,
-        auth: Value,
-        query: Vec<(String, String)>,
-    ) -> Arc<Handshake> {
+    /// The handshake a new namespace socket sees: the opening request with the namespace
+    /// CONNECT's extra query pairs (socket.io 2.x). The first socket takes the request
+    /// without copying it.
+    pub(crate) fn handshake_for(&self, query: Vec<(String, String)>) -> Arc<Handshake> {
         let mut slot = self.handshake.lock().unwrap_or_else(|e| e.into_inner());
         let mut handshake = match &mut *slot {
             HandshakeSlot::Owned(h) => std::mem::replace(
@@ -196,17 +241,15 @@ impl Conn {
                     headers: Default::default(),
                     remote_addr: None,
                     eio: self.eio,
-                    auth: Value::Null,
                 },
             ),
             HandshakeSlot::Shared(shared) => {
-                if shared.auth == auth && query.is_empty() {
+                if query.is_empty() {
                     return shared.clone();
                 }
                 Handshake::clone(shared)
             }
         };
-        handshake.auth = auth;
         handshake.query.extend(query);
         let shared = Arc::new(handshake);
         if matches!(*slot, HandshakeSlot::Owned(_)) {
@@ -259,8 +302,7 @@ impl Conn {
             // history page) into an empty outbox is accepted, whatever its size.
             if !st.out.is_empty() && st.out_bytes + size > self.server.config.max_outbound_bytes {
                 drop(st);
-                tracing::debug!(sid = %self.sid, "outbox full: disconnecting slow reader");
-                self.close(DisconnectReason::TransportError);
+                self.cut_off_slow_reader(Farewell::SlowReader);
                 return Err(EmitError::Overflow);
             }
             was_empty = st.out.is_empty();
@@ -275,6 +317,24 @@ impl Conn {
             self.writer_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Disconnect a client that does not read what it is sent. What is queued could not be
+    /// read in time anyway: it is dropped, and the client gets the frame it is in the middle
+    /// of, then why it is cut off (and syncs later).
+    pub(crate) fn cut_off_slow_reader(self: &Arc<Self>, farewell: Farewell) {
+        {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            st.farewell = Some(farewell);
+            st.out = VecDeque::new();
+            st.out_bytes = 0;
+            st.barrier = None;
+        }
+        tracing::debug!(sid = %self.sid, ?farewell, "disconnecting a slow reader");
+        self.close(DisconnectReason::TransportError);
     }
 
     /// Queue an Engine.IO heartbeat packet. It goes ahead of a CONNECT barrier: a slow
@@ -375,13 +435,70 @@ impl Conn {
         self.lock().closed_by_client
     }
 
+    /// Why the server cut the connection off, if it says.
+    pub(crate) fn farewell(&self) -> Option<Farewell> {
+        self.lock().farewell
+    }
+
+    /// A closed polling session whose client has not yet polled for the farewell: its next
+    /// poll is answered with it.
+    pub(crate) fn farewell_pending(&self) -> bool {
+        let st = self.lock();
+        st.farewell.is_some() && !st.farewell_sent && st.transport == Transport::Polling
+    }
+
+    /// The final close packet of a polling session: `1`, followed by the farewell if any
+    /// (clients ignore the data of a close packet, but it shows in their transport logs).
+    pub(crate) fn final_close_packet(&self) -> Frame {
+        let farewell = {
+            let mut st = self.lock();
+            st.farewell_sent = true;
+            st.farewell
+        };
+        self.idle.notify_waiters();
+        match farewell {
+            Some(farewell) => Frame::text(format!("1{}", farewell.reason(&self.server.config))),
+            None => Frame::text("1"),
+        }
+    }
+
     pub(crate) fn transport(&self) -> Transport {
         self.lock().transport
     }
 
     pub(crate) fn set_transport(&self, transport: Transport) {
-        self.lock().transport = transport;
+        let released = {
+            let mut st = self.lock();
+            st.transport = transport;
+            // Now carried by a WebSocket connection, which the accept loop counts.
+            if transport == Transport::WebSocket {
+                st.slot.take()
+            } else {
+                None
+            }
+        };
+        drop(released);
         self.wake_all();
+    }
+
+    /// Hold `slot` (a polling session's place under the connection caps) while polling.
+    pub(crate) fn hold_slot(&self, slot: ConnGuard) {
+        self.lock().slot = Some(slot);
+    }
+
+    /// Give the session's place under the connection caps back (it is gone).
+    pub(crate) fn release_slot(&self) {
+        let released = self.lock().slot.take();
+        drop(released);
+    }
+
+    /// Whether a namespace socket is connected.
+    pub(crate) fn has_sockets(&self) -> bool {
+        !self
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     fn wake_all(&self) {
@@ -656,8 +773,27 @@ impl Conn {
         Ok(())
     }
 
+    /// A CONNECT arrived: the session now has until the full connect timeout (counted from
+    /// its open) to get a socket connected.
+    fn connect_received(&self) {
+        let config = &self.server.config;
+        let mut st = self.lock();
+        if std::mem::replace(&mut st.connect_sent, true) {
+            return;
+        }
+        let extra = config
+            .connect_timeout
+            .saturating_sub(config.first_connect_timeout);
+        if let Some(deadline) = st.connect_deadline.as_mut() {
+            *deadline += extra;
+        }
+    }
+
     /// Queue a namespace packet for the dispatcher.
     pub(crate) fn enqueue(&self, item: Inbound) {
+        if matches!(item, Inbound::Connect { .. }) {
+            self.connect_received();
+        }
         self.lock().inbox.push_back(item);
         self.dispatch_wake.notify_one();
     }
@@ -778,6 +914,17 @@ async fn cleanup(conn: Arc<Conn>) {
     let sockets = std::mem::take(&mut *conn.sockets.lock().unwrap_or_else(|e| e.into_inner()));
     for socket in sockets {
         socket.on_disconnect(reason).await;
+    }
+    // A polling client cut off with a farewell learns it from its next poll: keep the session
+    // (its outbox empty) until then, for at most a heartbeat's timeout.
+    let deadline = Instant::now() + conn.server.config.ping_timeout;
+    while conn.farewell_pending() && !conn.server.shutting_down.load(Ordering::SeqCst) {
+        let idle = conn.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if !conn.farewell_pending() || tokio::time::timeout_at(deadline, idle).await.is_err() {
+            break;
+        }
     }
     conn.server.remove_session(&conn.sid);
 }

@@ -90,14 +90,20 @@ impl<H: Handler> NsDyn for Namespace<H> {
             let core = self.core.clone();
             let recovery = conn.server.config.connection_state_recovery;
             let (id, pid) = socket_identity(&conn, &core, &auth, recovery);
-            let handshake = conn.handshake_for(auth, query);
-            let socket = Arc::new(Socket::new(id, core.clone(), conn.clone(), handshake, pid));
+            let claimed = auth.get("pid").and_then(Value::as_str);
+            let pid_claimed = pid.as_deref().is_some_and(|pid| claimed == Some(pid));
+            let handshake = conn.handshake_for(query);
+            let socket = Arc::new(Socket::new(
+                id,
+                core.clone(),
+                conn.clone(),
+                handshake,
+                pid,
+                pid_claimed,
+            ));
             core.add_member(socket.id(), conn.clone());
             conn.set_barrier();
-            let result = self
-                .handler
-                .on_connect(&socket, &socket.handshake().auth)
-                .await;
+            let result = self.handler.on_connect(&socket, &auth).await;
             match result {
                 Ok(()) if socket.connected() => {
                     // Registered even if the connection closed meanwhile: the cleanup then

@@ -7,6 +7,10 @@
 //!
 //! A connection is counted from `accept` until its socket closes, including after a WebSocket
 //! upgrade: the count lives in a wrapper around the TCP stream, which the upgraded stream owns.
+//! An Engine.IO polling session holds no socket between its requests, so it counts as one
+//! more connection for as long as it lives on polling (see
+//! [`crate::SocketIoBuilder::connection_limits`]): otherwise one address could open sessions
+//! without bound with a handful of short-lived HTTP requests.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,18 +63,54 @@ impl Default for ServeOptions {
     }
 }
 
-/// Counters of the accept loop.
-#[derive(Debug, Default)]
+/// Counters of the accept loop, and the admission of connections and polling sessions
+/// against its caps (the caps are those of the [`serve`] call the stats are passed to).
+#[derive(Debug)]
 pub struct ServeStats {
     open: AtomicUsize,
+    /// Polling sessions, each counted as a connection.
+    sessions: AtomicUsize,
     refused_total_limit: AtomicU64,
     refused_ip_limit: AtomicU64,
+    /// Connections and polling sessions per address; an address leaves the map with its
+    /// last one.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Set by [`serve`]; unlimited until then.
+    max_connections: AtomicUsize,
+    max_connections_per_ip: AtomicUsize,
+}
+
+impl Default for ServeStats {
+    fn default() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            sessions: AtomicUsize::new(0),
+            refused_total_limit: AtomicU64::new(0),
+            refused_ip_limit: AtomicU64::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            max_connections: AtomicUsize::new(usize::MAX),
+            max_connections_per_ip: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+/// What an admission counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// An accepted TCP connection.
+    Connection,
+    /// An Engine.IO session on polling (it holds no connection between requests).
+    PollingSession,
 }
 
 impl ServeStats {
     /// Connections open now (HTTP and upgraded).
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+    /// Polling sessions open now, each counted against the caps like a connection.
+    pub fn polling_sessions(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
     }
     /// Connections refused because `max_connections` were open.
     pub fn refused_total_limit(&self) -> u64 {
@@ -102,10 +142,13 @@ pub async fn serve<S>(
 where
     S: Future<Output = ()> + Send + 'static,
 {
-    let limits = Arc::new(Limits {
-        per_ip: Mutex::new(HashMap::new()),
-        options,
-    });
+    let stats = options.stats.clone();
+    stats
+        .max_connections
+        .store(options.max_connections, Ordering::Relaxed);
+    stats
+        .max_connections_per_ip
+        .store(options.max_connections_per_ip, Ordering::Relaxed);
     // Connection tasks watch `stop`; each holds a clone of `alive`, so `alive_tx.closed()`
     // resolves when the last one ends.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -122,12 +165,12 @@ where
             },
             () = &mut shutdown => break,
         };
-        let Some(guard) = limits.admit(peer.ip()) else {
+        let Some(guard) = stats.admit(peer.ip(), Slot::Connection) else {
             // A refused client is not worth a task or a wait: best effort, then close.
             let _ = stream.try_write(REFUSAL);
             continue;
         };
-        if limits.options.tcp_nodelay {
+        if options.tcp_nodelay {
             let _ = stream.set_nodelay(true);
         }
         let io = TokioIo::new(Counted {
@@ -140,7 +183,7 @@ where
             // `Router` is always ready: no `poll_ready` needed before `call`.
             router.clone().call(request)
         });
-        let header_read_timeout = limits.options.header_read_timeout;
+        let header_read_timeout = options.header_read_timeout;
         let mut stop = stop_rx.clone();
         let alive = alive_rx.clone();
         tokio::spawn(async move {
@@ -187,53 +230,58 @@ async fn accept_error(error: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-struct Limits {
-    /// Open connections per address; an address leaves the map with its last connection.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    options: ServeOptions,
-}
-
-impl Limits {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
+impl ServeStats {
+    /// Count one connection or polling session from `ip`, or refuse it (over a cap).
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, slot: Slot) -> Option<ConnGuard> {
         let ip = ip.to_canonical();
-        let stats = &self.options.stats;
-        if stats.open.load(Ordering::Relaxed) >= self.options.max_connections {
-            stats.refused_total_limit.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%ip, "connection refused: max_connections open");
+        let in_use = self.open.load(Ordering::Relaxed) + self.sessions.load(Ordering::Relaxed);
+        if in_use >= self.max_connections.load(Ordering::Relaxed) {
+            self.refused_total_limit.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%ip, ?slot, "refused: max_connections open");
             return None;
         }
         {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let count = per_ip.entry(ip).or_insert(0);
-            if *count >= self.options.max_connections_per_ip {
-                stats.refused_ip_limit.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%ip, "connection refused: max_connections_per_ip open");
+            if *count >= self.max_connections_per_ip.load(Ordering::Relaxed) {
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+                self.refused_ip_limit.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%ip, ?slot, "refused: max_connections_per_ip open");
                 return None;
             }
             *count += 1;
         }
-        stats.open.fetch_add(1, Ordering::Relaxed);
+        self.counter(slot).fetch_add(1, Ordering::Relaxed);
         Some(ConnGuard {
-            limits: self.clone(),
+            stats: self.clone(),
             ip,
+            slot,
         })
+    }
+
+    fn counter(&self, slot: Slot) -> &AtomicUsize {
+        match slot {
+            Slot::Connection => &self.open,
+            Slot::PollingSession => &self.sessions,
+        }
     }
 }
 
-/// One counted connection; uncounted when dropped (with the socket).
-struct ConnGuard {
-    limits: Arc<Limits>,
+/// One counted connection or session; uncounted when dropped.
+pub(crate) struct ConnGuard {
+    stats: Arc<ServeStats>,
     ip: IpAddr,
+    slot: Slot,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.limits
-            .options
-            .stats
-            .open
+        self.stats
+            .counter(self.slot)
             .fetch_sub(1, Ordering::Relaxed);
-        let mut per_ip = self.limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = self.stats.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = per_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

@@ -15,6 +15,7 @@ use crate::conn::Conn;
 use crate::eio::Frame;
 use crate::handler::{DisconnectReason, Handler};
 use crate::ns::{Namespace, NsDyn};
+use crate::serve::ServeStats;
 use crate::socket::{BroadcastOperator, SocketId};
 
 /// Builder: configuration, namespaces, adapter.
@@ -22,6 +23,7 @@ pub struct SocketIoBuilder {
     config: EngineConfig,
     namespaces: HashMap<String, Arc<dyn NsDyn>>,
     adapter: Arc<dyn Adapter>,
+    limits: Option<Arc<ServeStats>>,
 }
 
 impl SocketIoBuilder {
@@ -40,6 +42,15 @@ impl SocketIoBuilder {
         self.adapter = Arc::new(adapter);
         self
     }
+    /// Count polling sessions against the caps of the [`crate::serve()`] loop these stats
+    /// are passed to (in [`crate::ServeOptions::stats`]): a polling session holds no
+    /// connection between its requests, so it counts as one connection (per address too)
+    /// while it lives on polling; a handshake over the caps gets 503. WebSocket sessions
+    /// are counted by their connection.
+    pub fn connection_limits(mut self, stats: Arc<ServeStats>) -> Self {
+        self.limits = Some(stats);
+        self
+    }
     /// Finish: the server is ready to be mounted with [`SocketIo::router`].
     pub fn build(self) -> SocketIo {
         SocketIo {
@@ -47,6 +58,7 @@ impl SocketIoBuilder {
                 config: self.config,
                 namespaces: self.namespaces,
                 adapter: self.adapter,
+                limits: self.limits,
                 sessions: Mutex::new(HashMap::new()),
                 sessions_changed: Notify::new(),
                 shutting_down: AtomicBool::new(false),
@@ -61,6 +73,8 @@ pub(crate) struct ServerInner {
     pub(crate) config: EngineConfig,
     pub(crate) namespaces: HashMap<String, Arc<dyn NsDyn>>,
     pub(crate) adapter: Arc<dyn Adapter>,
+    /// Where polling sessions are counted against the connection caps, if anywhere.
+    pub(crate) limits: Option<Arc<ServeStats>>,
     /// Every open Engine.IO connection by sid (polling needs the lookup; shutdown and
     /// `connection_count` need the set). A std `Mutex`: inserts, lookups and removals only.
     sessions: Mutex<HashMap<Arc<str>, Arc<Conn>>>,
@@ -82,7 +96,10 @@ impl ServerInner {
         self.sessions().get(sid).cloned()
     }
     pub(crate) fn remove_session(&self, sid: &str) {
-        self.sessions().remove(sid);
+        let removed = self.sessions().remove(sid);
+        if let Some(conn) = removed {
+            conn.release_slot();
+        }
         self.sessions_changed.notify_waiters();
     }
     /// The public socket id belonging to a recovery private id.
@@ -124,6 +141,7 @@ impl SocketIo {
             config,
             namespaces: HashMap::new(),
             adapter: Arc::new(LocalAdapter),
+            limits: None,
         }
     }
     /// An axum router serving the Engine.IO endpoint at `config.path` (polling and WebSocket).
@@ -163,6 +181,12 @@ impl SocketIo {
     /// Number of open Engine.IO connections.
     pub fn connection_count(&self) -> usize {
         self.inner.sessions().len()
+    }
+    /// How many of the open Engine.IO connections have no namespace socket yet (they are
+    /// closed unless they connect one within the connect timeouts).
+    pub fn unconnected_count(&self) -> usize {
+        let conns: Vec<Arc<Conn>> = self.inner.sessions().values().cloned().collect();
+        conns.iter().filter(|conn| !conn.has_sockets()).count()
     }
     /// Close every connection (handlers see `ServerShuttingDown`) and wait until every
     /// `on_disconnect` has returned. New connections are refused from now on.

@@ -60,8 +60,8 @@ pub struct Handshake {
     pub remote_addr: Option<SocketAddr>,
     /// 3 or 4: the Engine.IO protocol revision (3 means a socket.io 2.x client).
     pub eio: u8,
-    /// The CONNECT auth payload (`{}` when none).
-    pub auth: Value,
+    // The CONNECT auth payload is not kept: `Handler::on_connect` receives it. (A JSON
+    // object costs about 0.7 KiB, for the life of every socket.)
 }
 
 impl Handshake {
@@ -128,6 +128,8 @@ pub struct Socket<D> {
     state: AtomicU8,
     /// Recovery private id, when `connection_state_recovery` is on.
     pid: Option<Arc<str>>,
+    /// `pid` is the one the client claimed in its CONNECT auth.
+    pid_claimed: bool,
     /// The client's pid was accepted by `restore_session`.
     restored: AtomicBool,
     /// Allocated on the first `emit_with_ack`.
@@ -141,6 +143,7 @@ impl<D: Default> Socket<D> {
         conn: Arc<Conn>,
         handshake: Arc<Handshake>,
         pid: Option<Arc<str>>,
+        pid_claimed: bool,
     ) -> Self {
         Self {
             id,
@@ -150,6 +153,7 @@ impl<D: Default> Socket<D> {
             data: D::default(),
             state: AtomicU8::new(CONNECTING),
             pid,
+            pid_claimed,
             restored: AtomicBool::new(false),
             acks: Mutex::new(None),
         }
@@ -338,8 +342,7 @@ impl<D: Send + Sync + 'static> Socket<D> {
     /// id is already the one it had). Returns false when there is nothing to restore
     /// (recovery disabled, no valid pid in the auth, or that socket id is still connected).
     pub fn restore_session(&self) -> bool {
-        let claimed = self.handshake.auth.get("pid").and_then(Value::as_str);
-        let ok = matches!((&self.pid, claimed), (Some(pid), Some(c)) if **pid == *c);
+        let ok = self.pid.is_some() && self.pid_claimed;
         self.restored.store(ok, Ordering::Release);
         ok
     }
@@ -353,8 +356,7 @@ impl<D: Send + Sync + 'static> Socket<D> {
     /// The `pid` the CONNECT reply carries: the client's if restored, else a fresh one.
     pub(crate) fn reply_pid(&self) -> Option<String> {
         let pid = self.pid.as_ref()?;
-        let claimed = self.handshake.auth.get("pid").and_then(Value::as_str);
-        if claimed == Some(&**pid) && !self.restored.load(Ordering::Acquire) {
+        if self.pid_claimed && !self.restored.load(Ordering::Acquire) {
             // Not restored: the client must not believe it recovered.
             return Some(crate::server::random_id());
         }

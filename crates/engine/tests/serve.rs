@@ -116,6 +116,105 @@ async fn the_per_ip_limit_refuses_one_more_and_admits_again_after_one_closes() {
     assert!(keep_alive_get(&mut again).await.starts_with("HTTP/1.1 400"));
 }
 
+/// Open polling sessions (each on a fresh connection that then closes) until one is refused;
+/// returns the sids of those opened and the refusal's status line.
+async fn open_sessions_until_refused(
+    server: &TestServer,
+    stats: &ServeStats,
+    most: usize,
+) -> (Vec<String>, u16) {
+    let mut sids = Vec::new();
+    for _ in 0..most {
+        let response = get(server, "EIO=4&transport=polling").await;
+        wait_until("the handshake's connection is uncounted", || {
+            stats.open_connections() == 0
+        })
+        .await;
+        if response.status != 200 {
+            return (sids, response.status);
+        }
+        let open = json_of(&response.text(), 1);
+        sids.push(open["sid"].as_str().unwrap().to_owned());
+    }
+    (sids, 200)
+}
+
+#[tokio::test]
+async fn unused_polling_sessions_count_against_the_per_ip_limit_and_expire() {
+    // Handshakes that never connect a namespace hold no connection between requests; they
+    // must still count, or one address opens sessions without bound.
+    let stats = Arc::new(ServeStats::default());
+    let options = ServeOptions {
+        max_connections_per_ip: 4,
+        stats: stats.clone(),
+        ..ServeOptions::default()
+    };
+    let config = EngineConfig {
+        ping_interval: Duration::from_secs(10),
+        ping_timeout: Duration::from_secs(10),
+        first_connect_timeout: Duration::from_millis(400),
+        connect_timeout: Duration::from_secs(10),
+        ..EngineConfig::default()
+    };
+    let server = start_serving(config, options).await;
+    // A handshake needs its own connection's place too: three sessions fit under four.
+    let (sids, refusal) = open_sessions_until_refused(&server, &stats, 10).await;
+    assert_eq!(sids.len(), 3, "sessions admitted");
+    assert_eq!(refusal, 503);
+    assert_eq!(stats.polling_sessions(), 3);
+    assert!(stats.refused_ip_limit() >= 1);
+    assert_eq!(server.io.unconnected_count(), 3);
+
+    // One of them connects its namespace in time and stays; the others sent no CONNECT and
+    // are closed after the first-connect timeout, giving their places back.
+    let q = format!("EIO=4&transport=polling&sid={}", sids[0]);
+    post(&server, &q, "40").await;
+    assert!(get(&server, &q).await.text().starts_with("40"));
+    wait_until("the unused sessions expire", || {
+        stats.polling_sessions() == 1 && server.io.connection_count() == 1
+    })
+    .await;
+    let stale = get(&server, &format!("EIO=4&transport=polling&sid={}", sids[1])).await;
+    assert_eq!(stale.status, 400);
+    let (again, _) = open_sessions_until_refused(&server, &stats, 10).await;
+    assert_eq!(again.len(), 2, "places given back");
+}
+
+#[tokio::test]
+async fn unused_polling_sessions_count_against_the_total_limit() {
+    let stats = Arc::new(ServeStats::default());
+    let options = ServeOptions {
+        max_connections: 3,
+        stats: stats.clone(),
+        ..ServeOptions::default()
+    };
+    let server = start_serving(fast_config(), options).await;
+    let (sids, refusal) = open_sessions_until_refused(&server, &stats, 10).await;
+    assert_eq!((sids.len(), refusal), (2, 503));
+    assert!(stats.refused_total_limit() >= 1);
+}
+
+#[tokio::test]
+async fn an_upgraded_session_is_counted_by_its_websocket_alone() {
+    let stats = Arc::new(ServeStats::default());
+    let options = ServeOptions {
+        stats: stats.clone(),
+        ..ServeOptions::default()
+    };
+    let server = start_serving(fast_config(), options).await;
+    let sid = polling_session(&server).await;
+    assert_eq!(stats.polling_sessions(), 1);
+    let mut ws = ws_connect(&server, &format!("EIO=4&transport=websocket&sid={sid}")).await;
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_text(&mut ws).await, "3probe");
+    ws_send(&mut ws, "5").await;
+    wait_until("the session's place is given back", || {
+        stats.polling_sessions() == 0
+    })
+    .await;
+    assert_eq!(stats.open_connections(), 1);
+}
+
 #[tokio::test]
 async fn an_upgraded_websocket_outlives_the_header_timeout_and_stays_counted() {
     let stats = Arc::new(ServeStats::default());

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use engine::{DisconnectReason, EngineConfig};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -498,6 +498,90 @@ async fn oversized_payloads_close_the_connection() {
     let mut ws = sio_ws(&server).await;
     ws_send(&mut ws, &big).await;
     assert_eq!(ws_closed(&mut ws).await, Some(1009));
+}
+
+#[tokio::test]
+async fn one_large_frame_over_the_limit_gets_a_readable_1009() {
+    // The server refuses the frame by its header while the client is still writing it; a
+    // client that reads only once its write is done must still find the close frame, not a
+    // reset (closing a socket with unread data sends one, and the close frame is lost).
+    let config = EngineConfig {
+        max_payload: 1000,
+        ..fast_config()
+    };
+    let server = start(config).await;
+    for size in [64 * 1024, 8 * 1024 * 1024] {
+        let mut ws = sio_ws(&server).await;
+        let big = format!("42[\"message\",\"{}\"]", "x".repeat(size));
+        let sent = tokio::time::timeout(WAIT, ws.send(Message::text(big))).await;
+        assert!(
+            matches!(sent, Ok(Ok(()))),
+            "{size} bytes: the write did not complete: {sent:?}"
+        );
+        assert_eq!(ws_closed(&mut ws).await, Some(1009), "{size} bytes");
+    }
+}
+
+/// A server whose outbox holds 64 KiB, with heartbeats too slow to interfere.
+fn small_outbox_config() -> EngineConfig {
+    EngineConfig {
+        max_outbound_bytes: 64 * 1024,
+        ping_interval: Duration::from_secs(10),
+        ping_timeout: Duration::from_secs(10),
+        ..fast_config()
+    }
+}
+
+#[tokio::test]
+async fn a_slow_reader_on_websocket_reads_why_it_was_cut_off() {
+    let mut server = start(small_outbox_config()).await;
+    let mut ws = sio_ws(&server).await;
+    assert!(matches!(server.next_seen().await, Seen::Connect(..)));
+    // 25 MB asked for and not read: the socket buffers fill, the outbox overflows.
+    ws_send(&mut ws, r#"42["flood",400,65536]"#).await;
+    assert_eq!(
+        server.next_disconnect().await,
+        DisconnectReason::TransportError
+    );
+    // Reading now: what was on its way, then a close frame with a code and a reason.
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("close in time")
+    .expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(
+        close.reason.as_str().starts_with("slow reader"),
+        "{:?}",
+        close.reason
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_on_polling_gets_a_final_close_packet_saying_why() {
+    let mut server = start(small_outbox_config()).await;
+    let sid = polling_session(&server).await;
+    let q = format!("EIO=4&transport=polling&sid={sid}");
+    post(&server, &q, "40").await;
+    assert!(get(&server, &q).await.text().starts_with("40"));
+    assert!(matches!(server.next_seen().await, Seen::Connect(..)));
+    // Far more than the outbox holds, and no poll to take it.
+    post(&server, &q, r#"42["flood",40,65536]"#).await;
+    assert_eq!(
+        server.next_disconnect().await,
+        DisconnectReason::TransportError
+    );
+    let last = get(&server, &q).await;
+    assert_eq!(last.status, 200);
+    assert!(last.text().starts_with("1slow reader"), "{}", last.text());
+    assert_eq!(get(&server, &q).await.status, 400);
 }
 
 #[tokio::test]

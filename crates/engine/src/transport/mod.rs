@@ -17,7 +17,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use axum::routing::any;
 use http::{HeaderValue, Method, StatusCode, header};
-use serde_json::Value;
 
 use crate::conn::Transport;
 use crate::server::ServerInner;
@@ -140,7 +139,11 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
         // `heartbeat_tick` first: a session whose pong deadline just passed is closed now,
         // not when its timer task gets to run.
         let Some(conn) = server.session(sid).filter(|c| c.heartbeat_tick().is_some()) else {
-            return EngineError::UnknownSid.response();
+            // A session cut off with a farewell answers one last poll with it.
+            return match server.session(sid).filter(|c| c.farewell_pending()) {
+                Some(conn) if !websocket && req.method() == Method::GET => polling::get(conn).await,
+                _ => EngineError::UnknownSid.response(),
+            };
         };
         if websocket {
             if !config.allow_upgrades {
@@ -196,7 +199,6 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
             .filter(|(k, _)| !matches!(k.as_str(), "EIO" | "transport" | "t" | "b64" | "sid"))
             .collect(),
         eio,
-        auth: Value::Null,
     };
     if websocket {
         ws::accept(req, ws::Mode::Open(ws::new_conn(server, eio, handshake)))

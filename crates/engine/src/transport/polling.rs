@@ -14,11 +14,31 @@ use super::{EngineError, plain_response};
 use crate::conn::{Conn, FAR_FUTURE, Inbound, Job, Transport};
 use crate::eio::{self, Frame};
 use crate::handler::DisconnectReason;
+use crate::serve::Slot;
 use crate::server::ServerInner;
 use crate::socket::Handshake;
 
 /// Open a polling session: the response carries the open packet.
 pub(crate) fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, b64: bool) -> Response {
+    // A polling session counts as a connection (per address too) while it lives on polling.
+    let slot = match (&server.limits, handshake.remote_addr) {
+        (Some(limits), Some(addr)) => match limits.admit(addr.ip(), Slot::PollingSession) {
+            Some(slot) => Some(slot),
+            None => {
+                let mut response = plain_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "too many connections",
+                );
+                response.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("5"),
+                );
+                return response;
+            }
+        },
+        _ => None,
+    };
     let upgrades = server.config.allow_upgrades && server.config.allow_websocket;
     let conn = Conn::new(
         server.clone(),
@@ -27,6 +47,9 @@ pub(crate) fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, b64:
         handshake,
         eio == 3 && !b64,
     );
+    if let Some(slot) = slot {
+        conn.hold_slot(slot);
+    }
     server.add_session(&conn);
     let open = Frame::text(conn.open_packet(upgrades));
     if eio == 3 {
@@ -113,7 +136,7 @@ fn ready_frames(conn: &Conn) -> Option<Vec<Frame>> {
                 frames.push(Frame::text("6"));
             }
         } else {
-            frames.push(Frame::text("1"));
+            frames.push(conn.final_close_packet());
         }
         return Some(frames);
     }

@@ -19,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::EngineError;
-use crate::conn::{Conn, FAR_FUTURE, Inbound, Job, Transport};
+use crate::conn::{Conn, FAR_FUTURE, Farewell, Inbound, Job, Transport};
 use crate::eio::{self, Frame, Incoming, PacketType};
 use crate::handler::DisconnectReason;
 use crate::server::ServerInner;
@@ -41,6 +41,14 @@ const READ_BUFFER: usize = 128;
 const WRITE_BUFFER: usize = 16 * 1024;
 /// How long a closing connection may spend flushing its last frames.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a slow reader has to read its last frame and the close frame saying why.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(10);
+/// After its close frame, the server reads (and drops) what the client still sends, for up
+/// to this long and this many bytes, before closing the socket: closing it with unread data
+/// sends a reset, and the client may lose the close frame (say, a 1009 for a frame it is
+/// still writing).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 << 20;
 
 /// Why the WebSocket is opened.
 pub(crate) enum Mode {
@@ -249,26 +257,36 @@ fn on_message(conn: &Arc<Conn>, message: Option<Result<Message, WsError>>) -> St
 /// is kept in `spare` and becomes the next outbox, so steady traffic allocates no buffers.
 /// Smaller batches let it go, so idle connections keep none.
 ///
-/// `cut` is true while frames are being written: if this future is dropped then (the
-/// connection closed or the write timed out), the stream may end inside a frame and must not
-/// be written to again.
+/// The batch being written and how far it got live in `writing`, outside this future: if the
+/// future is dropped (the connection closed, or the write timed out), the goodbye knows
+/// whether the stream ends inside a frame and can finish that frame before its close frame.
 async fn flush(
     conn: &Conn,
     ws: &mut Ws,
     spare: &mut VecDeque<Frame>,
-    cut: &mut bool,
+    writing: &mut Writing,
 ) -> Result<(), WsError> {
-    let mut batch = conn.take_batch_reusing(std::mem::take(spare));
-    if batch.is_empty() {
-        *spare = batch;
-        return Ok(());
+    if writing.batch.is_empty() {
+        writing.batch = conn.take_batch_reusing(std::mem::take(spare));
+        writing.progress = Progress::default();
+        if writing.batch.is_empty() {
+            *spare = std::mem::take(&mut writing.batch);
+            return Ok(());
+        }
     }
-    ws.flush().await?;
-    *cut = true;
-    write_frames(ws.get_mut(), conn.eio, batch.make_contiguous())
-        .await
-        .map_err(WsError::Io)?;
-    *cut = false;
+    if writing.progress.offset == 0 {
+        // At a frame boundary: tungstenite's own output (a pong) may go first.
+        ws.flush().await?;
+    }
+    write_frames(
+        ws.get_mut(),
+        conn.eio,
+        writing.batch.make_contiguous(),
+        &mut writing.progress,
+    )
+    .await
+    .map_err(WsError::Io)?;
+    let mut batch = std::mem::take(&mut writing.batch);
     if batch.len() >= KEEP_BUFFER_FROM {
         batch.clear();
         *spare = batch;
@@ -280,6 +298,37 @@ async fn flush(
         tokio::time::sleep(AFTER_CONNECT_REPLY).await;
     }
     Ok(())
+}
+
+/// The batch the writer took from the outbox and how much of it is on the wire.
+#[derive(Default)]
+struct Writing {
+    batch: VecDeque<Frame>,
+    progress: Progress,
+}
+
+impl Writing {
+    /// Write the rest of the frame the stream stopped inside, if any, and forget the rest
+    /// of the batch: what follows on the wire is then a whole frame.
+    async fn finish_frame(&mut self, ws: &mut Ws, eio: u8) -> std::io::Result<()> {
+        let Progress { next, offset } = self.progress;
+        if offset > 0 && next < self.batch.len() {
+            let frames = self.batch.make_contiguous();
+            let mut progress = Progress { next: 0, offset };
+            write_frames(ws.get_mut(), eio, &frames[next..=next], &mut progress).await?;
+        }
+        self.batch.clear();
+        self.progress = Progress::default();
+        Ok(())
+    }
+}
+
+/// How far [`write_frames`] got: the first frame not completely written, and how many bytes
+/// of its encoding are.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    next: usize,
+    offset: usize,
 }
 
 /// The pause between a CONNECT reply and the frames `on_connect` queued behind it.
@@ -366,27 +415,21 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     out: &mut W,
     eio: u8,
     frames: &[Frame],
+    progress: &mut Progress,
 ) -> std::io::Result<()> {
-    // The first frame not completely written, and how much of its encoding is.
-    let mut next = 0;
-    let mut offset = 0;
+    let Progress { next, offset } = progress;
     std::future::poll_fn(|cx| {
-        while next < frames.len() {
+        while *next < frames.len() {
             // Arrays sized for the window: a lone frame (the common case at moderate load)
             // does not pay for initialising room for a large batch.
-            let (head, payload_len) = FrameHead::of(&frames[next], eio);
+            let (head, payload_len) = FrameHead::of(&frames[*next], eio);
             let written = if head.len + payload_len <= COALESCE_FRAMES_UP_TO {
-                poll_write_coalesced(out, cx, eio, frames, &mut next, &mut offset)
-            } else if frames.len() - next <= 2 {
-                poll_write_window::<2, 6, _>(out, cx, eio, frames, &mut next, &mut offset)
+                poll_write_coalesced(out, cx, eio, frames, next, offset)
+            } else if frames.len() - *next <= 2 {
+                poll_write_window::<2, 6, _>(out, cx, eio, frames, next, offset)
             } else {
                 poll_write_window::<FRAMES_PER_WRITE, { 3 * FRAMES_PER_WRITE }, _>(
-                    out,
-                    cx,
-                    eio,
-                    frames,
-                    &mut next,
-                    &mut offset,
+                    out, cx, eio, frames, next, offset,
                 )
             };
             match written {
@@ -516,6 +559,24 @@ fn poll_write_window<const N: usize, const S: usize, W: AsyncWrite + Unpin>(
     Poll::Ready(Ok(()))
 }
 
+/// The lingering close: end our side of the stream, then read the client's until it ends
+/// too (bounded by [`LINGER_TIMEOUT`] and [`LINGER_BYTES`]).
+async fn linger(ws: &mut Ws) {
+    let io = ws.get_mut();
+    let drain = async {
+        let _ = io.shutdown().await;
+        let mut buffer = vec![0u8; 16 * 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, drain).await;
+}
+
 /// Resolves once the connection is closed.
 async fn closed(conn: &Conn) {
     loop {
@@ -539,7 +600,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
     let mut close_code = None;
     // The buffer of the last busy batch, reused as the next outbox (see `flush`).
     let mut spare = VecDeque::new();
-    let mut cut = false;
+    let mut writing = Writing::default();
     loop {
         if conn.closed().is_some() {
             break;
@@ -588,9 +649,12 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
                 // The flush first: when it completes at once (the usual case), the timeout
                 // is never polled, so no timer is registered for it.
                 biased;
-                result = flush(&conn, &mut ws, &mut spare, &mut cut) => result.is_ok(),
+                result = flush(&conn, &mut ws, &mut spare, &mut writing) => result.is_ok(),
                 _ = closed(&conn) => false,
-                _ = tokio::time::sleep(write_timeout) => false,
+                _ = tokio::time::sleep(write_timeout) => {
+                    conn.cut_off_slow_reader(Farewell::StalledReader);
+                    false
+                }
             };
             if !written {
                 conn.close(DisconnectReason::TransportError);
@@ -598,20 +662,42 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
             }
         }
     }
-    // Closed: send what is queued (CONNECT_ERROR, DISCONNECT…) and a close frame, bounded in time.
+    // Closed: send what is queued (CONNECT_ERROR, DISCONNECT…) and a close frame, bounded in
+    // time. A slow reader is told why in the close frame, after the frame it was in the
+    // middle of, and nothing else: it could not read the rest in time anyway.
+    let farewell = conn.farewell();
+    let eio = conn.eio;
     let goodbye = async {
-        if cut {
-            // A frame was left half-written: anything more would corrupt the stream.
-            return Ok(());
-        }
-        flush(&conn, &mut ws, &mut spare, &mut cut).await?;
-        let frame = close_code.map(|code| CloseFrame {
-            code,
-            reason: "".into(),
-        });
+        let frame = match farewell {
+            Some(farewell) => {
+                writing.finish_frame(&mut ws, eio).await?;
+                Some(CloseFrame {
+                    code: CloseCode::from(farewell.code()),
+                    reason: farewell.reason(&conn.server.config).into(),
+                })
+            }
+            None => {
+                while !writing.batch.is_empty() || conn.has_writable_frames() {
+                    flush(&conn, &mut ws, &mut spare, &mut writing).await?;
+                }
+                close_code.map(|code| CloseFrame {
+                    code,
+                    reason: "".into(),
+                })
+            }
+        };
         ws.close(frame).await
     };
-    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, goodbye).await;
+    let limit = if farewell.is_some() {
+        FAREWELL_TIMEOUT
+    } else {
+        CLOSE_FLUSH_TIMEOUT
+    };
+    let _ = tokio::time::timeout(limit, goodbye).await;
+    if !conn.closed_by_client() {
+        // Boxed: the drain's buffer must not enlarge every connection's task.
+        Box::pin(linger(&mut ws)).await;
+    }
     drop(ws);
     // Finish the handler we were running; the cleanup task dispatches the rest.
     if let Some(job) = job {
@@ -646,7 +732,11 @@ mod tests {
         for i in 0..100u8 {
             frames.push(Frame::Binary(bytes::Bytes::from(vec![i; 3])));
         }
-        let writing = async { write_frames(&mut server, 3, &frames).await.unwrap() };
+        let writing = async {
+            write_frames(&mut server, 3, &frames, &mut Progress::default())
+                .await
+                .unwrap()
+        };
         let reading = async {
             let mut reader = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
             let mut next = async || reader.next().await.unwrap().unwrap();

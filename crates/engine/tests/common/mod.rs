@@ -185,6 +185,7 @@ pub async fn start_serving(config: EngineConfig, options: ServeOptions) -> TestS
     let (tx, rx) = mpsc::unbounded_channel();
     let log = Arc::new(Mutex::new(Vec::new()));
     let io = SocketIo::builder(config)
+        .connection_limits(options.stats.clone())
         .namespace(
             "/",
             Recorder {
