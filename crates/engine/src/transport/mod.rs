@@ -5,6 +5,7 @@
 //! (0 transport unknown, 1 session id unknown, 2 bad handshake method, 3 bad request,
 //! 5 unsupported protocol version) and 403 code 4 for a forbidden origin.
 
+mod frame_writer;
 pub(crate) mod polling;
 pub(crate) mod ws;
 
