@@ -19,7 +19,9 @@ use serde_json::Value;
 use crate::conn::Conn;
 use crate::eio::Frame;
 use crate::sio::{self, PacketKind};
-use crate::socket::{EmitError, Socket};
+use crate::socket::Socket;
+pub use crate::types::DisconnectReason;
+use crate::types::EmitError;
 
 /// The application side of one namespace.
 pub trait Handler: Send + Sync + 'static {
@@ -137,39 +139,5 @@ impl Ack {
         )));
         frames.extend(attachments.into_iter().map(Frame::Binary));
         self.conn.push(&frames, false)
-    }
-}
-
-/// Why a socket left its namespace. Strings match socket.io's reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectReason {
-    /// The client sent DISCONNECT ("client namespace disconnect").
-    ClientNamespaceDisconnect,
-    /// The application called [`Socket::disconnect`] ("server namespace disconnect").
-    ServerNamespaceDisconnect,
-    /// The transport closed without a goodbye ("transport close").
-    TransportClose,
-    /// The transport failed, or the outbound queue overflowed ("transport error").
-    TransportError,
-    /// No pong / ping in time ("ping timeout").
-    PingTimeout,
-    /// The client sent something unparseable ("parse error").
-    ParseError,
-    /// The server is shutting down ("server shutting down").
-    ServerShuttingDown,
-}
-
-impl DisconnectReason {
-    /// The reason as socket.io spells it.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::ClientNamespaceDisconnect => "client namespace disconnect",
-            Self::ServerNamespaceDisconnect => "server namespace disconnect",
-            Self::TransportClose => "transport close",
-            Self::TransportError => "transport error",
-            Self::PingTimeout => "ping timeout",
-            Self::ParseError => "parse error",
-            Self::ServerShuttingDown => "server shutting down",
-        }
     }
 }

@@ -9,9 +9,13 @@
 //! - `eio`: Engine.IO packet and payload codecs, v4 and v3 (pure, no I/O).
 //! - `sio`: Socket.IO packet codec (pure, no I/O).
 //! - `transport`: the HTTP side — routing, handshake, errors, CORS; `transport::polling`
-//!   (GET/POST, the session driver task) and `transport::ws` (the one task per WebSocket).
-//! - `conn`: one Engine.IO connection — outbox (bounded in bytes), inbox of namespace packets,
-//!   heartbeat, close and cleanup. The heart of ordering and backpressure.
+//!   (GET/POST, the session driver task), `transport::ws` (the one task per WebSocket) and
+//!   `transport::frame_writer` (WebSocket frames written straight to the socket).
+//! - `types`: the leaf types every layer shares ([`DisconnectReason`], [`Handshake`],
+//!   [`EmitError`], the transport kind, the slow-reader farewell); it imports nothing above it.
+//! - `conn`: one Engine.IO connection — `conn::outbox` (bounded in bytes, the CONNECT
+//!   barrier), `conn::inbox` (namespace packets and the dispatcher), `conn::heartbeat`, close
+//!   and cleanup, all under one mutex. The heart of ordering and backpressure.
 //! - `ns`: the type-erased bridge from a connection to each namespace's [`Handler`].
 //! - [`handler`]: the [`Handler`] trait an application implements per namespace.
 //! - [`socket`]: [`Socket`], the application's handle on one connected namespace socket, and
@@ -69,6 +73,7 @@ pub mod server;
 mod sio;
 pub mod socket;
 mod transport;
+mod types;
 
 #[cfg(test)]
 mod codec_props;

@@ -13,9 +13,10 @@ use serde_json::Value;
 use crate::adapter::NsCore;
 use crate::conn::Conn;
 use crate::eio::Frame;
-use crate::handler::{DisconnectReason, Event, Handler};
+use crate::handler::{Event, Handler};
 use crate::sio::{self, PacketKind};
 use crate::socket::{Socket, SocketId};
+use crate::types::DisconnectReason;
 
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 

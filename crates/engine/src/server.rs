@@ -13,10 +13,11 @@ use crate::adapter::{Adapter, BroadcastPacket, LocalAdapter, NsCore, Targets};
 use crate::config::EngineConfig;
 use crate::conn::Conn;
 use crate::eio::Frame;
-use crate::handler::{DisconnectReason, Handler};
+use crate::handler::Handler;
 use crate::ns::{Namespace, NsDyn};
 use crate::serve::ServeStats;
 use crate::socket::{BroadcastOperator, SocketId};
+use crate::types::DisconnectReason;
 
 /// Builder: configuration, namespaces, adapter.
 pub struct SocketIoBuilder {

@@ -13,7 +13,6 @@
 //! offset (a JSON string) as the last argument, e.g. `socket.emit("chat", &(msg, "42"))`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +26,7 @@ use crate::adapter::{BroadcastPacket, NsCore, Targets};
 use crate::conn::{Conn, Inbound};
 use crate::eio::Frame;
 use crate::sio::{self, PacketKind};
+pub use crate::types::{EmitError, Handshake};
 
 /// Bound on server-side acks awaiting an answer, per socket.
 const MAX_PENDING_ACKS: usize = 1024;
@@ -47,55 +47,6 @@ impl std::fmt::Display for SocketId {
         f.write_str(&self.0)
     }
 }
-
-/// What the client sent when it opened the connection.
-#[derive(Debug, Clone)]
-pub struct Handshake {
-    /// Query string pairs of the first request (v4 clients carry names or tokens here),
-    /// without Engine.IO's own `EIO`, `transport`, `t`, `b64` and `sid`.
-    pub query: Vec<(String, String)>,
-    /// Headers of the first request.
-    pub headers: http::HeaderMap,
-    /// Peer address of the TCP connection that opened the session.
-    pub remote_addr: Option<SocketAddr>,
-    /// 3 or 4: the Engine.IO protocol revision (3 means a socket.io 2.x client).
-    pub eio: u8,
-    // The CONNECT auth payload is not kept: `Handler::on_connect` receives it. (A JSON
-    // object costs about 0.7 KiB, for the life of every socket.)
-}
-
-impl Handshake {
-    /// The first value of query parameter `key`.
-    pub fn query_param(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Why an emit did not reach the client's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmitError {
-    /// The socket is already disconnected.
-    Closed,
-    /// The outbound queue was full: the client has been disconnected as a slow reader.
-    Overflow,
-    /// The arguments did not serialize to a JSON array.
-    InvalidArgs,
-}
-
-impl std::fmt::Display for EmitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Closed => "socket closed",
-            Self::Overflow => "outbound queue full: client disconnected",
-            Self::InvalidArgs => "emit arguments must serialize to a JSON array",
-        })
-    }
-}
-
-impl std::error::Error for EmitError {}
 
 /// Why a server-side `emit_with_ack` got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,9 +19,8 @@ use axum::response::Response;
 use axum::routing::any;
 use http::{HeaderValue, Method, StatusCode, header};
 
-use crate::conn::Transport;
 use crate::server::ServerInner;
-use crate::socket::Handshake;
+use crate::types::{Handshake, Transport};
 
 /// Largest query string we parse (the request line is already bounded by hyper).
 const MAX_QUERY_PAIRS: usize = 64;

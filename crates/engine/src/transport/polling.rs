@@ -11,12 +11,11 @@ use http_body_util::{BodyExt, Limited};
 use tokio::time::{Instant, sleep_until};
 
 use super::{EngineError, plain_response};
-use crate::conn::{Conn, FAR_FUTURE, Inbound, Job, Transport};
+use crate::conn::{Conn, Inbound, Job};
 use crate::eio::{self, Frame};
-use crate::handler::DisconnectReason;
 use crate::serve::Slot;
 use crate::server::ServerInner;
-use crate::socket::Handshake;
+use crate::types::{DisconnectReason, FAR_FUTURE, Handshake, Transport};
 
 /// Open a polling session: the response carries the open packet.
 pub(crate) fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, b64: bool) -> Response {

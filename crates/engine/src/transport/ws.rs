@@ -26,11 +26,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::EngineError;
 use super::frame_writer::{Progress, write_frames};
-use crate::conn::{Conn, FAR_FUTURE, Farewell, Inbound, Job, Transport};
+use crate::conn::{Conn, Inbound, Job};
 use crate::eio::{self, Frame, Incoming, PacketType};
-use crate::handler::DisconnectReason;
 use crate::server::ServerInner;
-use crate::socket::Handshake;
+use crate::types::{DisconnectReason, FAR_FUTURE, Farewell, Handshake, Transport};
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 

@@ -1,0 +1,138 @@
+//! Leaf types shared by the connection, the transports and the API: no module of this
+//! crate below them, so anything may use them without closing an import circle.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::EngineConfig;
+
+/// Which transport currently carries the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Polling,
+    /// A WebSocket answered the probe; polling GETs are answered with noop.
+    Upgrading,
+    WebSocket,
+}
+
+/// Why the server cut a connection off, told to the client before it goes: the code and
+/// reason of the WebSocket close frame, or the data of the final polling close packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Farewell {
+    /// More than `max_outbound_bytes` waited to be sent.
+    SlowReader,
+    /// A write did not finish within a heartbeat period (ping interval + timeout).
+    StalledReader,
+}
+
+impl Farewell {
+    /// The WebSocket close code: 1008, policy violation.
+    pub(crate) fn code(self) -> u16 {
+        match self {
+            Self::SlowReader | Self::StalledReader => 1008,
+        }
+    }
+    /// A sentence for the client's log (at most 123 bytes, a close frame's limit).
+    pub(crate) fn reason(self, config: &EngineConfig) -> String {
+        match self {
+            Self::SlowReader => format!(
+                "slow reader: more than {} bytes waited to be sent",
+                config.max_outbound_bytes
+            ),
+            Self::StalledReader => format!(
+                "slow reader: a write waited more than {} ms",
+                (config.ping_interval + config.ping_timeout).as_millis()
+            ),
+        }
+    }
+}
+
+/// A protocol violation by the client: the connection is closed.
+#[derive(Debug)]
+pub(crate) struct ProtocolError(pub &'static str);
+
+/// How long a dispatcher may sleep when nothing is scheduled.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(3600);
+
+/// Why a socket left its namespace. Strings match socket.io's reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT ("client namespace disconnect").
+    ClientNamespaceDisconnect,
+    /// The application called [`crate::Socket::disconnect`] ("server namespace disconnect").
+    ServerNamespaceDisconnect,
+    /// The transport closed without a goodbye ("transport close").
+    TransportClose,
+    /// The transport failed, or the outbound queue overflowed ("transport error").
+    TransportError,
+    /// No pong / ping in time ("ping timeout").
+    PingTimeout,
+    /// The client sent something unparseable ("parse error").
+    ParseError,
+    /// The server is shutting down ("server shutting down").
+    ServerShuttingDown,
+}
+
+impl DisconnectReason {
+    /// The reason as socket.io spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ClientNamespaceDisconnect => "client namespace disconnect",
+            Self::ServerNamespaceDisconnect => "server namespace disconnect",
+            Self::TransportClose => "transport close",
+            Self::TransportError => "transport error",
+            Self::PingTimeout => "ping timeout",
+            Self::ParseError => "parse error",
+            Self::ServerShuttingDown => "server shutting down",
+        }
+    }
+}
+
+/// What the client sent when it opened the connection.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// Query string pairs of the first request (v4 clients carry names or tokens here),
+    /// without Engine.IO's own `EIO`, `transport`, `t`, `b64` and `sid`.
+    pub query: Vec<(String, String)>,
+    /// Headers of the first request.
+    pub headers: http::HeaderMap,
+    /// Peer address of the TCP connection that opened the session.
+    pub remote_addr: Option<SocketAddr>,
+    /// 3 or 4: the Engine.IO protocol revision (3 means a socket.io 2.x client).
+    pub eio: u8,
+    // The CONNECT auth payload is not kept: `Handler::on_connect` receives it. (A JSON
+    // object costs about 0.7 KiB, for the life of every socket.)
+}
+
+impl Handshake {
+    /// The first value of query parameter `key`.
+    pub fn query_param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why an emit did not reach the client's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitError {
+    /// The socket is already disconnected.
+    Closed,
+    /// The outbound queue was full: the client has been disconnected as a slow reader.
+    Overflow,
+    /// The arguments did not serialize to a JSON array.
+    InvalidArgs,
+}
+
+impl std::fmt::Display for EmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "socket closed",
+            Self::Overflow => "outbound queue full: client disconnected",
+            Self::InvalidArgs => "emit arguments must serialize to a JSON array",
+        })
+    }
+}
+
+impl std::error::Error for EmitError {}
