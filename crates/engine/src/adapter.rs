@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::conn::Conn;
 use crate::eio::Frame;
-use crate::socket::SocketId;
+use crate::types::SocketId;
 
 /// A broadcast as the adapter sees it: where it goes and the frames, already encoded.
 #[derive(Debug, Clone)]

@@ -6,13 +6,16 @@
 //!
 //! # Layout
 //! - [`config`]: [`EngineConfig`], every tunable with its default.
-//! - `eio`: Engine.IO packet and payload codecs, v4 and v3 (pure, no I/O).
+//! - `eio`: Engine.IO packet and payload codecs, v4 and v3, and the query-string parser
+//!   (pure, no I/O).
 //! - `sio`: Socket.IO packet codec (pure, no I/O).
-//! - `transport`: the HTTP side — routing, handshake, errors, CORS; `transport::polling`
-//!   (GET/POST, the session driver task), `transport::ws` (the one task per WebSocket) and
-//!   `transport::frame_writer` (WebSocket frames written straight to the socket).
+//! - `transport`: the HTTP side, at the top of the imports — routing, handshake, errors,
+//!   CORS; `transport::polling` (GET/POST, the session driver task), `transport::ws` (the one
+//!   task per WebSocket) and `transport::frame_writer` (WebSocket frames written straight to
+//!   the socket).
 //! - `types`: the leaf types every layer shares ([`DisconnectReason`], [`Handshake`],
-//!   [`EmitError`], the transport kind, the slow-reader farewell); it imports nothing above it.
+//!   [`EmitError`], [`SocketId`], the transport kind, the slow-reader farewell, id
+//!   generation); it imports nothing above it.
 //! - `conn`: one Engine.IO connection — `conn::outbox` (bounded in bytes, the CONNECT
 //!   barrier), `conn::inbox` (namespace packets and the dispatcher), `conn::heartbeat`, close
 //!   and cleanup, all under one mutex. The heart of ordering and backpressure.
@@ -21,7 +24,8 @@
 //! - [`socket`]: [`Socket`], the application's handle on one connected namespace socket, and
 //!   [`BroadcastOperator`].
 //! - [`adapter`]: the room index and the [`Adapter`] trait for cluster fan-out.
-//! - [`server`]: [`SocketIo`], the builder and the HTTP service to mount.
+//! - [`server`]: [`SocketIo`] and its builder; `SocketIo::router` (the HTTP service to mount)
+//!   is written in `transport`, so the server does not import the transport.
 //! - [`serve()`]: the hardened accept loop to run the router with (header-read timeout,
 //!   connection caps in total and per address, graceful shutdown).
 //!
@@ -88,7 +92,7 @@ pub fn fuzz_decoders(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = eio::decode_text(text);
         let _ = sio::decode(text);
-        let _ = transport::parse_query(text);
+        let _ = eio::parse_query(text);
     }
 }
 

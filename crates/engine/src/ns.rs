@@ -160,21 +160,21 @@ fn socket_identity(
         return (SocketId(id.into()), None);
     }
     if !recovery {
-        return (SocketId(crate::server::random_id().into()), None);
+        return (SocketId(crate::types::random_id().into()), None);
     }
     // Recovery: a returning client presents its private id; its public id derives from it,
     // so the same pid yields the same socket id (unless that id is still connected).
     let claimed = auth
         .get("pid")
         .and_then(Value::as_str)
-        .filter(|p| crate::server::looks_like_id(p));
+        .filter(|p| crate::types::looks_like_id(p));
     if let Some(pid) = claimed {
         let id = conn.server.derive_socket_id(pid);
         if !core.has_member(&id) {
             return (id, Some(pid.into()));
         }
     }
-    let pid = crate::server::random_id();
+    let pid = crate::types::random_id();
     (conn.server.derive_socket_id(&pid), Some(pid.into()))
 }
 

@@ -116,19 +116,6 @@ impl ServerInner {
     }
 }
 
-/// A fresh random id (Engine.IO sid, socket id, pid): 15 random bytes, base64url, 20 chars.
-pub(crate) fn random_id() -> String {
-    let bytes: [u8; 15] = rand::random();
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Whether `s` could be an id we issued (bounded length, base64url alphabet).
-pub(crate) fn looks_like_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// A running Socket.IO server. Cheap to clone (shared inside).
 #[derive(Clone)]
 pub struct SocketIo {
@@ -144,12 +131,6 @@ impl SocketIo {
             adapter: Arc::new(LocalAdapter),
             limits: None,
         }
-    }
-    /// An axum router serving the Engine.IO endpoint at `config.path` (polling and WebSocket).
-    /// Serve it with [`crate::serve()`] (or `axum::serve` with
-    /// `into_make_service_with_connect_info::<SocketAddr>()`) so remote addresses are known.
-    pub fn router(&self) -> axum::Router {
-        crate::transport::router(self.inner.clone())
     }
     /// Broadcast from the server to a namespace (then narrow with `.to(room)`).
     pub fn of(&self, namespace: &str) -> Option<BroadcastOperator> {

@@ -26,27 +26,10 @@ use crate::adapter::{BroadcastPacket, NsCore, Targets};
 use crate::conn::{Conn, Inbound};
 use crate::eio::Frame;
 use crate::sio::{self, PacketKind};
-pub use crate::types::{EmitError, Handshake};
+pub use crate::types::{EmitError, Handshake, SocketId};
 
 /// Bound on server-side acks awaiting an answer, per socket.
 const MAX_PENDING_ACKS: usize = 1024;
-
-/// The Socket.IO socket id (`sid` of the namespace CONNECT reply), unique per namespace socket.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SocketId(pub(crate) Arc<str>);
-
-impl SocketId {
-    /// The id as a string (it is also the name of the socket's own room).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for SocketId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Why a server-side `emit_with_ack` got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +292,7 @@ impl<D: Send + Sync + 'static> Socket<D> {
         let pid = self.pid.as_ref()?;
         if self.pid_claimed && !self.restored.load(Ordering::Acquire) {
             // Not restored: the client must not believe it recovered.
-            return Some(crate::server::random_id());
+            return Some(crate::types::random_id());
         }
         Some(pid.to_string())
     }

@@ -2,7 +2,11 @@
 //! crate below them, so anything may use them without closing an import circle.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::config::EngineConfig;
 
@@ -136,3 +140,33 @@ impl std::fmt::Display for EmitError {
 }
 
 impl std::error::Error for EmitError {}
+
+/// The Socket.IO socket id (`sid` of the namespace CONNECT reply), unique per namespace socket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub(crate) Arc<str>);
+
+impl SocketId {
+    /// The id as a string (it is also the name of the socket's own room).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SocketId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A fresh random id (Engine.IO sid, socket id, pid): 15 random bytes, base64url, 20 chars.
+pub(crate) fn random_id() -> String {
+    let bytes: [u8; 15] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `s` could be an id we issued (bounded length, base64url alphabet).
+pub(crate) fn looks_like_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

@@ -180,7 +180,7 @@ impl Conn {
                     Some((path, query)) if self.eio < 4 => Inbound::Connect {
                         nsp: path.to_owned(),
                         auth,
-                        query: crate::transport::parse_query(query),
+                        query: crate::eio::parse_query(query),
                     },
                     _ => Inbound::Connect {
                         nsp,

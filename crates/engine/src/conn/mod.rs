@@ -114,7 +114,7 @@ impl Conn {
             inbox: Inbox::default(),
         };
         Arc::new(Self {
-            sid: crate::server::random_id().into(),
+            sid: crate::types::random_id().into(),
             eio,
             v3_binary_polling,
             server,

@@ -19,11 +19,9 @@ use axum::response::Response;
 use axum::routing::any;
 use http::{HeaderValue, Method, StatusCode, header};
 
-use crate::server::ServerInner;
+use crate::eio::parse_query;
+use crate::server::{ServerInner, SocketIo};
 use crate::types::{Handshake, Transport};
-
-/// Largest query string we parse (the request line is already bounded by hyper).
-const MAX_QUERY_PAIRS: usize = 64;
 
 pub(crate) fn router(server: Arc<ServerInner>) -> Router {
     let path = server.config.path.clone();
@@ -33,6 +31,16 @@ pub(crate) fn router(server: Arc<ServerInner>) -> Router {
         router = router.route(&trimmed, any(handle));
     }
     router.with_state(server)
+}
+
+/// The router lives here, not in `server.rs`, so the server does not import its transport.
+impl SocketIo {
+    /// An axum router serving the Engine.IO endpoint at `config.path` (polling and WebSocket).
+    /// Serve it with [`crate::serve()`] (or `axum::serve` with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`) so remote addresses are known.
+    pub fn router(&self) -> axum::Router {
+        router(self.inner.clone())
+    }
 }
 
 /// Socket.IO's standard error codes.
@@ -227,45 +235,6 @@ fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
         }
     }
     owned
-}
-
-/// Split and percent-decode a query string (bounded number of pairs).
-pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .take(MAX_QUERY_PAIRS)
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
