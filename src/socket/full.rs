@@ -10,10 +10,10 @@ use engine::{Ack, ConnectError, Socket, SocketId};
 use serde_json::{Map, Value, json};
 use tracing::debug;
 
-use super::deliver::{FULL_ROOM, emit_checked, user_room};
 use super::identity::{Identity, claim_identity};
 use super::wire::{self, ConnectAuth, WireMessage, encoded_size};
-use super::{Chat, Connection, now_ms, now_ms_u64};
+use crate::chat::deliver::{FULL_ROOM, emit_checked, user_room};
+use crate::chat::{Chat, Connection, now_ms, now_ms_u64};
 use crate::domain::session::{self, Claim, TOKEN_BYTES, USER_ID_BYTES};
 use crate::domain::{
     Community, Connected, DomainError, ErrorCode, Place, Protocol, RoomName, UserId, UserName,

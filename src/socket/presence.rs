@@ -6,9 +6,9 @@
 use engine::{Ack, Socket};
 use serde_json::Value;
 
-use super::deliver::PRESENCE_ROOM;
 use super::full::answer;
-use super::{Chat, Connection};
+use crate::chat::deliver::PRESENCE_ROOM;
+use crate::chat::{Chat, Connection};
 use crate::domain::{DomainError, ErrorCode, Protocol};
 
 /// `presence:subscribe {}`: from now on this socket receives every user's `presence`.

@@ -21,9 +21,9 @@
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use super::deliver::{FULL_ROOM, emit_checked, replay_to_tutorial, user_room};
 use super::wire::{self, ConnectAuth, Spelling, WireMessage, encoded_size};
-use super::{Chat, Connection, now_ms};
+use crate::chat::deliver::{FULL_ROOM, emit_checked, replay_to_tutorial, user_room};
+use crate::chat::{Chat, Connection, now_ms};
 use crate::domain::{Audience, DomainError, Outgoing, Protocol, RoomName, UserId, UserName};
 use crate::store::history::general_conversation;
 use crate::store::{Conversation, StoredMessage};

@@ -18,7 +18,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::Connection;
-use super::wire::{Spelling, WireMessage, offset, recovery_offset};
+use super::outgoing::{Spelling, WireMessage, offset, recovery_offset};
 use crate::domain::{Audience, Community, Notice, Outgoing, Place, RoomName, UserId, UserName};
 use crate::store::StoredMessage;
 
