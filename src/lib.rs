@@ -109,7 +109,13 @@ pub async fn serve(
         let mut community = chat.community();
         for member in members {
             if member.online {
-                community.restore_present(member.user, member.name, member.rooms, leaves_at);
+                chat.presence().restore_online(
+                    &mut community,
+                    member.user,
+                    member.name,
+                    member.rooms,
+                    leaves_at,
+                );
             } else {
                 community.restore_member(member.user, member.name, member.rooms);
             }

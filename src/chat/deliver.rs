@@ -19,14 +19,12 @@ use tracing::{debug, warn};
 
 use super::Connection;
 use super::outgoing::{Spelling, WireMessage, offset, recovery_offset};
+use super::presence::Presence;
 use crate::domain::{Audience, Community, Notice, Outgoing, Place, RoomName, UserId, UserName};
 use crate::store::StoredMessage;
 
 /// Engine room of every full-protocol socket.
 pub const FULL_ROOM: &str = "full";
-
-/// Engine room of the sockets that asked for every user's presence.
-pub const PRESENCE_ROOM: &str = "presence";
 
 /// Engine room of one user's full-protocol sockets.
 pub fn user_room(user: &UserId) -> String {
@@ -99,6 +97,7 @@ pub fn deliver(
     notices: &[Outgoing<SocketId>],
     position: Position<'_>,
     users: &UsersOutbox,
+    presence: &dyn Presence,
 ) {
     let offsets = position.is_some();
     for Outgoing { to, notice } in notices {
@@ -142,14 +141,8 @@ pub fn deliver(
                 report(full_emit(op.to(FULL_ROOM), notice, None, offsets));
             }
             Audience::Watchers(rooms) => {
-                let Some(mut op) = namespace(io) else { return };
-                op = op.to(PRESENCE_ROOM);
-                // The engine sends once to a socket in several of these rooms.
-                for room in rooms {
-                    for user in community.member_ids(room) {
-                        op = op.to(&user_room(user));
-                    }
-                }
+                let Some(op) = namespace(io) else { return };
+                let op = presence.watchers(op, community, rooms);
                 report(full_emit(op, notice, None, offsets));
             }
         }

@@ -11,6 +11,8 @@
 //!   messages, purges, the tutorial's user lists.
 //! - [`sessions`]: sockets registered while connecting that the engine never confirmed.
 //! - [`connection`]: [`Connection`], the per-socket state.
+//! - [`presence`]: the [`Presence`] seam (grace periods, restart grace, who hears whose
+//!   presence) and [`LocalPresence`], its implementation in this process.
 //! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
 //! - [`outgoing`]: what clients receive: the message form, offsets, tutorial spellings.
 //!
@@ -22,6 +24,7 @@ pub mod connection;
 pub mod deliver;
 mod order;
 pub mod outgoing;
+pub mod presence;
 mod sessions;
 mod sweeper;
 
@@ -34,6 +37,7 @@ use engine::{Socket, SocketId, SocketIo};
 use serde_json::Value;
 
 pub use connection::Connection;
+pub use presence::{LocalPresence, Presence};
 
 use crate::domain::{
     Community, DomainError, InOrder, Limits, Message, Outgoing, Protocol, QuotaLimits, Quotas,
@@ -77,6 +81,9 @@ pub struct Chat {
     closing: AtomicBool,
     /// The tutorial's next user list, sent by one task outside the community lock.
     users_out: Arc<deliver::UsersOutbox>,
+    /// Who is present and who hears about it; its community-side state is under the
+    /// `community` lock.
+    presence: Box<dyn Presence>,
 }
 
 impl Chat {
@@ -92,7 +99,19 @@ impl Chat {
             recovery,
             closing: AtomicBool::new(false),
             users_out: Arc::default(),
+            presence: Box::new(LocalPresence),
         }
+    }
+
+    /// Keep presence elsewhere than in this process (the seam of a cluster).
+    pub fn with_presence(mut self, presence: Box<dyn Presence>) -> Self {
+        self.presence = presence;
+        self
+    }
+
+    /// Presence; calls that take the community are made with its lock held.
+    pub(crate) fn presence(&self) -> &dyn Presence {
+        &*self.presence
     }
 
     /// The server is shutting down: stop announcing and recording departures. Returns the
@@ -100,7 +119,7 @@ impl Chat {
     pub fn begin_shutdown(&self) -> Vec<UserId> {
         let community = self.community();
         self.closing.store(true, Ordering::Relaxed);
-        community.users_in_grace()
+        self.presence.in_grace(&community)
     }
 
     /// Lock the community. The domain validates before it mutates, so a panic while the lock
@@ -150,6 +169,7 @@ impl Chat {
                 notices,
                 self.recovery.then_some(&position as &dyn Fn() -> String),
                 &self.users_out,
+                &*self.presence,
             );
         }
     }
@@ -162,11 +182,9 @@ impl Chat {
     /// (its connection dropped), so a tutorial user is held for the grace period too.
     pub(crate) fn disconnect(&self, socket: &Socket<Connection>, resumable: bool) {
         let mut community = self.community();
-        let notices = if resumable {
-            community.drop_connection(socket.id(), now_ms_u64())
-        } else {
-            community.disconnect(socket.id(), now_ms_u64())
-        };
+        let notices =
+            self.presence
+                .socket_left(&mut community, socket.id(), resumable, now_ms_u64());
         socket.data().set_spelling(None);
         self.deliver(&community, None, &notices);
     }

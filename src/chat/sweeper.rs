@@ -99,12 +99,9 @@ impl Chat {
         if !notices.is_empty() {
             notices.extend(community.users_notice());
         }
-        let mut departed = Vec::new();
-        if community.has_away_users() {
-            let swept = community.sweep(now);
-            notices.extend(swept.notices);
-            departed = swept.departed;
-        }
+        let swept = self.presence.expire(&mut community, now);
+        notices.extend(swept.notices);
+        let departed = swept.departed;
         if !notices.is_empty() {
             self.deliver(&community, None, &notices);
         }

@@ -343,11 +343,9 @@ async fn recover_tutorial(
                     // Back to where it was: held for its grace period, or (if its arrival
                     // was never announced) gone without a word.
                     let now = u64::try_from(now_ms()).unwrap_or(0);
-                    if notices.is_empty() {
-                        community.drop_connection(socket.id(), now);
-                    } else {
-                        community.disconnect(socket.id(), now);
-                    }
+                    let resumable = notices.is_empty();
+                    chat.presence()
+                        .socket_left(&mut community, socket.id(), resumable, now);
                     return Ok(false);
                 }
                 chat.registered_on_connect(socket.id(), None, false);
