@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::now_ms_u64;
+use super::clock::now_ms_u64;
 use super::outgoing::Spelling;
 use crate::domain::{DomainError, RateLimit};
 
@@ -14,7 +14,7 @@ const MAX_IN_FLIGHT_PER_SOCKET: usize = 64;
 /// Per-socket state, created empty when a socket connects.
 #[derive(Debug)]
 pub struct Connection {
-    /// Room for this socket's messages in flight (see [`super::Chat::pipeline`]).
+    /// Room for this socket's messages in flight (see `Chat::pipeline`).
     pub(super) in_flight: Arc<tokio::sync::Semaphore>,
     /// Resolves when the socket's last pipelined message is finished (acked and delivered).
     pipeline_tail: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,

@@ -1,51 +1,57 @@
 //! The application layer: the chat's shared state and what it does with it, between the
-//! socket handlers ([`crate::socket`]) and the rules ([`crate::domain`]) and storage
+//! socket handlers (`socket/`) and the rules ([`crate::domain`]) and storage
 //! ([`crate::store`]). Nothing here decodes a request: handlers pass it parsed values.
 //!
 //! # Layout
-//! - this file: [`Chat`] (shared state, its mutexes and their lock order) and the calls that
-//!   only lock and deliver.
-//! - [`order`]: pipelining a socket's messages, releasing stored messages in sequence order
-//!   ([`InOrder`]), the rooms' in-memory tails and `general`'s recovery position.
-//! - [`sweeper`]: the background tasks: departures after the grace period, overdue
-//!   messages, purges, the tutorial's user lists.
-//! - [`sessions`]: sockets registered while connecting that the engine never confirmed.
+//! Leaves first; each file imports only the ones above it, and the `impl Chat` files only
+//! this one and the leaves (sweeper → sessions → order → this file).
+//! - [`clock`]: the wall clock (the domain is given the time).
+//! - [`outgoing`]: what clients receive: the message form, offsets, tutorial spellings.
+//! - [`rooms`]: the engine rooms that make delivering to a group one broadcast.
 //! - [`connection`]: [`Connection`], the per-socket state.
 //! - [`presence`]: the [`Presence`] seam (grace periods, restart grace, who hears whose
 //!   presence) and [`LocalPresence`], its implementation in this process.
-//! - [`deliver`]: notices → emits, and the engine rooms that make that cheap.
-//! - [`outgoing`]: what clients receive: the message form, offsets, tutorial spellings.
+//! - [`deliver`]: notices → emits.
+//! - this file: [`Chat`] (shared state, its mutexes and their lock order) and the calls that
+//!   only lock.
+//! - `order`: delivering notices, pipelining a socket's messages, releasing stored
+//!   messages in sequence order ([`InOrder`]), the rooms' in-memory tails and `general`'s
+//!   recovery position.
+//! - `sessions`: a socket leaving, and the sockets registered while connecting that the
+//!   engine never confirmed.
+//! - `sweeper`: the background tasks: departures after the grace period, overdue messages,
+//!   purges, the tutorial's user lists.
 //!
 //! # Lock order
-//! `community`, then `quotas`; `community`, then `order`, then `tails`. `unconfirmed` is
-//! never held with another lock. None is held across an `.await`.
+//! `community`, then `quotas`; `community`, then `order`, then `tails`; `unconfirmed` alone
+//! or after `community`. None is held across an `.await`.
 
+mod clock;
 pub mod connection;
 pub mod deliver;
 mod order;
 pub mod outgoing;
 pub mod presence;
+pub mod rooms;
 mod sessions;
 mod sweeper;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use engine::{Socket, SocketId, SocketIo};
 use serde_json::Value;
 
+pub(crate) use clock::{now_ms, now_ms_u64};
 pub use connection::Connection;
 pub use presence::{LocalPresence, Presence};
 
 use crate::domain::{
-    Community, DomainError, InOrder, Limits, Message, Outgoing, Protocol, QuotaLimits, Quotas,
-    Tail, UserId,
+    Community, DomainError, InOrder, Limits, Message, Protocol, QuotaLimits, Quotas, Tail, UserId,
 };
 use crate::store::Conversation;
 use crate::store::history::History;
-use sessions::Unconfirmed;
 
 /// State shared by every socket of the chat.
 pub struct Chat {
@@ -153,52 +159,16 @@ impl Chat {
         self.community().user_count()
     }
 
-    /// Deliver notices (see [`deliver::deliver`]); call with the community locked.
-    pub(crate) fn deliver(
-        &self,
-        community: &Community<SocketId>,
-        actor: Option<&Socket<Connection>>,
-        notices: &[Outgoing<SocketId>],
-    ) {
-        if let Some(io) = self.io() {
-            let position = || self.general_position();
-            deliver::deliver(
-                io,
-                community,
-                actor,
-                notices,
-                self.recovery.then_some(&position as &dyn Fn() -> String),
-                &self.users_out,
-                &*self.presence,
-            );
-        }
-    }
-
     pub(crate) fn is_full_protocol(&self, socket: &Socket<Connection>) -> bool {
         self.community().protocol_of(socket.id()) == Some(Protocol::Full)
     }
-
-    /// A socket left. `resumable`: its client may come back with connection-state recovery
-    /// (its connection dropped), so a tutorial user is held for the grace period too.
-    pub(crate) fn disconnect(&self, socket: &Socket<Connection>, resumable: bool) {
-        let mut community = self.community();
-        let notices =
-            self.presence
-                .socket_left(&mut community, socket.id(), resumable, now_ms_u64());
-        socket.data().set_spelling(None);
-        self.deliver(&community, None, &notices);
-    }
 }
 
-/// Milliseconds since the Unix epoch (the store's timestamps).
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
-
-pub(crate) fn now_ms_u64() -> u64 {
-    u64::try_from(now_ms()).unwrap_or(0)
+/// A socket registered during `on_connect` that the engine has not confirmed yet.
+struct Unconfirmed {
+    pub(super) registered_ms: u64,
+    /// The token and user its connect created (a new name), if it created them.
+    pub(super) fresh: Option<(String, UserId)>,
+    /// Its `session` could not be sent: the connection had closed.
+    pub(super) unsent: bool,
 }

@@ -1,4 +1,5 @@
-//! Ordering and pipelining: a socket's messages are stored in a group commit and still
+//! Delivery in order: notices go out under the community lock (see [`super::deliver`]); a
+//! socket's messages are stored in a group commit and still
 //! answered and delivered in the order it sent them; stored messages are released to
 //! everyone in sequence order ([`InOrder`]); the latest messages of busy rooms stay in
 //! memory ([`Tail`]) for catch-up without reading the history.
@@ -10,8 +11,8 @@ use engine::{Socket, SocketId};
 use serde_json::Value;
 
 use super::outgoing::{self, WireMessage};
-use super::{Chat, Connection, now_ms, now_ms_u64};
-use crate::domain::{Community, DomainError, Draft, InOrder, Message, RoomName, Tail};
+use super::{Chat, Connection, deliver, now_ms, now_ms_u64};
+use crate::domain::{Community, DomainError, Draft, InOrder, Message, Outgoing, RoomName, Tail};
 use crate::store::Conversation;
 use crate::store::history;
 
@@ -24,6 +25,27 @@ pub(super) const MAX_ORDER_WAIT_MS: u64 = 2_000;
 pub(super) const MAX_TAILS: usize = 256;
 
 impl Chat {
+    /// Deliver notices (see [`deliver::deliver`]); call with the community locked.
+    pub(crate) fn deliver(
+        &self,
+        community: &Community<SocketId>,
+        actor: Option<&Socket<Connection>>,
+        notices: &[Outgoing<SocketId>],
+    ) {
+        if let Some(io) = self.io() {
+            let position = || self.general_position();
+            deliver::deliver(
+                io,
+                community,
+                actor,
+                notices,
+                self.recovery.then_some(&position as &dyn Fn() -> String),
+                &self.users_out,
+                &*self.presence,
+            );
+        }
+    }
+
     /// Before storing the first message of a conversation in this process (or reading a
     /// room's latest messages): learn what was delivered before, so its messages can be
     /// released in sequence order, and start the room's tail there.

@@ -11,12 +11,9 @@
 
 use engine::{BroadcastOperator, Socket, SocketId};
 
-use super::Connection;
-use super::deliver::user_room;
+use super::connection::Connection;
+use super::rooms::{PRESENCE_ROOM, user_room};
 use crate::domain::{Community, Outgoing, RoomName, Swept, UserId, UserName};
-
-/// Engine room of the sockets that asked for every user's presence.
-pub const PRESENCE_ROOM: &str = "presence";
 
 /// Presence, behind one interface. Every call that takes the community is made with its lock
 /// held (it is the first lock of the lock order), so presence changes are ordered with the

@@ -1,26 +1,29 @@
-//! Sockets registered during `on_connect` that the engine has not confirmed yet: one whose
+//! A socket leaving ([`Chat::disconnect`], its grace period through [`super::Presence`]), and
+//! the sockets registered during `on_connect` that the engine has not confirmed yet: one whose
 //! connection closed while connecting is forgotten by the sweeper, and a user it created
 //! whose token could never be sent is forgotten with it (its name free at once).
 
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use engine::SocketId;
+use engine::{Socket, SocketId};
 use tracing::debug;
 
-use super::{Chat, now_ms_u64};
+use super::{Chat, Connection, Unconfirmed, now_ms_u64};
 use crate::domain::UserId;
 
-/// A socket registered during `on_connect` that the engine has not confirmed yet.
-pub(super) struct Unconfirmed {
-    registered_ms: u64,
-    /// The token and user its connect created (a new name), if it created them.
-    fresh: Option<(String, UserId)>,
-    /// Its `session` could not be sent: the connection had closed.
-    unsent: bool,
-}
-
 impl Chat {
+    /// A socket left. `resumable`: its client may come back with connection-state recovery
+    /// (its connection dropped), so a tutorial user is held for the grace period too.
+    pub(crate) fn disconnect(&self, socket: &Socket<Connection>, resumable: bool) {
+        let mut community = self.community();
+        let notices =
+            self.presence
+                .socket_left(&mut community, socket.id(), resumable, now_ms_u64());
+        socket.data().set_spelling(None);
+        self.deliver(&community, None, &notices);
+    }
+
     /// Remember a socket registered during `on_connect` (see `unconfirmed`); `fresh`: the
     /// token and user this connection created, if it created them; `unsent`: its `session`
     /// (the token) could not be sent, the connection having closed.

@@ -12,7 +12,8 @@ use tracing::debug;
 
 use super::identity::{Identity, claim_identity};
 use super::wire::{self, ConnectAuth, WireMessage, encoded_size};
-use crate::chat::deliver::{FULL_ROOM, emit_checked, user_room};
+use crate::chat::deliver::emit_checked;
+use crate::chat::rooms::{FULL_ROOM, user_room};
 use crate::chat::{Chat, Connection, now_ms, now_ms_u64};
 use crate::domain::session::{self, Claim, TOKEN_BYTES, USER_ID_BYTES};
 use crate::domain::{

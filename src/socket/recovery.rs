@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::wire::{self, ConnectAuth, Spelling, WireMessage, encoded_size};
-use crate::chat::deliver::{FULL_ROOM, emit_checked, replay_to_tutorial, user_room};
+use crate::chat::deliver::{emit_checked, replay_to_tutorial};
+use crate::chat::rooms::{FULL_ROOM, user_room};
 use crate::chat::{Chat, Connection, now_ms};
 use crate::domain::{Audience, DomainError, Outgoing, Protocol, RoomName, UserId, UserName};
 use crate::store::history::general_conversation;
