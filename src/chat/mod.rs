@@ -5,7 +5,7 @@
 //! # Layout
 //! Leaves first; each file imports only the ones above it, and the `impl Chat` files only
 //! this one and the leaves (sweeper → sessions → order → this file).
-//! - [`clock`]: the wall clock (the domain is given the time).
+//! - `clock`: the wall clock (the domain is given the time).
 //! - [`outgoing`]: what clients receive: the message form, offsets, tutorial spellings.
 //! - [`rooms`]: the engine rooms that make delivering to a group one broadcast.
 //! - [`connection`]: [`Connection`], the per-socket state.

@@ -9,7 +9,9 @@
 //!   registered in one `match`.
 //! - [`tutorial`]: the classic tutorial's protocol (`addUser`/`sendChat` in, `updateChat`/
 //!   `updateUsers` out, camelCase or lowercase).
-//! - [`full`]: the full protocol of PROTOCOL.md section 2 (identity, rooms, history, DMs).
+//! - [`full`]: the full protocol of PROTOCOL.md section 2: connect, and what its event
+//!   groups share; the groups: [`rooms`] (and typing), [`messages`] (room and direct
+//!   messages, history) and [`sync`].
 //! - [`identity`]: who a connecting client is (a session token or a free name), one
 //!   [`identity::claim_identity`] for both protocols.
 //! - [`presence`]: the opt-in to every user's presence.
@@ -18,8 +20,11 @@
 
 pub mod full;
 pub mod identity;
+pub mod messages;
 pub mod presence;
 pub mod recovery;
+pub mod rooms;
+pub mod sync;
 pub mod tutorial;
 pub mod wire;
 
@@ -67,17 +72,17 @@ impl Handler for ChatHandler {
             "adduser" => tutorial::add_user(chat, socket, Spelling::Lowercase, &args).await,
             "sendChat" => tutorial::send_chat(chat, socket, Spelling::CamelCase, &args).await,
             "sendchat" => tutorial::send_chat(chat, socket, Spelling::Lowercase, &args).await,
-            "room:list" => full::room_list(chat, socket, &args, ack),
-            "room:create" => full::room_create(chat, socket, &args, ack).await,
-            "room:join" => full::room_join(chat, socket, &args, ack).await,
-            "room:leave" => full::room_leave(chat, socket, &args, ack).await,
-            "room:members" => full::room_members(chat, socket, &args, ack),
-            "message:send" => full::message_send(chat, socket, &args, ack).await,
-            "message:history" => full::message_history(chat, socket, &args, ack).await,
-            "sync" => full::sync(chat, socket, &args, ack).await,
-            "dm:send" => full::dm_send(chat, socket, &args, ack).await,
-            "dm:history" => full::dm_history(chat, socket, &args, ack).await,
-            "typing" => full::typing(chat, socket, &args),
+            "room:list" => rooms::room_list(chat, socket, &args, ack),
+            "room:create" => rooms::room_create(chat, socket, &args, ack).await,
+            "room:join" => rooms::room_join(chat, socket, &args, ack).await,
+            "room:leave" => rooms::room_leave(chat, socket, &args, ack).await,
+            "room:members" => rooms::room_members(chat, socket, &args, ack),
+            "message:send" => messages::message_send(chat, socket, &args, ack).await,
+            "message:history" => messages::message_history(chat, socket, &args, ack).await,
+            "sync" => sync::sync(chat, socket, &args, ack).await,
+            "dm:send" => messages::dm_send(chat, socket, &args, ack).await,
+            "dm:history" => messages::dm_history(chat, socket, &args, ack).await,
+            "typing" => rooms::typing(chat, socket, &args),
             "presence:subscribe" => presence::subscribe(chat, socket, ack),
             "presence:unsubscribe" => presence::unsubscribe(chat, socket, ack),
             other => {
