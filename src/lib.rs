@@ -4,12 +4,15 @@
 //! - [`domain`]: the pure core — names, rooms, messages, limits, who receives what. No I/O.
 //! - `store`: message history behind the `HistoryStore` trait (SQLite, PostgreSQL, memory),
 //!   and [`History`], the chat's one handle on it.
+//! - [`chat`]: the application layer — shared state and its lock order, message ordering
+//!   and delivery, the sweeper, presence; between `socket` and `store` + `domain`.
 //! - [`socket`]: chat event handlers over the `engine` crate; the tutorial protocol adapter.
 //! - [`http`]: the axum router — our page, the socket.io client bundle, health, metrics,
 //!   Socket.IO.
 //! - [`config`]: flags and environment into one typed [`Config`].
 //! - [`run`] (this file): wiring and the shutdown sequence; `main.rs` only binds and signals.
 
+pub mod chat;
 pub mod config;
 pub mod domain;
 pub mod http;
@@ -24,10 +27,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use chat::Chat;
 pub use config::Config;
 use domain::{Limits, QuotaLimits, RoomName};
 use http::origin::OriginPolicy;
-use socket::{Chat, ChatHandler};
+use socket::ChatHandler;
 use store::Durability;
 pub use store::History;
 
@@ -96,16 +100,22 @@ pub async fn serve(
     // restart: listed offline, reachable by direct messages, holding their names.
     let members = chat
         .history
-        .live_members(socket::now_ms())
+        .live_members(chat::now_ms())
         .await
         .map_err(std::io::Error::other)?;
     {
         // Those online when the server stopped stay present while their clients reconnect.
-        let leaves_at = socket::now_ms_u64().saturating_add(config.restart_grace_ms);
+        let leaves_at = chat::now_ms_u64().saturating_add(config.restart_grace_ms);
         let mut community = chat.community();
         for member in members {
             if member.online {
-                community.restore_present(member.user, member.name, member.rooms, leaves_at);
+                chat.presence().restore_online(
+                    &mut community,
+                    member.user,
+                    member.name,
+                    member.rooms,
+                    leaves_at,
+                );
             } else {
                 community.restore_member(member.user, member.name, member.rooms);
             }

@@ -33,7 +33,7 @@ pub mod tail;
 
 pub use community::{
     Audience, Community, Connected, Draft, Limits, MemberView, Message, Notice, Outgoing, Place,
-    Protocol, RoomSummary, Speaker, UserId,
+    Protocol, RoomSummary, Speaker, Swept, UserId,
 };
 pub use error::{DomainError, ErrorCode};
 pub use message::{DEFAULT_MAX_MESSAGE_CHARS, MessageBody};

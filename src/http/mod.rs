@@ -20,7 +20,7 @@ use axum::routing::get;
 use engine::{ServeStats, SocketIo};
 use http::{HeaderMap, StatusCode};
 
-use crate::socket::Chat;
+use crate::chat::Chat;
 use assets::Asset;
 use origin::OriginPolicy;
 

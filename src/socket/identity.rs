@@ -3,7 +3,7 @@
 //! the rule of [`session::claim_name`] applied to everyone who may hold the name: users in
 //! the community (present, or away within their grace period) and valid sessions in history.
 
-use super::Chat;
+use crate::chat::Chat;
 use crate::domain::session::{self, Claim};
 use crate::domain::{DomainError, ErrorCode, UserName};
 use crate::store::history::Session;

@@ -6,15 +6,14 @@
 use engine::{Ack, Socket};
 use serde_json::Value;
 
-use super::deliver::PRESENCE_ROOM;
 use super::full::answer;
-use super::{Chat, Connection};
+use crate::chat::{Chat, Connection};
 use crate::domain::{DomainError, ErrorCode, Protocol};
 
 /// `presence:subscribe {}`: from now on this socket receives every user's `presence`.
 pub fn subscribe(chat: &Chat, socket: &Socket<Connection>, ack: Option<Ack>) {
     let result = full_user(chat, socket).map(|()| {
-        socket.join(PRESENCE_ROOM);
+        chat.presence().subscribe(socket);
         Value::Null
     });
     answer(ack, result);
@@ -23,7 +22,7 @@ pub fn subscribe(chat: &Chat, socket: &Socket<Connection>, ack: Option<Ack>) {
 /// `presence:unsubscribe {}`: back to the presence of the users it shares a room with.
 pub fn unsubscribe(chat: &Chat, socket: &Socket<Connection>, ack: Option<Ack>) {
     let result = full_user(chat, socket).map(|()| {
-        socket.leave(PRESENCE_ROOM);
+        chat.presence().unsubscribe(socket);
         Value::Null
     });
     answer(ack, result);

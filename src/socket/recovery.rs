@@ -21,9 +21,10 @@
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use super::deliver::{FULL_ROOM, emit_checked, replay_to_tutorial, user_room};
 use super::wire::{self, ConnectAuth, Spelling, WireMessage, encoded_size};
-use super::{Chat, Connection, now_ms};
+use crate::chat::deliver::{emit_checked, replay_to_tutorial};
+use crate::chat::rooms::{FULL_ROOM, user_room};
+use crate::chat::{Chat, Connection, now_ms};
 use crate::domain::{Audience, DomainError, Outgoing, Protocol, RoomName, UserId, UserName};
 use crate::store::history::general_conversation;
 use crate::store::{Conversation, StoredMessage};
@@ -343,11 +344,9 @@ async fn recover_tutorial(
                     // Back to where it was: held for its grace period, or (if its arrival
                     // was never announced) gone without a word.
                     let now = u64::try_from(now_ms()).unwrap_or(0);
-                    if notices.is_empty() {
-                        community.drop_connection(socket.id(), now);
-                    } else {
-                        community.disconnect(socket.id(), now);
-                    }
+                    let resumable = notices.is_empty();
+                    chat.presence()
+                        .socket_left(&mut community, socket.id(), resumable, now);
                     return Ok(false);
                 }
                 chat.registered_on_connect(socket.id(), None, false);

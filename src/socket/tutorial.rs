@@ -16,10 +16,10 @@ use std::sync::Arc;
 use serde_json::Value;
 use tracing::debug;
 
-use super::deliver::emit_checked;
 use super::identity::claim_identity;
 use super::wire::Spelling;
-use super::{Chat, Connection, now_ms};
+use crate::chat::deliver::emit_checked;
+use crate::chat::{Chat, Connection, now_ms};
 use crate::domain::session::Claim;
 use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId};
 use crate::store::history::general_conversation;

@@ -1,14 +1,5 @@
-//! Turning the domain's [`Outgoing`] notices into engine emits.
-//!
-//! Engine rooms used (names are private to this module and the join calls in this layer):
-//! - `tutorial:camelCase` / `tutorial:lowercase`: named tutorial sockets, by spelling;
-//! - `full`: every full-protocol socket (they are all in `general`);
-//! - `user:<id>`: every full-protocol socket of one user (tabs);
-//! - `presence`: the full-protocol sockets that asked for everyone's presence
-//!   (`presence:subscribe`).
-//!
-//! A room other than `general` is reached as the union of its members' `user:` rooms, so a
-//! user's other tabs follow a room joined in one tab without any per-socket bookkeeping.
+//! Turning the domain's [`Outgoing`] notices into engine emits, through the engine rooms of
+//! [`super::rooms`].
 
 use std::sync::{Mutex, PoisonError};
 
@@ -17,21 +8,12 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::json;
 use tracing::{debug, warn};
 
-use super::Connection;
-use super::wire::{Spelling, WireMessage, offset, recovery_offset};
+use super::connection::Connection;
+use super::outgoing::{Spelling, WireMessage, offset, recovery_offset};
+use super::presence::Presence;
+use super::rooms::{FULL_ROOM, user_room};
 use crate::domain::{Audience, Community, Notice, Outgoing, Place, RoomName, UserId, UserName};
 use crate::store::StoredMessage;
-
-/// Engine room of every full-protocol socket.
-pub const FULL_ROOM: &str = "full";
-
-/// Engine room of the sockets that asked for every user's presence.
-pub const PRESENCE_ROOM: &str = "presence";
-
-/// Engine room of one user's full-protocol sockets.
-pub fn user_room(user: &UserId) -> String {
-    format!("user:{}", user.as_str())
-}
 
 /// The tutorial's latest user list, waiting to be encoded and sent outside the community
 /// lock. Only the latest list matters, so a list not sent yet is replaced by a newer one:
@@ -82,7 +64,7 @@ pub fn send_users(io: &engine::SocketIo, names: &[UserName]) {
 }
 
 /// With connection-state recovery on, the position of `general`'s stream, `seq:ts:general`
-/// (see [`super::Chat::general_position`]): the offset of a tutorial `updateChat` that is no
+/// (see `Chat::general_position`): the offset of a tutorial `updateChat` that is no
 /// stored message (`Server` notices). The official client takes the last string argument of
 /// every event as its offset, so with recovery on every `updateChat` must carry one.
 pub type Position<'a> = Option<&'a dyn Fn() -> String>;
@@ -99,6 +81,7 @@ pub fn deliver(
     notices: &[Outgoing<SocketId>],
     position: Position<'_>,
     users: &UsersOutbox,
+    presence: &dyn Presence,
 ) {
     let offsets = position.is_some();
     for Outgoing { to, notice } in notices {
@@ -142,14 +125,8 @@ pub fn deliver(
                 report(full_emit(op.to(FULL_ROOM), notice, None, offsets));
             }
             Audience::Watchers(rooms) => {
-                let Some(mut op) = namespace(io) else { return };
-                op = op.to(PRESENCE_ROOM);
-                // The engine sends once to a socket in several of these rooms.
-                for room in rooms {
-                    for user in community.member_ids(room) {
-                        op = op.to(&user_room(user));
-                    }
-                }
+                let Some(op) = namespace(io) else { return };
+                let op = presence.watchers(op, community, rooms);
                 report(full_emit(op, notice, None, offsets));
             }
         }
