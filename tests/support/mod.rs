@@ -70,7 +70,13 @@ pub fn temp_db_path() -> String {
     }
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let unique = NEXT.fetch_add(1, Ordering::Relaxed);
-    let file = format!("chinwag-test-{}-{unique}.db", std::process::id());
+    // A random part too: process ids are reused, and an earlier run's file with the same name
+    // would start this test with its history.
+    let file = format!(
+        "chinwag-test-{}-{unique}-{:08x}.db",
+        std::process::id(),
+        rand::random::<u32>()
+    );
     std::env::temp_dir()
         .join(file)
         .to_string_lossy()
