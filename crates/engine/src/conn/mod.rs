@@ -60,6 +60,8 @@ struct State {
     transport: Transport,
     poll_pending: bool,
     post_pending: bool,
+    /// A WebSocket for this polling session was accepted and its upgrade is not over.
+    upgrade_pending: bool,
     heartbeat: Heartbeat,
     // --- admission ---
     /// This polling session's slot under the connection caps, released when it is upgraded
@@ -108,6 +110,7 @@ impl Conn {
             farewell_sent: false,
             transport,
             poll_pending: false,
+            upgrade_pending: false,
             post_pending: false,
             heartbeat: Heartbeat::new(now, &server.config),
             slot: None,
@@ -287,6 +290,16 @@ impl Conn {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(inbox::cleanup(self.clone()));
         }
+    }
+
+    /// A WebSocket upgrade of this session begins (`true`) or is over, either way (`false`).
+    pub(crate) fn set_upgrade_pending(&self, pending: bool) {
+        self.lock().upgrade_pending = pending;
+        self.wake_all();
+    }
+
+    pub(crate) fn upgrade_pending(&self) -> bool {
+        self.lock().upgrade_pending
     }
 
     /// Register a polling GET; false when one is already pending (a protocol violation).

@@ -114,10 +114,33 @@ pub(crate) async fn get(conn: Arc<Conn>) -> Response {
         conn: conn.clone(),
         answered: false,
     };
+    // A poll that begins while a WebSocket upgrade of the session is under way waits a moment
+    // for its outcome, as the reference server (which handles `2probe` and `5` in one turn)
+    // behaves: refused once upgraded, answered as usual otherwise. Bounded, because a client
+    // that sent it before seeing `3probe` waits for it before it sends `5`.
+    let hold_until = conn
+        .upgrade_pending()
+        .then(|| Instant::now() + UPGRADE_OUTCOME_WAIT);
     loop {
         let wake = conn.writer_wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
+        if let Some(until) = hold_until.filter(|until| Instant::now() < *until)
+            && conn.closed().is_none()
+            && !conn.has_writable_frames()
+        {
+            if conn.transport() == Transport::WebSocket {
+                guard.answered = true;
+                return EngineError::BadRequest.response();
+            }
+            if conn.upgrade_pending() {
+                tokio::select! {
+                    _ = &mut wake => {}
+                    _ = sleep_until(until) => {}
+                }
+                continue;
+            }
+        }
         if let Some(frames) = ready_frames(&conn) {
             guard.answered = true;
             return encode_response(&conn, &frames);
@@ -125,6 +148,9 @@ pub(crate) async fn get(conn: Arc<Conn>) -> Response {
         wake.await;
     }
 }
+
+/// How long a poll begun during a WebSocket upgrade waits for the upgrade's outcome.
+const UPGRADE_OUTCOME_WAIT: std::time::Duration = std::time::Duration::from_millis(30);
 
 /// What a poll should answer now, if anything.
 fn ready_frames(conn: &Conn) -> Option<Vec<Frame>> {

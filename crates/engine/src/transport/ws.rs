@@ -75,6 +75,9 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
     else {
         return EngineError::BadRequest.response();
     };
+    if let Mode::Upgrade(conn) = &mode {
+        conn.set_upgrade_pending(true);
+    }
     let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_payload = match &mode {
@@ -84,6 +87,9 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
     };
     let fut = async move {
         let Ok(upgraded) = on_upgrade.await else {
+            if let Mode::Upgrade(conn) = &mode {
+                conn.set_upgrade_pending(false);
+            }
             return;
         };
         let config = WebSocketConfig::default()
@@ -175,7 +181,9 @@ async fn upgrade(conn: Arc<Conn>, mut ws: Box<Ws>) {
                 conn.set_transport(Transport::Upgrading);
             }
             ("5", Transport::Upgrading) => {
+                // The transport first: a poll waiting for the outcome must see it upgraded.
                 conn.set_transport(Transport::WebSocket);
+                conn.set_upgrade_pending(false);
                 conn.reset_heartbeat();
                 return run(conn, ws).await;
             }
@@ -186,6 +194,7 @@ async fn upgrade(conn: Arc<Conn>, mut ws: Box<Ws>) {
     if conn.transport() == Transport::Upgrading {
         conn.set_transport(Transport::Polling);
     }
+    conn.set_upgrade_pending(false);
 }
 
 /// What a received WebSocket message asks of the loop.
