@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -354,31 +353,8 @@ async fn start_with_env(
     key: &str,
     value: &str,
 ) -> Result<(std::process::Child, std::net::SocketAddr), std::process::ExitStatus> {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
-        .args(["--port", "0", "--host", "127.0.0.1", "--db"])
-        .arg(support::temp_db_path())
-        .env_remove("PORT")
-        .env_remove("HOST")
-        .env(key, value)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chinwag");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(20), line)
-        .await
-        .expect("chinwag starts or exits in time")
-        .expect("join")
-        .expect("read stdout");
-    match line.trim().strip_prefix("listening on http://") {
-        Some(addr) => Ok((child, addr.parse().expect("an address"))),
-        None => Err(child.wait().expect("exit status")),
-    }
+    let db = support::temp_db_path();
+    support::try_start_binary(&["--db", &db], &[(key, value)]).await
 }
 
 #[tokio::test]

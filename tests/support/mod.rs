@@ -34,11 +34,23 @@ pub fn test_config() -> Config {
 /// Start the real `chinwag` binary on 127.0.0.1 port 0 with `args` added, and wait (up to 20 s)
 /// for its `listening on http://ADDR` line; returns the process and that address.
 pub async fn start_binary(args: &[&str]) -> (Child, SocketAddr) {
+    try_start_binary(args, &[])
+        .await
+        .unwrap_or_else(|status| panic!("chinwag exited ({status}) instead of listening"))
+}
+
+/// [`start_binary`] with environment variables set, for a binary that may refuse to start:
+/// its exit status when it exits before printing its address.
+pub async fn try_start_binary(
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Result<(Child, SocketAddr), std::process::ExitStatus> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chinwag"))
         .args(["--port", "0", "--host", "127.0.0.1"])
         .args(args)
         .env_remove("PORT")
         .env_remove("HOST")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -50,15 +62,13 @@ pub async fn start_binary(args: &[&str]) -> (Child, SocketAddr) {
     });
     let line = tokio::time::timeout(Duration::from_secs(20), line)
         .await
-        .expect("the address is printed in time")
+        .expect("chinwag starts or exits in time")
         .expect("join")
         .expect("read stdout");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    (child, addr)
+    match line.trim().strip_prefix("listening on http://") {
+        Some(addr) => Ok((child, addr.parse().expect("an address"))),
+        None => Err(child.wait().expect("exit status")),
+    }
 }
 
 /// A database no other test uses: a SQLite file in the system's temporary directory, or,
