@@ -301,6 +301,9 @@ describe('the web UI at /', () => {
       const ben = await join(benContext, server.url, 'Ben');
       const { socket: observer, session } = await nodeUser(server.url, { name: 'Obs' });
       await send(ann, 'before the crash');
+      // Ben can see it before Ann's acknowledgement arrives: wait for both, so that the only
+      // message pending across the crash is the one typed while the server is down.
+      await waitForMessage(ann, 'before the crash');
       await waitForMessage(ben, 'before the crash');
       observer.close();
 
