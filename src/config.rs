@@ -97,6 +97,17 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_RESTART_GRACE_MS", default_value_t = 30_000)]
     pub restart_grace_ms: u64,
 
+    /// Cluster mode: how often a node refreshes its presence heartbeat in Redis (and the
+    /// node holding the sweeper lock looks for dead nodes), in milliseconds.
+    #[arg(long, env = "CHINWAG_PRESENCE_HEARTBEAT_MS", default_value_t = 3_000)]
+    pub presence_heartbeat_ms: u64,
+
+    /// Cluster mode: how long a node's heartbeat lives in Redis, in milliseconds. A node
+    /// silent this long is dead: its users nobody else has are announced gone a presence
+    /// grace period later. Keep it a few heartbeats long.
+    #[arg(long, env = "CHINWAG_PRESENCE_NODE_TTL_MS", default_value_t = 10_000)]
+    pub presence_node_ttl_ms: u64,
+
     /// Open connections (HTTP and WebSocket) beyond which new ones are refused with 503.
     /// Keep it below the process's open-file limit (`ulimit -n`).
     #[arg(long, env = "CHINWAG_MAX_CONNECTIONS", default_value_t = 19_000)]
@@ -156,6 +167,8 @@ impl Config {
             connection_state_recovery: false,
             presence_grace_ms: 5_000,
             restart_grace_ms: 30_000,
+            presence_heartbeat_ms: 3_000,
+            presence_node_ttl_ms: 10_000,
             shutdown_grace_ms: 10_000,
             max_connections: 19_000,
             max_connections_per_ip: 1_000,

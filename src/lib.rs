@@ -81,12 +81,14 @@ pub async fn serve(
              well below --max-rooms"
         );
     }
-    let chat = Arc::new(Chat::new(
-        limits(&config),
-        quota_limits(&config),
-        history,
-        recovery,
-    ));
+    let mut chat = Chat::new(limits(&config), quota_limits(&config), history, recovery);
+    if let Some(cluster) = &cluster {
+        let presence = cluster::presence::RedisPresence::start(cluster, presence_timing(&config));
+        // Live before it holds anyone: its users count as held from the first one on.
+        presence.announce_node().await;
+        chat = chat.with_presence(Box::new(presence));
+    }
+    let chat = Arc::new(chat);
     let known_rooms = chat.history.rooms().await.map_err(std::io::Error::other)?;
     {
         // Rooms count against their creators' quotas across restarts.
@@ -110,12 +112,25 @@ pub async fn serve(
         .live_members(chat::now_ms())
         .await
         .map_err(std::io::Error::other)?;
+    // Online users another node of a cluster has are that node's: not restored present
+    // here (this node would later announce them gone).
+    let online: Vec<domain::UserId> = members
+        .iter()
+        .filter(|member| member.online)
+        .map(|member| member.user.clone())
+        .collect();
+    let elsewhere = chat.presence().held_elsewhere(&online).await;
+    let elsewhere: std::collections::HashSet<&domain::UserId> = online
+        .iter()
+        .zip(elsewhere)
+        .filter_map(|(user, held)| held.then_some(user))
+        .collect();
     {
         // Those online when the server stopped stay present while their clients reconnect.
         let leaves_at = chat::now_ms_u64().saturating_add(config.restart_grace_ms);
         let mut community = chat.community();
         for member in members {
-            if member.online {
+            if member.online && !elsewhere.contains(&member.user) {
                 chat.presence().restore_online(
                     &mut community,
                     member.user,
@@ -175,8 +190,15 @@ pub async fn serve(
     let _ = stop_accepting.send(());
     // Users whose connections had already dropped were leaving: after the restart they are
     // not online. Everyone still connected is, while their clients reconnect.
-    let leaving = chat.begin_shutdown();
+    let mut leaving = chat.begin_shutdown();
     let grace = config.shutdown_grace();
+    // Still online on another node of a cluster: not leaving.
+    if let Ok(elsewhere) =
+        tokio::time::timeout(grace, chat.presence().held_elsewhere(&leaving)).await
+    {
+        let mut elsewhere = elsewhere.into_iter();
+        leaving.retain(|_| !elsewhere.next().unwrap_or(false));
+    }
     if tokio::time::timeout(grace, chat.history.mark_offline(leaving))
         .await
         .is_err()
@@ -197,6 +219,7 @@ pub async fn serve(
     }
     info!("shutting down: flushing history");
     chat.history.close().await;
+    chat.presence().stop();
     if let Some(cluster) = &cluster {
         cluster.close().await;
     }
@@ -232,6 +255,14 @@ pub async fn open_cluster(config: &Config) -> std::io::Result<Option<Arc<Cluster
         .await
         .map(Some)
         .map_err(std::io::Error::other)
+}
+
+fn presence_timing(config: &Config) -> cluster::presence::PresenceTiming {
+    cluster::presence::PresenceTiming {
+        heartbeat: std::time::Duration::from_millis(config.presence_heartbeat_ms.max(1)),
+        node_ttl: std::time::Duration::from_millis(config.presence_node_ttl_ms.max(1)),
+        grace: std::time::Duration::from_millis(config.presence_grace_ms),
+    }
 }
 
 fn limits(config: &Config) -> Limits {

@@ -2,18 +2,28 @@
 //! present (its grace period, and the restart grace of users online when the server
 //! stopped), and who hears about it. [`Presence`] is the seam: [`LocalPresence`] keeps it in
 //! this process (in the [`Community`], under its lock, and in the engine's `presence` room);
-//! a cluster keeps it in a shared store with expiry instead.
+//! a cluster keeps it in a shared store with expiry instead (`cluster::presence`).
+//!
+//! What needs the shared store is asked outside the community lock, before the call that
+//! takes the lock ([`Presence::held_elsewhere`]), or answered later by a task of the
+//! implementation (a departure is then decided at a later [`Presence::expire`]).
 //!
 //! Who hears a user's `presence`: the sockets that asked for everyone's
 //! (`presence:subscribe`), and the users it shares a room with other than `general`
 //! (see [`crate::domain::Audience::Watchers`]): everyone is in `general`, and announcing
 //! every arrival to everyone costs O(users²) frames.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use engine::{BroadcastOperator, Socket, SocketId};
 
 use super::connection::Connection;
 use super::rooms::{PRESENCE_ROOM, user_room};
 use crate::domain::{Community, Outgoing, RoomName, Swept, UserId, UserName};
+
+/// A boxed future, for the seam's questions that cross the network.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Presence, behind one interface. Every call that takes the community is made with its lock
 /// held (it is the first lock of the lock order), so presence changes are ordered with the
@@ -32,6 +42,22 @@ pub trait Presence: Send + Sync {
         community: &Community<SocketId>,
         rooms: &[RoomName],
     ) -> BroadcastOperator;
+
+    /// Asked without the community lock, before users arrive (or are restored, or are
+    /// recorded offline): for each, whether another node of a cluster holds it (then it is
+    /// online already, and stays online when it leaves here). Always false in one process.
+    fn held_elsewhere<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<bool>>;
+
+    /// A socket of a full-protocol user was connected ([`Community::connect`]) with these
+    /// `notices`; `elsewhere`: what [`Presence::held_elsewhere`] said of its user. Returns
+    /// the notices to deliver (an arrival another node announced is not announced again).
+    fn socket_arrived(
+        &self,
+        community: &Community<SocketId>,
+        socket: &SocketId,
+        elsewhere: bool,
+        notices: Vec<Outgoing<SocketId>>,
+    ) -> Vec<Outgoing<SocketId>>;
 
     /// A socket is gone at `now_ms`. A full-protocol user whose last socket it was starts its
     /// grace period; a tutorial user leaves at once unless `resumable` (its connection
@@ -61,6 +87,9 @@ pub trait Presence: Send + Sync {
         rooms: Vec<RoomName>,
         leaves_at_ms: u64,
     );
+
+    /// The server stops: stop any background work (a cluster's heartbeat then expires).
+    fn stop(&self) {}
 }
 
 /// Presence in this process: grace periods in the [`Community`], subscribers in the engine
@@ -91,6 +120,21 @@ impl Presence for LocalPresence {
             }
         }
         op
+    }
+
+    fn held_elsewhere<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<bool>> {
+        let nowhere = vec![false; users.len()];
+        Box::pin(std::future::ready(nowhere))
+    }
+
+    fn socket_arrived(
+        &self,
+        _community: &Community<SocketId>,
+        _socket: &SocketId,
+        _elsewhere: bool,
+        notices: Vec<Outgoing<SocketId>>,
+    ) -> Vec<Outgoing<SocketId>> {
+        notices
     }
 
     fn socket_left(

@@ -7,11 +7,15 @@
 //! - this file: [`Cluster`], the node's handle on the cluster: its random node uid (a new
 //!   one every process start, so a restarted node is a new node), the Redis client and the
 //!   key prefix every key and channel of this cluster carries ([`Cluster::key`]).
+//! - [`presence`]: [`presence::RedisPresence`], the chat's presence seam kept in Redis with
+//!   per-node heartbeats, so a user is online while any live node has it.
 //!
 //! Redis is reached through `fred`: it reconnects on its own and re-subscribes a
 //! subscriber client's channels after a reconnect. Commands fail after
 //! [`COMMAND_TIMEOUT`] while Redis is away instead of queueing without bound, so a lost
 //! Redis slows nothing that PostgreSQL can do alone.
+
+pub mod presence;
 
 use std::fmt;
 use std::sync::Arc;

@@ -571,6 +571,86 @@ impl<C: Clone + Ord + Hash> Community<C> {
         Swept { notices, departed }
     }
 
+    /// Users whose grace period is over at `now_ms`, with their protocol: [`Community::sweep`]
+    /// ends them all; a cluster first asks, for each full-protocol one, whether another
+    /// node still has it, then ends them with [`Community::end_grace`].
+    pub fn grace_over(&self, now_ms: u64) -> Vec<(UserId, Protocol)> {
+        self.users
+            .iter()
+            .filter(|(_, user)| user.leaves_at.is_some_and(|at| now_ms >= at))
+            .map(|(id, user)| (id.clone(), user.protocol))
+            .collect()
+    }
+
+    /// End the grace periods of `users` that are still over at `now_ms` (one back meanwhile
+    /// stays). Each `(user, announce)`: announced as gone, or, without `announce` (it is still
+    /// present on another node of a cluster), gone from here without a word and not among
+    /// the departed. One tutorial user list for the batch, as [`Community::sweep`].
+    pub fn end_grace(
+        &mut self,
+        users: impl IntoIterator<Item = (UserId, bool)>,
+        now_ms: u64,
+    ) -> Swept<C> {
+        let mut notices = Vec::new();
+        let mut departed = Vec::new();
+        let mut removed = false;
+        for (id, announce) in users {
+            let Some(user) = self.users.get(&id) else {
+                continue;
+            };
+            if user.leaves_at.is_none_or(|at| now_ms < at) {
+                continue;
+            }
+            let protocol = user.protocol;
+            let gone = self.remove_user(&id);
+            removed = true;
+            if announce {
+                notices.extend(gone);
+                if protocol == Protocol::Full {
+                    departed.push(id);
+                }
+            }
+        }
+        if removed {
+            notices.extend(self.users_notice());
+        }
+        Swept { notices, departed }
+    }
+
+    /// How many sockets `user` has here, if present (0 during its grace period).
+    pub fn socket_count(&self, user: &UserId) -> Option<usize> {
+        self.users.get(user).map(|user| user.sockets.len())
+    }
+
+    /// The name of a present or away user.
+    pub fn name_of_user(&self, user: &UserId) -> Option<&UserName> {
+        self.users
+            .get(user)
+            .map(|user| &user.name)
+            .or_else(|| self.away.get(user).map(|away| &away.name))
+    }
+
+    /// A user held only by another node of a cluster, which stopped without a word: its
+    /// departure, for whoever watches it here (the watchers of its rooms if it is remembered
+    /// here as away). Nothing if it is present here.
+    pub fn gone_elsewhere(&self, user: &UserId, name: UserName) -> Vec<Outgoing<C>> {
+        if self.users.contains_key(user) {
+            return Vec::new();
+        }
+        let rooms = self
+            .away
+            .get(user)
+            .map(|away| away.rooms.clone())
+            .unwrap_or_default();
+        vec![Outgoing {
+            to: watchers(&rooms),
+            notice: Notice::Presence {
+                name,
+                online: false,
+            },
+        }]
+    }
+
     /// The tutorial's user list for every tutorial socket, or nothing when no tutorial user
     /// is present. [`Community::forget_user`] leaves it out: add it once after a batch.
     pub fn users_notice(&self) -> Option<Outgoing<C>> {
@@ -1489,6 +1569,96 @@ mod tests {
             },
         }));
         assert_eq!(community.user_count(), 0);
+    }
+
+    #[test]
+    fn a_grace_period_ended_for_a_cluster_is_announced_or_quiet_as_decided_and_only_once_over() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        connect(&mut community, 2, "b", "bob");
+        connect(&mut community, 3, "c", "cy");
+        assert!(community.create_room(&1, "rust").is_ok());
+        for socket in [1, 2, 3] {
+            assert_eq!(community.disconnect(&socket, 0), Vec::new());
+        }
+        assert_eq!(community.grace_over(4_999), Vec::new());
+        let mut over = community.grace_over(5_000);
+        over.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(
+            over,
+            [
+                (UserId::new("a"), Protocol::Full),
+                (UserId::new("b"), Protocol::Full),
+                (UserId::new("c"), Protocol::Full)
+            ]
+        );
+        // Cy came back meanwhile: it stays, whatever was decided.
+        connect(&mut community, 4, "c", "cy");
+        let swept = community.end_grace(
+            [
+                (UserId::new("a"), true),
+                (UserId::new("b"), false),
+                (UserId::new("c"), true),
+            ],
+            5_000,
+        );
+        assert_eq!(
+            swept.departed,
+            [UserId::new("a")],
+            "bob is online on another node"
+        );
+        assert_eq!(
+            swept
+                .notices
+                .iter()
+                .filter(|outgoing| matches!(outgoing.notice, Notice::Presence { .. }))
+                .collect::<Vec<_>>(),
+            [&Outgoing {
+                to: Audience::Watchers(vec![room("rust")]),
+                notice: Notice::Presence {
+                    name: name("ann"),
+                    online: false
+                },
+            }]
+        );
+        assert!(
+            !community.is_present(&UserId::new("a")) && !community.is_present(&UserId::new("b"))
+        );
+        assert!(community.is_present(&UserId::new("c")));
+        assert_eq!(community.socket_count(&UserId::new("c")), Some(1));
+        assert_eq!(
+            community.name_of_user(&UserId::new("b")),
+            Some(&name("bob"))
+        );
+    }
+
+    #[test]
+    fn a_user_gone_with_another_node_is_announced_to_the_watchers_of_its_rooms_unless_here() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        assert!(community.create_room(&1, "rust").is_ok());
+        assert_eq!(community.disconnect(&1, 0), Vec::new());
+        community.sweep(10_000);
+        assert_eq!(
+            community.gone_elsewhere(&UserId::new("a"), name("ann")),
+            [Outgoing {
+                to: Audience::Watchers(vec![room("rust")]),
+                notice: Notice::Presence {
+                    name: name("ann"),
+                    online: false
+                },
+            }]
+        );
+        assert_eq!(
+            community.gone_elsewhere(&UserId::new("z"), name("zed"))[0].to,
+            Audience::Watchers(Vec::new()),
+            "a stranger is announced to the subscribers"
+        );
+        connect(&mut community, 2, "a", "ann");
+        assert_eq!(
+            community.gone_elsewhere(&UserId::new("a"), name("ann")),
+            Vec::new()
+        );
     }
 
     #[test]

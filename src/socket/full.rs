@@ -132,13 +132,27 @@ pub async fn connect(
             .map_err(refusal)?;
     }
 
+    // In a cluster: whether another node has the user already (its arrival is no news).
+    let elsewhere = !present
+        && chat
+            .presence()
+            .held_elsewhere(std::slice::from_ref(&user))
+            .await
+            .contains(&true);
     let attempt = {
         let mut community = chat.community();
         community
             .connect(socket.id(), user.clone(), &wanted)
-            .map(|connected| {
+            .map(|mut connected| {
+                let arrived = !connected.notices.is_empty();
+                connected.notices = chat.presence().socket_arrived(
+                    &community,
+                    socket.id(),
+                    elsewhere,
+                    std::mem::take(&mut connected.notices),
+                );
                 announce(chat, socket, &community, &token, &user, fresh, &connected);
-                !connected.notices.is_empty()
+                arrived
             })
     };
     let arrived = match attempt {

@@ -210,6 +210,13 @@ pub async fn recover(
         }
     }
 
+    // In a cluster: whether another node has the user already (its return is no news).
+    let elsewhere = chat
+        .presence()
+        .held_elsewhere(std::slice::from_ref(&user))
+        .await
+        .contains(&true);
+
     // Under the lock (no broadcast can interleave): top up what this process broadcast since
     // the reads, then replay, then follow the live broadcasts. Bounded retries: a busy room
     // may keep moving; then the client falls back to `sync`.
@@ -242,14 +249,21 @@ pub async fn recover(
                 }
                 let connected = community.connect(socket.id(), user.clone(), &state.name)?;
                 let arrived = !connected.notices.is_empty();
-                let mut notices = connected.notices;
+                let mut notices = chat.presence().socket_arrived(
+                    &community,
+                    socket.id(),
+                    elsewhere,
+                    connected.notices,
+                );
                 for page in &replay {
                     if !community.is_in_room(socket.id(), &page.room) {
                         notices.extend(community.join_room(socket.id(), page.room.as_str())?.1);
                     }
                 }
                 if !socket.restore_session() {
-                    community.disconnect(socket.id(), u64::try_from(now_ms()).unwrap_or(0));
+                    let now = u64::try_from(now_ms()).unwrap_or(0);
+                    chat.presence()
+                        .socket_left(&mut community, socket.id(), false, now);
                     return Ok(false);
                 }
                 chat.registered_on_connect(socket.id(), None, false);

@@ -418,7 +418,7 @@ pub fn postgres_url() -> String {
 
 /// A URL of [`postgres_url`] whose `search_path` is a new, empty schema. The test fails,
 /// rather than skips, when PostgreSQL does not answer.
-fn fresh_postgres_schema() -> String {
+pub fn fresh_postgres_schema() -> String {
     use sqlx::Connection;
     let admin_url = postgres_url();
     let schema = format!("t_{:016x}", rand::random::<u64>());

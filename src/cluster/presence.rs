@@ -1,0 +1,694 @@
+//! Presence across the nodes of a cluster, in Redis ([`RedisPresence`], the cluster side of
+//! the [`Presence`] seam): a user is online while any live node holds it (a socket of it,
+//! or its grace period running there), and its arrival and departure are announced once
+//! for the whole cluster, by the node that sees it arrive first or leave last.
+//!
+//! # Keys (under the cluster's prefix)
+//! - `node:<uid>`: a node's heartbeat, set with `PX` ([`PresenceTiming::node_ttl`]) and
+//!   refreshed every [`PresenceTiming::heartbeat`]; `nodes`: the set of node uids that may
+//!   hold users.
+//! - `user:<id>`: per user a hash, field `n:<uid>` → how many sockets of the user that node
+//!   has (0: its grace period is running there). The user is online while the hash has a
+//!   field of a node in `nodes`.
+//! - `node-users:<uid>`: per node the users it holds (id → name), for sweeping a dead node.
+//! - `presence-sweeper`: the lock (`SET NX PX`) of the one node that sweeps dead nodes.
+//!
+//! # How it stays off the community lock
+//! The seam is called under the community lock, which is never held across an `.await`.
+//! So this node's own part is kept in memory (`held`: its users and their socket counts)
+//! and written to Redis by one task, in order; the two questions that need Redis are asked
+//! outside the lock: whether another node holds an arriving user
+//! ([`Presence::held_elsewhere`], asked before the arrival), and whether another node
+//! still holds a user whose grace period ended here (asked by the task, the answer applied
+//! by the next sweep, so a departure comes at most one sweep later than alone).
+//!
+//! A dead node (heartbeat expired) is swept by the lock holder once the presence grace has
+//! passed after it was first seen dead: its users no other node holds are announced gone
+//! (once: a Lua script removes the node's field and tells whether it was the last one).
+//! Users reconnecting elsewhere within that time are never announced gone.
+//!
+//! Losing Redis: writes and questions fail after the client's command timeout; a user is
+//! then taken as held nowhere else (presence per node), and this node's part is written
+//! again in full once Redis answers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use engine::{BroadcastOperator, Socket, SocketId};
+use fred::prelude::{
+    Client, Expiration, HashesInterface, KeysInterface, LuaInterface, SetOptions, SetsInterface,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::Cluster;
+use crate::chat::presence::{BoxFuture, LocalPresence};
+use crate::chat::{Connection, Presence};
+use crate::domain::{Community, Outgoing, Protocol, RoomName, Swept, UserId, UserName};
+
+/// Most users written or asked about in one round of the writer, so a long backlog does
+/// not starve the heartbeat.
+const BATCH: usize = 512;
+
+/// Timing of cluster presence.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceTiming {
+    /// How often a node refreshes its heartbeat (and the sweeper looks for dead nodes).
+    pub heartbeat: Duration,
+    /// How long a heartbeat lives: a node silent for this long is dead.
+    pub node_ttl: Duration,
+    /// The presence grace period (also how long a dead node's users may reconnect
+    /// elsewhere before they are announced gone).
+    pub grace: Duration,
+}
+
+/// Remove node ARGV[1]'s field from a user's hash (and the user from that node's list) and
+/// say what follows: 1 announce the departure (no live node holds the user any more), 0 keep
+/// quiet (another node still does), 2 nothing (a sweep found the field gone: someone else
+/// announced it). Fields of nodes no longer in `nodes` are leftovers, dropped here.
+const DEPART: &str = r"
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
+if removed == 0 and ARGV[4] == 'sweep' then return 2 end
+local held = 0
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('SISMEMBER', KEYS[3], string.sub(field, 3)) == 1 then
+    held = 1
+  else
+    redis.call('HDEL', KEYS[1], field)
+  end
+end
+if held == 1 then return 0 end
+return 1
+";
+
+/// For each user hash in KEYS (the last key is `nodes`): 1 if a node other than ARGV[1]
+/// (a field name) that is in `nodes` holds it, else 0.
+const ELSEWHERE: &str = r"
+local nodes = KEYS[#KEYS]
+local answer = {}
+for i = 1, #KEYS - 1 do
+  local held = 0
+  for _, field in ipairs(redis.call('HKEYS', KEYS[i])) do
+    if field ~= ARGV[1] and redis.call('SISMEMBER', nodes, string.sub(field, 3)) == 1 then
+      held = 1
+      break
+    end
+  end
+  answer[i] = held
+end
+return answer
+";
+
+/// Write this node's part of one user: its socket count and name (ARGV[3], ARGV[4]), or,
+/// with an empty count, remove it.
+const WRITE: &str = r"
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+end
+return 0
+";
+
+/// Presence in Redis, shared by the nodes of a cluster.
+pub struct RedisPresence {
+    shared: Arc<Shared>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    client: Client,
+    node: String,
+    keys: Keys,
+    timing: PresenceTiming,
+    state: Mutex<State>,
+    /// Something to write or ask.
+    wake: Notify,
+}
+
+/// Key names (prefixed).
+struct Keys {
+    prefix: String,
+    /// This node's heartbeat.
+    heartbeat: String,
+    nodes: String,
+    /// This node's users.
+    mine: String,
+    sweeper: String,
+}
+
+impl Keys {
+    fn user(&self, user: &str) -> String {
+        format!("{}:user:{user}", self.prefix)
+    }
+    fn node_users(&self, node: &str) -> String {
+        format!("{}:node-users:{node}", self.prefix)
+    }
+    fn heartbeat_of(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+}
+
+/// This node's field in a user's hash.
+fn field(node: &str) -> String {
+    format!("n:{node}")
+}
+
+#[derive(Default)]
+struct State {
+    /// The full-protocol users present on this node: name and socket count (0: in grace).
+    held: HashMap<UserId, (UserName, usize)>,
+    /// Users whose entry in `held` changed since written.
+    dirty: HashSet<UserId>,
+    /// Users whose grace period ended here: to ask whether another node holds them.
+    to_check: HashSet<UserId>,
+    /// Being asked.
+    checking: HashSet<UserId>,
+    /// The answers: announce the departure (true) or leave quietly.
+    decided: HashMap<UserId, bool>,
+    /// Users of dead nodes to announce gone from here.
+    gone: Vec<(UserId, UserName)>,
+    /// A write failed: write everything again at the next heartbeat.
+    resync: bool,
+}
+
+impl RedisPresence {
+    /// Presence for this node of `cluster`; its task (heartbeat, writes, dead-node sweeps)
+    /// runs until [`Presence::stop`].
+    pub fn start(cluster: &Cluster, timing: PresenceTiming) -> Self {
+        let prefix = cluster.prefix().to_owned();
+        let node = cluster.node().to_owned();
+        let keys = Keys {
+            heartbeat: format!("{prefix}:node:{node}"),
+            nodes: format!("{prefix}:nodes"),
+            mine: format!("{prefix}:node-users:{node}"),
+            sweeper: format!("{prefix}:presence-sweeper"),
+            prefix,
+        };
+        let shared = Arc::new(Shared {
+            client: cluster.client().clone(),
+            node,
+            keys,
+            timing,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+        });
+        let task = tokio::spawn(Arc::clone(&shared).run());
+        Self {
+            shared,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// Write the heartbeat once now, so the node counts as live before it takes sockets.
+    pub async fn announce_node(&self) {
+        self.shared.beat().await;
+    }
+
+    /// Record that a full-protocol user is present here with `sockets` sockets, or gone.
+    fn record(&self, community: &Community<SocketId>, user: &UserId) {
+        let mut state = self.shared.state();
+        match (community.socket_count(user), community.name_of_user(user)) {
+            (Some(sockets), Some(name)) => {
+                state.held.insert(user.clone(), (name.clone(), sockets));
+            }
+            _ => {
+                state.held.remove(user);
+            }
+        }
+        state.dirty.insert(user.clone());
+        drop(state);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for RedisPresence {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+impl Presence for RedisPresence {
+    fn subscribe(&self, socket: &Socket<Connection>) {
+        LocalPresence.subscribe(socket);
+    }
+
+    fn unsubscribe(&self, socket: &Socket<Connection>) {
+        LocalPresence.unsubscribe(socket);
+    }
+
+    fn watchers(
+        &self,
+        op: BroadcastOperator,
+        community: &Community<SocketId>,
+        rooms: &[RoomName],
+    ) -> BroadcastOperator {
+        LocalPresence.watchers(op, community, rooms)
+    }
+
+    fn held_elsewhere<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<bool>> {
+        Box::pin(self.shared.held_elsewhere(users))
+    }
+
+    fn socket_arrived(
+        &self,
+        community: &Community<SocketId>,
+        socket: &SocketId,
+        elsewhere: bool,
+        mut notices: Vec<Outgoing<SocketId>>,
+    ) -> Vec<Outgoing<SocketId>> {
+        let Some(user) = community.user_id_of(socket).cloned() else {
+            return notices;
+        };
+        if community.protocol_of(socket) != Some(Protocol::Full) {
+            return notices;
+        }
+        self.record(community, &user);
+        if elsewhere {
+            // Online already, announced by the node that has it.
+            notices.retain(|outgoing| {
+                !matches!(outgoing.notice, crate::domain::Notice::Presence { .. })
+            });
+        }
+        notices
+    }
+
+    fn socket_left(
+        &self,
+        community: &mut Community<SocketId>,
+        socket: &SocketId,
+        resumable: bool,
+        now_ms: u64,
+    ) -> Vec<Outgoing<SocketId>> {
+        let full = community.protocol_of(socket) == Some(Protocol::Full);
+        let user = community.user_id_of(socket).cloned();
+        let notices = LocalPresence.socket_left(community, socket, resumable, now_ms);
+        if let (true, Some(user)) = (full, user) {
+            self.record(community, &user);
+        }
+        notices
+    }
+
+    fn expire(&self, community: &mut Community<SocketId>, now_ms: u64) -> Swept<SocketId> {
+        let over = if community.has_away_users() {
+            community.grace_over(now_ms)
+        } else {
+            Vec::new()
+        };
+        let mut state = self.shared.state();
+        let mut ends = Vec::new();
+        let mut ask = false;
+        for (user, protocol) in over {
+            if protocol == Protocol::Tutorial {
+                // A tutorial user is one socket on one node: nobody else to ask.
+                ends.push((user, true));
+            } else if let Some(announce) = state.decided.remove(&user) {
+                ends.push((user, announce));
+            } else if !state.checking.contains(&user) && state.to_check.insert(user) {
+                ask = true;
+            }
+        }
+        // Answers about users back meanwhile: the question removed this node's field, so
+        // write it again.
+        let stale: Vec<UserId> = state.decided.drain().map(|(user, _)| user).collect();
+        state.dirty.extend(stale);
+        let gone = std::mem::take(&mut state.gone);
+        drop(state);
+        let ended: Vec<UserId> = ends.iter().map(|(user, _)| user.clone()).collect();
+        let mut swept = community.end_grace(ends, now_ms);
+        {
+            let mut state = self.shared.state();
+            for user in ended {
+                if !community.is_present(&user) {
+                    // Its field went with the question; removed again in case a write
+                    // since put it back.
+                    state.held.remove(&user);
+                    state.dirty.insert(user);
+                }
+            }
+            if !state.dirty.is_empty() {
+                ask = true;
+            }
+        }
+        for (user, name) in gone {
+            if community.is_present(&user) {
+                continue;
+            }
+            swept.notices.extend(community.gone_elsewhere(&user, name));
+            swept.departed.push(user);
+        }
+        if ask {
+            self.shared.wake.notify_one();
+        }
+        swept
+    }
+
+    fn in_grace(&self, community: &Community<SocketId>) -> Vec<UserId> {
+        community.users_in_grace()
+    }
+
+    fn restore_online(
+        &self,
+        community: &mut Community<SocketId>,
+        user: UserId,
+        name: UserName,
+        rooms: Vec<RoomName>,
+        leaves_at_ms: u64,
+    ) {
+        community.restore_present(user.clone(), name, rooms, leaves_at_ms);
+        if community.is_present(&user) {
+            self.record(community, &user);
+        }
+    }
+
+    fn stop(&self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut heartbeat = tokio::time::interval(self.timing.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dead_since: HashMap<String, Instant> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = heartbeat.tick() => {
+                    self.beat().await;
+                    self.sweep_dead(&mut dead_since).await;
+                }
+                () = self.wake.notified() => {}
+            }
+            self.flush().await;
+        }
+    }
+
+    /// Refresh the heartbeat; after a failed write (or if Redis lost this node's users),
+    /// mark every held user to be written again.
+    async fn beat(&self) {
+        let ttl = i64::try_from(self.timing.node_ttl.as_millis()).unwrap_or(i64::MAX);
+        let beat: Result<(), _> = self
+            .client
+            .set(
+                &self.keys.heartbeat,
+                "1",
+                Some(Expiration::PX(ttl)),
+                None,
+                false,
+            )
+            .await;
+        if let Err(error) = beat {
+            warn!(%error, "presence heartbeat not written");
+            self.state().resync = true;
+            return;
+        }
+        if let Err(error) = self
+            .client
+            .sadd::<(), _, _>(&self.keys.nodes, self.node.as_str())
+            .await
+        {
+            warn!(%error, "presence node not registered");
+            self.state().resync = true;
+            return;
+        }
+        let written: Result<u64, _> = self.client.hlen(&self.keys.mine).await;
+        let rewrite = {
+            let mut state = self.state();
+            // Compared only while nothing is on its way (a departure question removes a
+            // field before the next sweep forgets the user).
+            let idle = state.dirty.is_empty()
+                && state.to_check.is_empty()
+                && state.checking.is_empty()
+                && state.decided.is_empty();
+            let lost = idle && written.is_ok_and(|written| written != state.held.len() as u64);
+            std::mem::take(&mut state.resync) || lost
+        };
+        if !rewrite {
+            return;
+        }
+        // Everything held, and everything written that is no longer held.
+        let Ok(written) = self.client.hkeys::<Vec<String>, _>(&self.keys.mine).await else {
+            self.state().resync = true;
+            return;
+        };
+        let mut state = self.state();
+        debug!(
+            users = state.held.len(),
+            written = written.len(),
+            "writing this node's presence again"
+        );
+        let all: Vec<UserId> = state
+            .held
+            .keys()
+            .cloned()
+            .chain(written.into_iter().map(UserId::new))
+            .collect();
+        state.dirty.extend(all);
+    }
+
+    /// Write what changed, ask what needs asking; in rounds of [`BATCH`].
+    async fn flush(&self) {
+        loop {
+            let (writes, checks) = {
+                let mut state = self.state();
+                let users: Vec<UserId> = state.dirty.iter().take(BATCH).cloned().collect();
+                let writes: Vec<(UserId, Option<(UserName, usize)>)> = users
+                    .into_iter()
+                    .map(|user| {
+                        state.dirty.remove(&user);
+                        let value = state.held.get(&user).cloned();
+                        (user, value)
+                    })
+                    .collect();
+                let checks: Vec<UserId> = state.to_check.iter().take(BATCH).cloned().collect();
+                for user in &checks {
+                    state.to_check.remove(user);
+                    state.checking.insert(user.clone());
+                }
+                (writes, checks)
+            };
+            if writes.is_empty() && checks.is_empty() {
+                return;
+            }
+            let mut failed = false;
+            for (user, value) in writes {
+                if failed {
+                    break;
+                }
+                let (count, name) = match &value {
+                    Some((name, count)) => (count.to_string(), name.as_str().to_owned()),
+                    None => (String::new(), String::new()),
+                };
+                let written: Result<i64, _> = self
+                    .client
+                    .eval(
+                        WRITE,
+                        vec![self.keys.user(user.as_str()), self.keys.mine.clone()],
+                        vec![field(&self.node), user.as_str().to_owned(), count, name],
+                    )
+                    .await;
+                if let Err(error) = written {
+                    warn!(%error, "presence not written to Redis; presence is per node until it answers");
+                    failed = true;
+                }
+            }
+            if failed {
+                self.state().resync = true;
+            }
+            for user in checks {
+                let announce = if failed {
+                    true
+                } else {
+                    match self.depart(&self.node, user.as_str(), false).await {
+                        Ok(answer) => answer != 0,
+                        Err(error) => {
+                            warn!(%error, "presence: Redis not asked; announcing the departure");
+                            failed = true;
+                            true
+                        }
+                    }
+                };
+                debug!(
+                    user = user.as_str(),
+                    announce, "presence: grace period over here"
+                );
+                let mut state = self.state();
+                state.checking.remove(&user);
+                state.decided.insert(user, announce);
+            }
+            if failed {
+                return;
+            }
+        }
+    }
+
+    /// Run [`DEPART`] for `node`'s field of `user`.
+    async fn depart(&self, node: &str, user: &str, sweep: bool) -> Result<i64, fred::error::Error> {
+        self.client
+            .eval(
+                DEPART,
+                vec![
+                    self.keys.user(user),
+                    self.keys.node_users(node),
+                    self.keys.nodes.clone(),
+                ],
+                vec![
+                    field(node),
+                    user.to_owned(),
+                    String::new(),
+                    if sweep { "sweep" } else { "own" }.to_owned(),
+                ],
+            )
+            .await
+    }
+
+    /// Whether a node other than this one holds each of `users`. Unknown (Redis away): no.
+    async fn held_elsewhere(&self, users: &[UserId]) -> Vec<bool> {
+        let mut answers = Vec::with_capacity(users.len());
+        for chunk in users.chunks(BATCH) {
+            let mut keys: Vec<String> = chunk
+                .iter()
+                .map(|user| self.keys.user(user.as_str()))
+                .collect();
+            keys.push(self.keys.nodes.clone());
+            let asked: Result<Vec<i64>, _> = self
+                .client
+                .eval(ELSEWHERE, keys, vec![field(&self.node)])
+                .await;
+            match asked {
+                Ok(flags) if flags.len() == chunk.len() => {
+                    answers.extend(flags.into_iter().map(|flag| flag == 1));
+                }
+                Ok(_) => answers.extend(chunk.iter().map(|_| false)),
+                Err(error) => {
+                    warn!(%error, "presence: Redis not asked whether users are online elsewhere");
+                    answers.extend(chunk.iter().map(|_| false));
+                }
+            }
+        }
+        answers
+    }
+
+    /// If this node holds the sweeper lock: find nodes whose heartbeat expired, and once
+    /// one has been dead for the grace period, announce its users gone (those no other node
+    /// holds) and forget it.
+    async fn sweep_dead(&self, dead_since: &mut HashMap<String, Instant>) {
+        let hold =
+            i64::try_from(self.timing.heartbeat.as_millis().saturating_mul(3)).unwrap_or(i64::MAX);
+        let taken: Result<Option<String>, _> = self
+            .client
+            .set(
+                &self.keys.sweeper,
+                self.node.as_str(),
+                Some(Expiration::PX(hold)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await;
+        let ours = match taken {
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                let holder: Option<String> =
+                    self.client.get(&self.keys.sweeper).await.unwrap_or(None);
+                let ours = holder.as_deref() == Some(self.node.as_str());
+                if ours {
+                    let _ = self
+                        .client
+                        .pexpire::<(), _>(&self.keys.sweeper, hold, None)
+                        .await;
+                }
+                ours
+            }
+            Err(_) => false,
+        };
+        if !ours {
+            dead_since.clear();
+            return;
+        }
+        let Ok(nodes) = self
+            .client
+            .smembers::<Vec<String>, _>(&self.keys.nodes)
+            .await
+        else {
+            return;
+        };
+        dead_since.retain(|node, _| nodes.contains(node));
+        for node in nodes {
+            if node == self.node {
+                continue;
+            }
+            let Ok(alive) = self
+                .client
+                .exists::<i64, _>(self.keys.heartbeat_of(&node))
+                .await
+            else {
+                return;
+            };
+            if alive == 1 {
+                dead_since.remove(&node);
+                continue;
+            }
+            let since = *dead_since.entry(node.clone()).or_insert_with(Instant::now);
+            if since.elapsed() < self.timing.grace {
+                continue;
+            }
+            if self.sweep_node(&node).await {
+                dead_since.remove(&node);
+            }
+        }
+    }
+
+    /// Take a dead node's users: those nobody else holds are announced gone from here.
+    /// Returns whether it is done (the node forgotten).
+    async fn sweep_node(&self, node: &str) -> bool {
+        let users_key = self.keys.node_users(node);
+        let Ok(users) = self
+            .client
+            .hgetall::<HashMap<String, String>, _>(&users_key)
+            .await
+        else {
+            return false;
+        };
+        let mut gone = Vec::new();
+        for (user, name) in &users {
+            match self.depart(node, user, true).await {
+                Ok(1) => {
+                    if let Ok(name) = UserName::parse(name) {
+                        gone.push((UserId::new(user.as_str()), name));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        info!(
+            node,
+            users = users.len(),
+            gone = gone.len(),
+            "presence: swept a dead node"
+        );
+        self.state().gone.extend(gone);
+        let _ = self.client.del::<(), _>(&users_key).await;
+        self.client
+            .srem::<(), _, _>(&self.keys.nodes, node)
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,289 @@
+//! Presence across the nodes of a cluster: chinwag binaries on one fresh PostgreSQL schema
+//! and one Redis key prefix per test. A user is online while any node has it; it goes
+//! offline once, when the last node lets it go (after the grace period), also when that
+//! node dies; a node restarting does not depart the users another node has.
+//!
+//! Needs PostgreSQL (`CHINWAG_TEST_POSTGRES_URL`, default 127.0.0.1:5432) and Redis
+//! (`CHINWAG_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`): without them these tests
+//! fail. Short heartbeat, expiry and grace settings keep them quick; the waits are
+//! generous multiples of those, never tight.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Client, fresh_postgres_schema, try_start_binary};
+
+/// The presence grace period of the test nodes.
+const GRACE_MS: u64 = 800;
+/// Heartbeat refresh and expiry of the test nodes.
+const HEARTBEAT_MS: u64 = 200;
+const NODE_TTL_MS: u64 = 1_000;
+
+fn redis_url() -> String {
+    std::env::var("CHINWAG_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// One cluster of this test: its database and key prefix.
+struct Cluster {
+    db: String,
+    prefix: String,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Self {
+            db: fresh_postgres_schema(),
+            prefix: format!("test-presence-{:016x}", rand::random::<u64>()),
+        }
+    }
+
+    /// Start a node; it must come up (Redis and PostgreSQL are required).
+    async fn node(&self) -> Node {
+        let grace = GRACE_MS.to_string();
+        let heartbeat = HEARTBEAT_MS.to_string();
+        let ttl = NODE_TTL_MS.to_string();
+        let redis = redis_url();
+        let args = [
+            "--db",
+            self.db.as_str(),
+            "--redis-url",
+            redis.as_str(),
+            "--redis-prefix",
+            self.prefix.as_str(),
+            "--presence-grace-ms",
+            grace.as_str(),
+            "--restart-grace-ms",
+            grace.as_str(),
+            "--presence-heartbeat-ms",
+            heartbeat.as_str(),
+            "--presence-node-ttl-ms",
+            ttl.as_str(),
+        ];
+        let (child, addr) = try_start_binary(&args, &[]).await.unwrap_or_else(|status| {
+            panic!("a cluster node exited ({status}): are PostgreSQL and Redis ({redis}) up?")
+        });
+        Node { child, addr }
+    }
+}
+
+/// A running node, killed (and reaped) when dropped.
+struct Node {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    /// `kill -9`: no goodbye, its heartbeat simply stops.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait for the graceful exit.
+    async fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", pid.as_str()])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success());
+        let child = &mut self.child;
+        let exited = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the node stops within 15 s");
+        assert!(exited.success(), "graceful stop: {exited}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A new user `name` on `addr`: its client and token.
+async fn join(addr: SocketAddr, name: &str) -> (Client, String) {
+    let (client, session) = Client::connect_with_auth(addr, json!({"name": name}))
+        .await
+        .unwrap_or_else(|error| panic!("{name} refused: {error}"));
+    let token = session["token"].as_str().expect("a token").to_owned();
+    (client, token)
+}
+
+/// Another tab of the user of `token`, on `addr`.
+async fn tab(addr: SocketAddr, token: &str) -> Client {
+    Client::connect_with_auth(addr, json!({"token": token}))
+        .await
+        .unwrap_or_else(|error| panic!("the token is refused: {error}"))
+        .0
+}
+
+/// A client on `addr` that hears everyone's presence.
+async fn watcher(addr: SocketAddr, name: &str) -> Client {
+    let (mut client, _) = join(addr, name).await;
+    let ack = client.request("presence:subscribe", json!({})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    client
+}
+
+/// The `presence` events `client` receives until `deadline` elapses.
+async fn presence_within(client: &mut Client, deadline: Duration) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        // In steps shorter than the client's own patience with a silent connection.
+        let step = until.min(tokio::time::Instant::now() + Duration::from_secs(2));
+        if let Ok((event, args)) = tokio::time::timeout_at(step, client.next_event()).await
+            && event == "presence"
+        {
+            seen.push(args[0].clone());
+        }
+    }
+    seen
+}
+
+/// The presence events about `name` among `events`.
+fn about(events: &[Value], name: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|event| event["name"] == json!(name))
+        .cloned()
+        .collect()
+}
+
+/// Long enough for a grace period to end and its departure to be decided and announced
+/// (a sweep every 500 ms, a Redis question, the next sweep), with a wide margin.
+fn departure_time() -> Duration {
+    Duration::from_millis(GRACE_MS * 3 + 2_000)
+}
+
+#[tokio::test]
+async fn a_user_with_tabs_on_two_nodes_stays_online_while_one_is_open_and_leaves_once() {
+    let cluster = Cluster::new();
+    let a = cluster.node().await;
+    let b = cluster.node().await;
+    let mut on_a = watcher(a.addr, "watcher-a").await;
+    let mut on_b = watcher(b.addr, "watcher-b").await;
+
+    let (ann_a, token) = join(a.addr, "ann").await;
+    let ann_b = tab(b.addr, &token).await;
+    let seen_a = presence_within(&mut on_a, Duration::from_millis(300)).await;
+    let seen_b = presence_within(&mut on_b, Duration::from_millis(300)).await;
+    assert_eq!(
+        about(&seen_a, "ann"),
+        [json!({"name": "ann", "online": true})]
+    );
+    assert!(
+        about(&seen_b, "ann").len() <= 1,
+        "ann's second tab is no second arrival (B hears at most A's, through the bus): \
+         {seen_b:?}"
+    );
+
+    // The tab on A closes: ann is still online on B, so nobody hears she left.
+    ann_a.hang_up().await;
+    let seen_a = presence_within(&mut on_a, departure_time()).await;
+    let seen_b = presence_within(&mut on_b, Duration::from_millis(100)).await;
+    assert_eq!(
+        about(&seen_a, "ann"),
+        Vec::<Value>::new(),
+        "on A: {seen_a:?}"
+    );
+    assert_eq!(
+        about(&seen_b, "ann"),
+        Vec::<Value>::new(),
+        "on B: {seen_b:?}"
+    );
+
+    // Her last tab closes: offline, once, after the grace period.
+    ann_b.hang_up().await;
+    let seen_b = presence_within(&mut on_b, departure_time()).await;
+    assert_eq!(
+        about(&seen_b, "ann"),
+        [json!({"name": "ann", "online": false})],
+        "on B"
+    );
+    let seen_a = presence_within(&mut on_a, Duration::from_millis(200)).await;
+    assert!(
+        about(&seen_a, "ann").len() <= 1,
+        "A hears it at most once (through the bus): {seen_a:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_users_of_a_killed_node_go_offline_once_on_the_others() {
+    let cluster = Cluster::new();
+    let a = cluster.node().await;
+    let b = cluster.node().await;
+    let mut on_b = watcher(b.addr, "watcher").await;
+    let (ann, _) = join(a.addr, "ann").await;
+    // Bob has a tab on each node: the one on B keeps him online.
+    let (bob_a, bob_token) = join(a.addr, "bob").await;
+    let _bob_b = tab(b.addr, &bob_token).await;
+    let _ = presence_within(&mut on_b, Duration::from_millis(300)).await;
+
+    a.kill();
+    drop((ann, bob_a));
+    // Within heartbeat expiry + grace (+ sweeps), generously.
+    let patience = Duration::from_millis(NODE_TTL_MS + GRACE_MS * 3 + 3_000);
+    let seen = presence_within(&mut on_b, patience).await;
+    assert_eq!(
+        about(&seen, "ann"),
+        [json!({"name": "ann", "online": false})]
+    );
+    assert_eq!(about(&seen, "bob"), Vec::<Value>::new(), "bob is on B");
+}
+
+#[tokio::test]
+async fn a_restarting_node_does_not_depart_the_users_another_node_has() {
+    let cluster = Cluster::new();
+    let a = cluster.node().await;
+    let b = cluster.node().await;
+    let mut on_b = watcher(b.addr, "watcher-b").await;
+    // Ann is on B only; cy on A only (and does not come back after A's restart).
+    let (_ann, _) = join(b.addr, "ann").await;
+    let (cy, _) = join(a.addr, "cy").await;
+    let _ = presence_within(&mut on_b, Duration::from_millis(300)).await;
+
+    a.stop().await;
+    drop(cy);
+    let a = cluster.node().await;
+    let mut on_a = watcher(a.addr, "watcher-a").await;
+    // Past A's restart grace, its heartbeat expiry and the grace after it.
+    let patience = Duration::from_millis(NODE_TTL_MS + GRACE_MS * 3 + 3_000);
+    let seen_a = presence_within(&mut on_a, patience).await;
+    let seen_b = presence_within(&mut on_b, Duration::from_millis(100)).await;
+    assert_eq!(
+        about(&seen_a, "ann"),
+        Vec::<Value>::new(),
+        "on A: {seen_a:?}"
+    );
+    assert_eq!(
+        about(&seen_b, "ann"),
+        Vec::<Value>::new(),
+        "on B: {seen_b:?}"
+    );
+    // Cy, whom only the old A had, is gone: once, cluster-wide.
+    let cy_gone = [json!({"name": "cy", "online": false})];
+    let heard = about(&seen_a, "cy").len() + about(&seen_b, "cy").len();
+    assert!(
+        heard >= 1,
+        "cy's departure is announced: A {seen_a:?}, B {seen_b:?}"
+    );
+    assert!(
+        about(&seen_b, "cy") == cy_gone || about(&seen_a, "cy") == cy_gone,
+        "once: A {seen_a:?}, B {seen_b:?}"
+    );
+    drop(b);
+}
