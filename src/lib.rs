@@ -82,11 +82,26 @@ pub async fn serve(
         );
     }
     let mut chat = Chat::new(limits(&config), quota_limits(&config), history, recovery);
+    // In a cluster: presence in Redis, and socket ids derived from recovery pids with the
+    // cluster's shared secret (a client resumed on another node keeps its socket id).
+    let mut socket_id_key = None;
     if let Some(cluster) = &cluster {
-        let presence = cluster::presence::RedisPresence::start(cluster, presence_timing(&config));
+        let presence =
+            cluster::presence::RedisPresence::start(cluster, presence_timing(&config), recovery)
+                .map_err(std::io::Error::other)?;
         // Live before it holds anyone: its users count as held from the first one on.
-        presence.announce_node().await;
+        presence
+            .announce_node()
+            .await
+            .map_err(std::io::Error::other)?;
         chat = chat.with_presence(Box::new(presence));
+        if recovery {
+            socket_id_key = Some(
+                cluster::presence::shared_socket_id_key(cluster)
+                    .await
+                    .map_err(std::io::Error::other)?,
+            );
+        }
     }
     let chat = Arc::new(chat);
     let known_rooms = chat.history.rooms().await.map_err(std::io::Error::other)?;
@@ -145,7 +160,7 @@ pub async fn serve(
     }
     // Shared by the accept loop and the engine: polling sessions count as connections.
     let serve_stats = Arc::new(engine::ServeStats::default());
-    let io = SocketIo::builder(engine_config(&config))
+    let io = SocketIo::builder(engine_config(&config, socket_id_key))
         .namespace("/", ChatHandler::new(Arc::clone(&chat)))
         .connection_limits(Arc::clone(&serve_stats))
         .build();
@@ -289,13 +304,14 @@ fn quota_limits(config: &Config) -> QuotaLimits {
 
 /// The engine's settings, from ours. Origins are checked in front of the engine (see
 /// [`http::origin`]), which needs the request's `Host`; so the engine itself allows any.
-fn engine_config(config: &Config) -> EngineConfig {
+fn engine_config(config: &Config, socket_id_key: Option<engine::SocketIdKey>) -> EngineConfig {
     EngineConfig {
         ping_interval: config.ping_interval(),
         ping_timeout: config.ping_timeout(),
         max_payload: config.max_payload,
         allowed_origins: None,
         connection_state_recovery: config.connection_state_recovery && !config.no_history,
+        socket_id_key,
         ..EngineConfig::default()
     }
 }

@@ -1,7 +1,9 @@
 //! Presence across the nodes of a cluster: chinwag binaries on one fresh PostgreSQL schema
 //! and one Redis key prefix per test. A user is online while any node has it; it goes
 //! offline once, when the last node lets it go (after the grace period), also when that
-//! node dies; a node restarting does not depart the users another node has.
+//! node dies; a node restarting does not depart the users another node has. And
+//! connection-state recovery across nodes: a client of a dead node resumes on another with
+//! its socket id, but not while its socket still lives elsewhere.
 //!
 //! Needs PostgreSQL (`CHINWAG_TEST_POSTGRES_URL`, default 127.0.0.1:5432) and Redis
 //! (`CHINWAG_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`): without them these tests
@@ -43,6 +45,11 @@ impl Cluster {
 
     /// Start a node; it must come up (Redis and PostgreSQL are required).
     async fn node(&self) -> Node {
+        self.node_with(&[]).await
+    }
+
+    /// A node with more flags.
+    async fn node_with(&self, extra: &[&str]) -> Node {
         let grace = GRACE_MS.to_string();
         let heartbeat = HEARTBEAT_MS.to_string();
         let ttl = NODE_TTL_MS.to_string();
@@ -63,6 +70,7 @@ impl Cluster {
             "--presence-node-ttl-ms",
             ttl.as_str(),
         ];
+        let args = [&args[..], extra].concat();
         let (child, addr) = try_start_binary(&args, &[]).await.unwrap_or_else(|status| {
             panic!("a cluster node exited ({status}): are PostgreSQL and Redis ({redis}) up?")
         });
@@ -285,5 +293,78 @@ async fn a_restarting_node_does_not_depart_the_users_another_node_has() {
         about(&seen_b, "cy") == cy_gone || about(&seen_a, "cy") == cy_gone,
         "once: A {seen_a:?}, B {seen_b:?}"
     );
+    drop(b);
+}
+
+/// Connect with a raw CONNECT payload; returns the client and the CONNECT reply's JSON.
+async fn connect_raw(addr: SocketAddr, auth: Value) -> (Client, Value) {
+    let mut client = Client::open(addr).await;
+    client.send_raw(&format!("40{auth}")).await;
+    let reply = client.next_packet().await;
+    let body = reply
+        .strip_prefix("40")
+        .unwrap_or_else(|| panic!("not a CONNECT reply: {reply}"));
+    (
+        client,
+        serde_json::from_str(body).expect("CONNECT reply JSON"),
+    )
+}
+
+/// Say `text` in general and wait for its `message:new`: its offset (the last argument).
+async fn say(client: &mut Client, text: &str) -> String {
+    let ack = client
+        .request("message:send", json!({"room": "general", "text": text}))
+        .await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    loop {
+        let (event, args) = client.next_event().await;
+        if event == "message:new" && args[0]["text"] == json!(text) {
+            return args
+                .last()
+                .and_then(Value::as_str)
+                .expect("an offset")
+                .to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_of_a_dead_node_resumes_on_another_with_its_socket_id_but_not_while_it_lives() {
+    let cluster = Cluster::new();
+    let recovery = ["--connection-state-recovery"];
+    let a = cluster.node_with(&recovery).await;
+    let b = cluster.node_with(&recovery).await;
+    let (mut ann, reply) = connect_raw(a.addr, json!({"name": "ann"})).await;
+    let (sid, pid) = (reply["sid"].clone(), reply["pid"].clone());
+    assert!(pid.is_string(), "a pid with recovery on: {reply}");
+    let offset = say(&mut ann, "one").await;
+
+    // Her socket still lives on A: not resumed on B (a fresh pid says so).
+    let (other, reply) = connect_raw(b.addr, json!({"pid": pid, "offset": offset})).await;
+    assert_ne!(
+        reply["pid"], pid,
+        "not recovered while connected on A: {reply}"
+    );
+    drop(other);
+
+    // A dies; what she missed is said on B; she resumes there, as the same socket.
+    let mut watcher = watcher(b.addr, "watcher").await;
+    a.kill();
+    drop(ann);
+    let (mut bob, _) = join(b.addr, "bob").await;
+    say(&mut bob, "two").await;
+    let (mut ann, reply) = connect_raw(b.addr, json!({"pid": pid, "offset": offset})).await;
+    assert_eq!(reply["pid"], pid, "recovered on B: {reply}");
+    assert_eq!(reply["sid"], sid, "with the socket id it had on A");
+    loop {
+        let (event, args) = ann.next_event().await;
+        if event == "message:new" {
+            assert_eq!(args[0]["text"], json!("two"), "exactly what she missed");
+            break;
+        }
+    }
+    // Back before the dead node's grace ended: never announced gone.
+    let seen = presence_within(&mut watcher, departure_time()).await;
+    assert_eq!(about(&seen, "ann"), Vec::<Value>::new(), "{seen:?}");
     drop(b);
 }

@@ -88,6 +88,13 @@ pub trait Presence: Send + Sync {
         leaves_at_ms: u64,
     );
 
+    /// Connection-state recovery, asked without the lock: whether the socket `socket` (the
+    /// id a recovering pid derives) is still connected on another node of a cluster, which
+    /// is then not resumed here (the engine answers the same for a socket still here).
+    fn connected_elsewhere<'a>(&'a self, _socket: &'a SocketId) -> BoxFuture<'a, bool> {
+        Box::pin(std::future::ready(false))
+    }
+
     /// The server stops: stop any background work (a cluster's heartbeat then expires).
     fn stop(&self) {}
 }

@@ -12,6 +12,13 @@
 //!   field of a node in `nodes`.
 //! - `node-users:<uid>`: per node the users it holds (id → name), for sweeping a dead node.
 //! - `presence-sweeper`: the lock (`SET NX PX`) of the one node that sweeps dead nodes.
+//! - channel `alive:<uid>`: each node stays subscribed to its own; a node with no
+//!   subscriber there (`PUBSUB NUMSUB`) is dead even before its heartbeat expires (a killed
+//!   process loses its connections at once).
+//! - `socket:<id>` (with connection-state recovery): the node a socket is connected to,
+//!   so a recovering client is not resumed while its socket lives on another node; and
+//!   `socket-id-key`: the secret from which every node derives socket ids from recovery
+//!   pids ([`shared_socket_id_key`]), so a socket resumed elsewhere keeps its id.
 //!
 //! # How it stays off the community lock
 //! The seam is called under the community lock, which is never held across an `.await`.
@@ -35,9 +42,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use engine::SocketIdKey;
 use engine::{BroadcastOperator, Socket, SocketId};
+use fred::interfaces::ClientLike;
 use fred::prelude::{
-    Client, Expiration, HashesInterface, KeysInterface, LuaInterface, SetOptions, SetsInterface,
+    Client, Expiration, HashesInterface, KeysInterface, LuaInterface, PubsubInterface, SetOptions,
+    SetsInterface,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -47,6 +57,7 @@ use super::Cluster;
 use crate::chat::presence::{BoxFuture, LocalPresence};
 use crate::chat::{Connection, Presence};
 use crate::domain::{Community, Outgoing, Protocol, RoomName, Swept, UserId, UserName};
+use crate::store::history::random_hex;
 
 /// Most users written or asked about in one round of the writer, so a long backlog does
 /// not starve the heartbeat.
@@ -102,6 +113,45 @@ end
 return answer
 ";
 
+/// Forget socket KEYS[1] if it is this node's (ARGV[1]): a socket resumed on another node
+/// meanwhile is that node's.
+const FORGET_SOCKET: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// How long a socket's node is remembered (a node killed without a goodbye leaves its
+/// sockets; asked about, they are answered by whether that node lives).
+const SOCKET_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The cluster's secret for deriving socket ids from recovery pids: the first node to start
+/// makes it, every node reads it.
+pub async fn shared_socket_id_key(cluster: &Cluster) -> Result<SocketIdKey, fred::error::Error> {
+    let key = cluster.key(&["socket-id-key"]);
+    let mine = random_hex(32);
+    let client = cluster.client();
+    let _: Option<String> = client
+        .set(&key, mine.as_str(), None, Some(SetOptions::NX), false)
+        .await?;
+    let shared: String = client.get(&key).await?;
+    let mut bytes = [0u8; 32];
+    let valid = shared.len() == 64
+        && bytes.iter_mut().enumerate().all(|(i, byte)| {
+            shared
+                .get(2 * i..2 * i + 2)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .map(|value| *byte = value)
+                .is_some()
+        });
+    if !valid {
+        return Err(fred::error::Error::new(
+            fred::error::ErrorKind::Parse,
+            "the cluster's socket-id-key is not 64 hex digits",
+        ));
+    }
+    Ok(SocketIdKey(bytes))
+}
+
 /// Write this node's part of one user: its socket count and name (ARGV[3], ARGV[4]), or,
 /// with an empty count, remove it.
 const WRITE: &str = r"
@@ -123,6 +173,10 @@ pub struct RedisPresence {
 
 struct Shared {
     client: Client,
+    /// Subscribed to this node's `alive:` channel, and nothing else.
+    liveness: Client,
+    /// Record which node each socket is on (connection-state recovery is on).
+    track_sockets: bool,
     node: String,
     keys: Keys,
     timing: PresenceTiming,
@@ -152,6 +206,12 @@ impl Keys {
     fn heartbeat_of(&self, node: &str) -> String {
         format!("{}:node:{node}", self.prefix)
     }
+    fn alive(&self, node: &str) -> String {
+        format!("{}:alive:{node}", self.prefix)
+    }
+    fn socket(&self, socket: &SocketId) -> String {
+        format!("{}:socket:{socket}", self.prefix)
+    }
 }
 
 /// This node's field in a user's hash.
@@ -173,6 +233,8 @@ struct State {
     decided: HashMap<UserId, bool>,
     /// Users of dead nodes to announce gone from here.
     gone: Vec<(UserId, UserName)>,
+    /// Sockets connected (true) or gone (false) since written.
+    sockets: HashMap<SocketId, bool>,
     /// A write failed: write everything again at the next heartbeat.
     resync: bool,
 }
@@ -180,7 +242,11 @@ struct State {
 impl RedisPresence {
     /// Presence for this node of `cluster`; its task (heartbeat, writes, dead-node sweeps)
     /// runs until [`Presence::stop`].
-    pub fn start(cluster: &Cluster, timing: PresenceTiming) -> Self {
+    pub fn start(
+        cluster: &Cluster,
+        timing: PresenceTiming,
+        track_sockets: bool,
+    ) -> Result<Self, super::ClusterError> {
         let prefix = cluster.prefix().to_owned();
         let node = cluster.node().to_owned();
         let keys = Keys {
@@ -192,6 +258,8 @@ impl RedisPresence {
         };
         let shared = Arc::new(Shared {
             client: cluster.client().clone(),
+            liveness: cluster.new_client()?,
+            track_sockets,
             node,
             keys,
             timing,
@@ -199,15 +267,28 @@ impl RedisPresence {
             wake: Notify::new(),
         });
         let task = tokio::spawn(Arc::clone(&shared).run());
-        Self {
+        Ok(Self {
             shared,
             task: Mutex::new(Some(task)),
-        }
+        })
     }
 
-    /// Write the heartbeat once now, so the node counts as live before it takes sockets.
-    pub async fn announce_node(&self) {
+    /// Connect the liveness subscription and write the heartbeat once now, so the node
+    /// counts as live before it takes sockets.
+    pub async fn announce_node(&self) -> Result<(), super::ClusterError> {
+        self.shared.liveness.init().await?;
         self.shared.beat().await;
+        Ok(())
+    }
+
+    /// Record a socket connected here or gone.
+    fn record_socket(&self, socket: &SocketId, connected: bool) {
+        if self.shared.track_sockets {
+            self.shared
+                .state()
+                .sockets
+                .insert(socket.clone(), connected);
+        }
     }
 
     /// Record that a full-protocol user is present here with `sockets` sockets, or gone.
@@ -271,6 +352,7 @@ impl Presence for RedisPresence {
             return notices;
         }
         self.record(community, &user);
+        self.record_socket(socket, true);
         if elsewhere {
             // Online already, announced by the node that has it.
             notices.retain(|outgoing| {
@@ -290,6 +372,7 @@ impl Presence for RedisPresence {
         let full = community.protocol_of(socket) == Some(Protocol::Full);
         let user = community.user_id_of(socket).cloned();
         let notices = LocalPresence.socket_left(community, socket, resumable, now_ms);
+        self.record_socket(socket, false);
         if let (true, Some(user)) = (full, user) {
             self.record(community, &user);
         }
@@ -368,6 +451,10 @@ impl Presence for RedisPresence {
         }
     }
 
+    fn connected_elsewhere<'a>(&'a self, socket: &'a SocketId) -> BoxFuture<'a, bool> {
+        Box::pin(self.shared.connected_elsewhere(socket))
+    }
+
     fn stop(&self) {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
@@ -419,6 +506,10 @@ impl Shared {
             self.state().resync = true;
             return;
         }
+        // Again every time: a no-op while subscribed, a resubscription after a reconnect.
+        if let Err(error) = self.liveness.subscribe(self.keys.alive(&self.node)).await {
+            debug!(%error, "presence liveness channel not subscribed");
+        }
         if let Err(error) = self
             .client
             .sadd::<(), _, _>(&self.keys.nodes, self.node.as_str())
@@ -466,7 +557,7 @@ impl Shared {
     /// Write what changed, ask what needs asking; in rounds of [`BATCH`].
     async fn flush(&self) {
         loop {
-            let (writes, checks) = {
+            let (writes, sockets, checks) = {
                 let mut state = self.state();
                 let users: Vec<UserId> = state.dirty.iter().take(BATCH).cloned().collect();
                 let writes: Vec<(UserId, Option<(UserName, usize)>)> = users
@@ -477,15 +568,41 @@ impl Shared {
                         (user, value)
                     })
                     .collect();
+                let sockets: Vec<SocketId> = state.sockets.keys().take(BATCH).cloned().collect();
+                let sockets: Vec<(SocketId, bool)> = sockets
+                    .into_iter()
+                    .filter_map(|socket| state.sockets.remove_entry(&socket))
+                    .collect();
                 let checks: Vec<UserId> = state.to_check.iter().take(BATCH).cloned().collect();
                 for user in &checks {
                     state.to_check.remove(user);
                     state.checking.insert(user.clone());
                 }
-                (writes, checks)
+                (writes, sockets, checks)
             };
-            if writes.is_empty() && checks.is_empty() {
+            if writes.is_empty() && sockets.is_empty() && checks.is_empty() {
                 return;
+            }
+            for (socket, connected) in sockets {
+                let key = self.keys.socket(&socket);
+                let written: Result<(), _> = if connected {
+                    self.client
+                        .set(
+                            key,
+                            self.node.as_str(),
+                            Some(Expiration::PX(SOCKET_TTL_MS)),
+                            None,
+                            false,
+                        )
+                        .await
+                } else {
+                    self.client
+                        .eval(FORGET_SOCKET, key, self.node.as_str())
+                        .await
+                };
+                if let Err(error) = written {
+                    debug!(%error, "presence: a socket's node not recorded");
+                }
             }
             let mut failed = false;
             for (user, value) in writes {
@@ -586,6 +703,39 @@ impl Shared {
         answers
     }
 
+    /// Whether `node` lives: its heartbeat has not expired and it is subscribed to its
+    /// liveness channel (a killed node's subscription is gone at once).
+    async fn alive(&self, node: &str) -> Result<bool, fred::error::Error> {
+        let beating: i64 = self.client.exists(self.keys.heartbeat_of(node)).await?;
+        if beating == 0 {
+            return Ok(false);
+        }
+        let subscribers: Vec<fred::types::Value> =
+            self.client.pubsub_numsub(self.keys.alive(node)).await?;
+        Ok(subscribers
+            .get(1)
+            .and_then(fred::types::Value::as_i64)
+            .is_some_and(|count| count > 0))
+    }
+
+    /// Whether `socket` is connected on another live node. Unknown (Redis away): no.
+    async fn connected_elsewhere(&self, socket: &SocketId) -> bool {
+        if !self.track_sockets {
+            return false;
+        }
+        let node: Option<String> = match self.client.get(self.keys.socket(socket)).await {
+            Ok(node) => node,
+            Err(error) => {
+                debug!(%error, "presence: a socket's node not asked");
+                return false;
+            }
+        };
+        match node {
+            Some(node) if node != self.node => self.alive(&node).await.unwrap_or(false),
+            _ => false,
+        }
+    }
+
     /// If this node holds the sweeper lock: find nodes whose heartbeat expired, and once
     /// one has been dead for the grace period, announce its users gone (those no other node
     /// holds) and forget it.
@@ -634,14 +784,10 @@ impl Shared {
             if node == self.node {
                 continue;
             }
-            let Ok(alive) = self
-                .client
-                .exists::<i64, _>(self.keys.heartbeat_of(&node))
-                .await
-            else {
+            let Ok(alive) = self.alive(&node).await else {
                 return;
             };
-            if alive == 1 {
+            if alive {
                 dead_since.remove(&node);
                 continue;
             }

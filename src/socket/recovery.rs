@@ -180,6 +180,9 @@ pub async fn recover(
     if socket.pid() != Some(pid) {
         return Ok(false); // the engine did not accept this pid (e.g. its socket is still here)
     }
+    if chat.presence().connected_elsewhere(socket.id()).await {
+        return Ok(false); // its socket is still connected on another node of the cluster
+    }
     let Some((user, state, expires_at_ms)) = chat.history.recovery(pid, now_ms()).await? else {
         return Ok(false);
     };

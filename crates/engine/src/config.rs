@@ -43,6 +43,21 @@ pub struct EngineConfig {
     pub http_request_timeout: Duration,
     /// Socket.IO connection-state recovery: reply with a `pid` in CONNECT. Default false.
     pub connection_state_recovery: bool,
+    /// The secret from which a recovering socket's public id is derived from its private
+    /// `pid`. Nodes of a cluster share one, so a client resumed on another node keeps its
+    /// socket id. Default `None`: a random secret per process.
+    pub socket_id_key: Option<SocketIdKey>,
+}
+
+/// A secret key for deriving socket ids from recovery pids (see
+/// [`EngineConfig::socket_id_key`]). Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SocketIdKey(pub [u8; 32]);
+
+impl std::fmt::Debug for SocketIdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SocketIdKey(..)")
+    }
 }
 
 impl Default for EngineConfig {
@@ -62,6 +77,7 @@ impl Default for EngineConfig {
             max_outbound_bytes: 1 << 20,
             http_request_timeout: Duration::from_secs(10),
             connection_state_recovery: false,
+            socket_id_key: None,
         }
     }
 }

@@ -97,7 +97,7 @@ pub fn fuzz_decoders(data: &[u8]) {
 }
 
 pub use adapter::{Adapter, BroadcastPacket, LocalAdapter};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, SocketIdKey};
 pub use handler::{Ack, ConnectError, DisconnectReason, Event, Handler};
 pub use serve::{ServeOptions, ServeStats, serve};
 pub use server::{SocketIo, SocketIoBuilder};

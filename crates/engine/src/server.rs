@@ -82,7 +82,8 @@ pub(crate) struct ServerInner {
     /// `notify_waiters` when a session is removed.
     sessions_changed: Notify,
     pub(crate) shutting_down: AtomicBool,
-    /// Keyed per process: socket ids derived from recovery pids cannot be forged.
+    /// Keyed per process (unless the configuration brings a shared key): socket ids derived
+    /// from recovery pids cannot be forged.
     id_hasher: std::collections::hash_map::RandomState,
 }
 
@@ -106,6 +107,17 @@ impl ServerInner {
     /// The public socket id belonging to a recovery private id.
     pub(crate) fn derive_socket_id(&self, pid: &str) -> SocketId {
         let mut bytes = [0u8; 16];
+        if let Some(key) = &self.config.socket_id_key {
+            // Shared by a cluster: the same pid gives the same id on every node. SHA-256 of
+            // key and pid, cut to 16 bytes (a fixed-length key first, so a keyed PRF).
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::new()
+                .chain_update(key.0)
+                .chain_update(pid.as_bytes())
+                .finalize();
+            bytes.copy_from_slice(&digest[..16]);
+            return SocketId(URL_SAFE_NO_PAD.encode(bytes).into());
+        }
         for (i, chunk) in bytes.chunks_mut(8).enumerate() {
             let mut hasher = self.id_hasher.build_hasher();
             hasher.write_u8(i as u8);
@@ -187,5 +199,40 @@ impl SocketIo {
             }
             changed.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SocketIdKey;
+
+    fn server(key: Option<[u8; 32]>) -> SocketIo {
+        SocketIo::builder(EngineConfig {
+            socket_id_key: key.map(SocketIdKey),
+            ..EngineConfig::default()
+        })
+        .build()
+    }
+
+    #[test]
+    fn servers_sharing_a_key_derive_the_same_socket_id_from_a_pid_and_others_do_not() {
+        let pid = "AAAAAAAAAAAAAAAAAAAA";
+        let one = server(Some([7; 32])).inner.derive_socket_id(pid);
+        let two = server(Some([7; 32])).inner.derive_socket_id(pid);
+        assert_eq!(one, two);
+        assert_ne!(one, server(Some([8; 32])).inner.derive_socket_id(pid));
+        assert_ne!(
+            one,
+            server(Some([7; 32]))
+                .inner
+                .derive_socket_id("BBBBBBBBBBBBBBBBBBBB")
+        );
+        // Without a key, a secret of each process's own.
+        assert_ne!(
+            server(None).inner.derive_socket_id(pid),
+            server(None).inner.derive_socket_id(pid)
+        );
+        assert_eq!(one.as_str().len(), 22, "16 bytes, base64url");
     }
 }
