@@ -114,11 +114,15 @@ impl TestApp {
         let history = chinwag::open_history(&config)
             .await
             .expect("open the test history");
+        // Cluster mode when the configuration names a Redis: the test fails if it is away.
+        let cluster = chinwag::open_cluster(&config)
+            .await
+            .expect("reach the test Redis");
         let server = tokio::spawn(chinwag::serve(
             listener,
             config,
             history,
-            None,
+            cluster,
             async move {
                 let _ = stop.await;
             },
@@ -416,9 +420,14 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// The Redis cluster tests use (`CHINWAG_TEST_REDIS_URL`, else the local one).
+pub fn redis_url() -> String {
+    std::env::var("CHINWAG_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// A URL of [`postgres_url`] whose `search_path` is a new, empty schema. The test fails,
 /// rather than skips, when PostgreSQL does not answer.
-fn fresh_postgres_schema() -> String {
+pub fn fresh_postgres_schema() -> String {
     use sqlx::Connection;
     let admin_url = postgres_url();
     let schema = format!("t_{:016x}", rand::random::<u64>());
