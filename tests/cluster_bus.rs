@@ -287,3 +287,224 @@ async fn delivery_across_nodes_costs_about_one_bus_hop() {
         node.stop().await.expect("stop");
     }
 }
+
+/// Store a message in `general` behind every node's back, as a node whose bus event was
+/// lost would have: no node hears of it.
+async fn store_unannounced(db: &str, text: &str) -> i64 {
+    use chinwag::domain::{Draft, MessageBody, Place, RoomName, UserId, UserName};
+    let mut config = Config::defaults();
+    config.db = db.to_owned();
+    let history = chinwag::open_history(&config)
+        .await
+        .expect("open the store");
+    let draft = Draft {
+        author: UserId::new("ghost-id"),
+        author_name: UserName::parse("ghost").expect("a name"),
+        place: Place::Room(RoomName::general()),
+        body: MessageBody::parse(text, 100).expect("a body"),
+    };
+    let (message, _) = history.append(draft, None, 1_000).await.expect("stored");
+    history.close().await;
+    message.seq
+}
+
+/// Ann on `sender`, Bob on `receiver`; a message Bob's node never hears of is read from the
+/// store as soon as the next one shows the gap.
+async fn check_gap_repair(sender: &TestApp, receiver: &TestApp, db: &str) {
+    let mut ann = join(sender, "ann").await;
+    let mut bob = join(receiver, "bob").await;
+    let first = send(&mut ann, "one").await;
+    assert_eq!(seq(&next_message(&mut bob).await), first);
+    let lost = store_unannounced(db, "two").await;
+    assert_eq!(lost, first + 1);
+    let sent = Instant::now();
+    let third = send(&mut ann, "three").await;
+    let got = next_message(&mut bob).await;
+    assert_eq!((seq(&got), got["text"].clone()), (lost, json!("two")));
+    assert_eq!(seq(&next_message(&mut bob).await), third);
+    assert!(
+        sent.elapsed() < QUICKLY,
+        "the gap took {:?} to repair",
+        sent.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_bus_never_brought_is_read_from_the_store_in_a_fraction_of_a_second() {
+    let db = fresh_postgres_schema();
+    let prefix = format!("test{:016x}", rand::random::<u64>());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut config = Config::defaults();
+        config.db = db.clone();
+        config.redis_url = Some(redis_url());
+        config.redis_prefix = prefix.clone();
+        nodes.push(TestApp::start_with(config).await);
+    }
+    check_gap_repair(&nodes[0], &nodes[1], &db).await;
+    for node in nodes {
+        node.stop().await.expect("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_repairs_a_gap_from_the_store_too() {
+    let db = fresh_postgres_schema();
+    let mut config = Config::defaults();
+    config.db = db.clone();
+    let node = TestApp::start_with(config).await;
+    check_gap_repair(&node, &node, &db).await;
+    node.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_reaches_its_recipient_on_another_node() {
+    let nodes = cluster(2).await;
+    let mut ann = join(&nodes[0], "ann").await;
+    let mut bob = join(&nodes[1], "bob").await;
+    let ack = ann
+        .request("dm:send", json!({"to": "bob", "text": "psst"}))
+        .await;
+    assert_eq!(ack["seq"], json!(1), "{ack}");
+    let received = loop {
+        let (event, mut args) = bob.next_event().await;
+        if event == "dm:new" {
+            break args.remove(0);
+        }
+    };
+    assert_eq!(
+        (&received["from"], &received["with"], &received["text"]),
+        (&json!("ann"), &json!("ann"), &json!("psst"))
+    );
+    let answer = bob.request("sync", json!({"direct": {"ann": 0}})).await;
+    assert_eq!(
+        answer["direct"]["ann"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    for node in nodes {
+        node.stop().await.expect("stop");
+    }
+}
+
+/// A Redis of this test's own (the shared one must not be stopped), on a free port.
+struct OwnRedis {
+    port: u16,
+    process: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start_on(port: u16) -> Self {
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is needed for this test");
+        Self { port, process }
+    }
+
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let redis = Self::start_on(port);
+        redis.wait_until_up().await;
+        redis
+    }
+
+    async fn wait_until_up(&self) {
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(started.elapsed() < Duration::from_secs(10), "redis starts");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn readiness(node: &TestApp) -> (u16, Value) {
+    let ready = node.get("/readyz", &[]).await;
+    (
+        ready.status,
+        serde_json::from_str(&ready.text()).unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_messages_are_still_stored_and_delivered_and_the_bus_resumes_when_it_is_back()
+{
+    let mut redis = OwnRedis::start().await;
+    let db = fresh_postgres_schema();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut config = Config::defaults();
+        config.db = db.clone();
+        config.redis_url = Some(redis.url());
+        nodes.push(TestApp::start_with(config).await);
+    }
+    let mut ann = join(&nodes[0], "ann").await;
+    let mut bob = join(&nodes[1], "bob").await;
+    let one = send(&mut ann, "one").await;
+    assert_eq!(seq(&next_message(&mut bob).await), one);
+
+    redis.stop();
+    let (status, body) = readiness(&nodes[0]).await;
+    assert_eq!(
+        (status, body),
+        (
+            503,
+            json!({"status": "unready", "database": "ok", "redis": "unavailable"})
+        )
+    );
+    // Stored and acknowledged, delivered on its own node; the other node reads it from the
+    // store (it polls while its bus is lost).
+    let two = send(&mut ann, "two").await;
+    assert_eq!(seq(&next_message(&mut ann).await), one);
+    assert_eq!(seq(&next_message(&mut ann).await), two);
+    assert_eq!(seq(&next_message(&mut bob).await), two);
+    let three = send(&mut bob, "three").await;
+    assert_eq!(seq(&next_message(&mut bob).await), three);
+    assert_eq!(seq(&next_message(&mut ann).await), three);
+
+    let back = OwnRedis::start_on(redis.port);
+    back.wait_until_up().await;
+    let started = Instant::now();
+    for node in &nodes {
+        while readiness(node).await.0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "ready again once Redis is back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Ready means subscribed again: live delivery is back.
+    for text in ["four", "five"] {
+        let sent = Instant::now();
+        let sequence = send(&mut ann, text).await;
+        assert_eq!(seq(&next_message(&mut bob).await), sequence);
+        assert!(sent.elapsed() < QUICKLY, "{text} took {:?}", sent.elapsed());
+    }
+    for node in nodes {
+        node.stop().await.expect("stop");
+    }
+}

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use engine::SocketId;
+
 use super::{Chat, now_ms_u64};
-use crate::cluster::{Bus, BusMessage, ClusterEvent, Creator};
-use crate::domain::{DomainError, Message, Place, RoomName, UserId, UserName};
+use crate::cluster::{Bus, BusMessage, ClusterEvent, Creator, Received};
+use crate::domain::{Community, DomainError, Message, Place, RoomName, UserId, UserName};
 use crate::store::{Conversation, MAX_PAGE_LIMIT, StoredMessage};
 
 /// How long a message waits for a missing predecessor before the store is read for it.
@@ -22,6 +24,13 @@ const REPAIR_EVERY: Duration = Duration::from_millis(50);
 /// After a failed read (the store is away), wait this long before trying again; the
 /// sweeper gives the gap up after `MAX_ORDER_WAIT_MS` meanwhile.
 const REPAIR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// While the bus is lost, conversations are read from the store every this many checks
+/// (a second).
+const POLL_WITHOUT_BUS_TICKS: u64 = 20;
+
+/// Most conversations one catch-up reads.
+const MAX_CATCH_UP: usize = 1_000;
 
 /// Most pages one repair reads (the most messages that can wait is bounded too).
 const MAX_REPAIR_PAGES: usize = 10;
@@ -38,9 +47,12 @@ impl Chat {
         }
         let chat = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+            while let Some(received) = events.recv().await {
                 let Some(chat) = chat.upgrade() else { return };
-                chat.apply(event);
+                match received {
+                    Received::Event(event) => chat.apply(*event),
+                    Received::Resubscribed => chat.catch_up_all().await,
+                }
             }
         });
     }
@@ -48,6 +60,11 @@ impl Chat {
     /// Whether this node is part of a cluster.
     pub(crate) fn clustered(&self) -> bool {
         self.bus.get().is_some()
+    }
+
+    /// In a cluster, whether the bus is connected and subscribed.
+    pub fn bus_connected(&self) -> Option<bool> {
+        self.bus.get().map(|bus| bus.is_connected())
     }
 
     /// Tell the other nodes (nothing on a single node).
@@ -166,11 +183,18 @@ impl Chat {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REPAIR_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
+                ticks += 1;
                 let Some(chat) = chat.upgrade() else { return };
                 if !chat.repair_overdue().await {
                     tokio::time::sleep(REPAIR_BACKOFF).await;
+                }
+                // Without the bus, the other nodes' messages come from the store.
+                let bus_lost = chat.bus.get().is_some_and(|bus| !bus.is_connected());
+                if bus_lost && ticks.is_multiple_of(POLL_WITHOUT_BUS_TICKS) {
+                    chat.catch_up_all().await;
                 }
             }
         });
@@ -218,6 +242,42 @@ impl Chat {
         healthy
     }
 
+    /// Read what is stored after what was released, in every conversation this node
+    /// follows (at most [`MAX_CATCH_UP`]), and release it: after the bus lost events.
+    async fn catch_up_all(&self) {
+        let followed: Vec<(Conversation, i64)> = self
+            .order_lock()
+            .iter()
+            .take(MAX_CATCH_UP)
+            .map(|(conversation, order)| (conversation.clone(), order.released()))
+            .collect();
+        debug!(conversations = followed.len(), "catching up from the store");
+        for (conversation, released) in followed {
+            let Some(found) = self.read_missing(&conversation, released, i64::MAX).await else {
+                return;
+            };
+            if found.is_empty() {
+                continue;
+            }
+            let community = self.community();
+            let ready = {
+                let mut order = self.order_lock();
+                let Some(state) = order.get_mut(&conversation) else {
+                    continue;
+                };
+                let mut ready = Vec::new();
+                for stored in found {
+                    if let Some(message) = stored_message(stored, &community) {
+                        let seq = message.seq;
+                        ready.extend(state.accept(seq, message, now_ms_u64()));
+                    }
+                }
+                ready
+            };
+            self.deliver_messages(&community, ready);
+        }
+    }
+
     /// The stored messages after `released` up to the one before `until`; `None` if the
     /// store failed.
     async fn read_missing(
@@ -263,6 +323,37 @@ fn message_like(stored: StoredMessage, sample: &Message) -> Option<Message> {
                 return None;
             }
         }
+    };
+    Some(Message {
+        id: stored.id,
+        place,
+        seq: stored.seq,
+        timestamp_ms: stored.timestamp_ms,
+        from: UserName::parse(&stored.author.name).ok()?,
+        text: stored.body,
+        client_id: stored.client_id,
+    })
+}
+
+/// A stored message in the domain's form, a direct message's recipient named from the
+/// community (`None` if it knows neither side by that id).
+fn stored_message(stored: StoredMessage, community: &Community<SocketId>) -> Option<Message> {
+    let place = match (
+        stored.conversation.as_room(),
+        stored.conversation.as_direct(),
+    ) {
+        (Some(room), _) => Place::Room(RoomName::parse(room).ok()?),
+        (None, Some((a, b))) => {
+            let author = stored.author.user_id.as_str();
+            let to = UserId::new(if author == a { b } else { a });
+            let to_name = community.name_of_user(&to)?.clone();
+            Place::Direct {
+                from: UserId::new(author),
+                to,
+                to_name,
+            }
+        }
+        (None, None) => return None,
     };
     Some(Message {
         id: stored.id,

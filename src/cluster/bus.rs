@@ -148,6 +148,16 @@ impl ClusterEvent {
     }
 }
 
+/// What a node receives from the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Another node's event.
+    Event(Box<ClusterEvent>),
+    /// The bus is subscribed again after losing its broker: what was published meanwhile
+    /// is lost, read it from the store.
+    Resubscribed,
+}
+
 /// An event on the wire: the sending node's uid, so a node drops its own echoes.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -163,7 +173,7 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The other nodes' events (this node's own are dropped), in the order received. The
     /// first call takes the stream; later ones get `None`.
-    fn subscribe(&self) -> Option<mpsc::Receiver<ClusterEvent>>;
+    fn subscribe(&self) -> Option<mpsc::Receiver<Received>>;
 
     /// Whether the bus reached its broker lately (readiness).
     fn is_connected(&self) -> bool;
@@ -173,8 +183,9 @@ pub trait Bus: Send + Sync + 'static {
 pub struct RedisBus {
     node: String,
     outbox: mpsc::Sender<(Instant, ClusterEvent)>,
-    inbox: Mutex<Option<mpsc::Receiver<ClusterEvent>>>,
-    /// The last publish failed (Redis away); cleared by the next that succeeds.
+    inbox: Mutex<Option<mpsc::Receiver<Received>>>,
+    /// The last publish failed (Redis away); cleared by the next that succeeds or by
+    /// subscribing again.
     down: Arc<AtomicBool>,
     /// Events not published because the outbox was full.
     pub dropped: AtomicU64,
@@ -188,9 +199,8 @@ impl RedisBus {
         let community = cluster.key(&["community"]);
         let subscriber = cluster.new_subscriber()?;
         subscriber.init().await?;
-        // Subscribes again after every reconnect.
-        let _resubscribe = subscriber.manage_subscriptions();
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX);
+        let resubscribed = inbox_tx.clone();
         let mut received = subscriber.message_rx();
         subscriber
             .subscribe(vec![conv.clone(), community.clone()])
@@ -223,7 +233,10 @@ impl RedisBus {
                 if envelope.node == own {
                     continue;
                 }
-                if inbox_tx.try_send(envelope.event).is_err() {
+                if inbox_tx
+                    .try_send(Received::Event(Box::new(envelope.event)))
+                    .is_err()
+                {
                     if inbox_tx.is_closed() {
                         return;
                     }
@@ -231,21 +244,29 @@ impl RedisBus {
                 }
             }
         });
+        // After every reconnect: subscribe again, then have the chat read what it missed
+        // (in this order, so nothing published in between is lost). Detached: the task
+        // lives as long as the subscriber.
         let reconnected = subscriber.clone();
-        // Detached: the task lives as long as the subscriber.
+        let down = Arc::new(AtomicBool::new(false));
+        let back = Arc::clone(&down);
         let _reconnects = subscriber.on_reconnect(move |server| {
             let subscriber = reconnected.clone();
+            let resubscribed = resubscribed.clone();
+            let back = Arc::clone(&back);
             async move {
-                info!(
-                    %server,
-                    channels = ?subscriber.tracked_channels(),
-                    "cluster bus: Redis is back, subscribed again"
-                );
+                match subscriber.resubscribe_all().await {
+                    Ok(()) => {
+                        info!(%server, "cluster bus: Redis is back, subscribed again");
+                        back.store(false, Ordering::Relaxed);
+                        let _ = resubscribed.try_send(Received::Resubscribed);
+                    }
+                    Err(err) => warn!(%err, "cluster bus: subscribing again failed"),
+                }
                 Ok(())
             }
         });
         let (outbox, mut to_publish) = mpsc::channel::<(Instant, ClusterEvent)>(OUTBOX);
-        let down = Arc::new(AtomicBool::new(false));
         let publisher = cluster.client().clone();
         let publisher_node = node.clone();
         let publisher_down = Arc::clone(&down);
@@ -318,7 +339,7 @@ impl Bus for RedisBus {
         }
     }
 
-    fn subscribe(&self) -> Option<mpsc::Receiver<ClusterEvent>> {
+    fn subscribe(&self) -> Option<mpsc::Receiver<Received>> {
         self.inbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -18,7 +18,7 @@
 
 pub mod bus;
 
-pub use bus::{Bus, BusMessage, ClusterEvent, Creator, RedisBus};
+pub use bus::{Bus, BusMessage, ClusterEvent, Creator, Received, RedisBus};
 
 use std::fmt;
 use std::sync::Arc;

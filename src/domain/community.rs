@@ -965,6 +965,15 @@ impl<C: Clone + Ord + Hash> Community<C> {
         self.user_of(socket).map(|(_, user)| &user.name)
     }
 
+    /// The name of a user present or remembered as away.
+    pub fn name_of_user(&self, user: &UserId) -> Option<&UserName> {
+        match (self.users.get(user), self.away.get(user)) {
+            (Some(present), _) => Some(&present.name),
+            (None, Some(away)) => Some(&away.name),
+            (None, None) => None,
+        }
+    }
+
     /// The user id of a socket, if it has one.
     pub fn user_id_of(&self, socket: &C) -> Option<&UserId> {
         self.sockets.get(socket)

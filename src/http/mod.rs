@@ -146,10 +146,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     .await
     .is_ok_and(|answer| answer.is_ok());
     let redis = match &state.cluster {
+        // Redis answers, and the bus is subscribed (it may come back a moment later).
         Some(cluster) => Some(
             tokio::time::timeout(READY_TIMEOUT, cluster.ping())
                 .await
-                .unwrap_or(false),
+                .unwrap_or(false)
+                && state.chat.bus_connected() != Some(false),
         ),
         None => None,
     };
