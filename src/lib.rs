@@ -165,6 +165,16 @@ pub async fn serve(
         .connection_limits(Arc::clone(&serve_stats))
         .build();
     chat.start(io.clone());
+    let bus = match &cluster {
+        Some(cluster) => {
+            let bus = cluster::RedisBus::start(cluster)
+                .await
+                .map_err(std::io::Error::other)?;
+            chat.follow(Arc::clone(&bus) as Arc<dyn cluster::Bus>);
+            Some(bus)
+        }
+        None => None,
+    };
     let origins = OriginPolicy::new(&config.allowed_origins);
     if !origins.is_configured() {
         info!(
@@ -172,7 +182,13 @@ pub async fn serve(
              list the public origin (e.g. https://chat.example) in --allowed-origins"
         );
     }
-    let app = http::router(&io, Arc::clone(&chat), origins, Arc::clone(&serve_stats));
+    let app = http::router(
+        &io,
+        Arc::clone(&chat),
+        origins,
+        Arc::clone(&serve_stats),
+        cluster.clone(),
+    );
 
     let (stop_accepting, accepting_stopped) = oneshot::channel::<()>();
     // The engine's accept loop: a header-read timeout and connection limits (total and per
@@ -235,6 +251,9 @@ pub async fn serve(
     info!("shutting down: flushing history");
     chat.history.close().await;
     chat.presence().stop();
+    if let Some(bus) = &bus {
+        bus.close().await;
+    }
     if let Some(cluster) = &cluster {
         cluster.close().await;
     }

@@ -19,6 +19,8 @@
 //!   recovery position.
 //! - `sessions`: a socket leaving, and the sockets registered while connecting that the
 //!   engine never confirmed.
+//! - `cluster`: in a cluster, publishing on the bus and applying the other nodes' events;
+//!   the gap repair (a missing predecessor read from the store), on a single node too.
 //! - `sweeper`: the background tasks: departures after the grace period, overdue messages,
 //!   purges, the tutorial's user lists.
 //!
@@ -27,6 +29,7 @@
 //! or after `community`. None is held across an `.await`.
 
 mod clock;
+mod cluster;
 pub mod connection;
 pub mod deliver;
 mod order;
@@ -47,6 +50,7 @@ pub(crate) use clock::{now_ms, now_ms_u64};
 pub use connection::Connection;
 pub use presence::{LocalPresence, Presence};
 
+use crate::cluster::Bus;
 use crate::domain::{
     Community, DomainError, InOrder, Limits, Message, Protocol, QuotaLimits, Quotas, Tail, UserId,
 };
@@ -90,6 +94,8 @@ pub struct Chat {
     /// Who is present and who hears about it; its community-side state is under the
     /// `community` lock.
     presence: Box<dyn Presence>,
+    /// The cluster bus, in a cluster (see [`Chat::follow`]).
+    bus: OnceLock<Arc<dyn Bus>>,
 }
 
 impl Chat {
@@ -106,6 +112,7 @@ impl Chat {
             closing: AtomicBool::new(false),
             users_out: Arc::default(),
             presence: Box::new(LocalPresence),
+            bus: OnceLock::new(),
         }
     }
 

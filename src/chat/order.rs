@@ -88,21 +88,29 @@ impl Chat {
     }
 
     /// Up to `limit` messages of `conversation` after `since` (wire form and estimated
-    /// size), from memory; `None` if memory does not reach back that far.
+    /// size), from memory, and the sequence up to which that answer is complete; `None` if
+    /// memory does not reach back that far, or cannot tell what is newest: a message waits
+    /// for a predecessor or one is being read from the store (another node stored it).
     pub(crate) fn recent_after(
         &self,
         conversation: &Conversation,
         since: i64,
         limit: u32,
-    ) -> Option<Vec<(Value, usize)>> {
+    ) -> Option<(Vec<(Value, usize)>, i64)> {
+        let order = self.order_lock();
+        if !order.get(conversation).is_some_and(InOrder::is_complete) {
+            return None;
+        }
         let tails = self.tails_lock();
-        let recent = tails.get(conversation)?.after_seq(since, limit as usize)?;
-        Some(
+        let tail = tails.get(conversation)?;
+        let recent = tail.after_seq(since, limit as usize)?;
+        Some((
             recent
                 .into_iter()
                 .map(|(json, size)| (json.clone(), size))
                 .collect(),
-        )
+            tail.last(),
+        ))
     }
 
     pub(super) fn tails_lock(&self) -> MutexGuard<'_, HashMap<Conversation, Tail<Value>>> {
@@ -155,8 +163,16 @@ impl Chat {
         });
     }
 
-    /// Deliver a stored message to everyone who should see it, after its predecessors.
+    /// Deliver a message this node stored to everyone who should see it, after its
+    /// predecessors; in a cluster, the other nodes too.
     pub(crate) fn post(&self, message: Message) {
+        self.publish_message(&message);
+        self.release(message);
+    }
+
+    /// Deliver a stored message (this node's or another's) to this node's clients, after
+    /// its predecessors.
+    pub(super) fn release(&self, message: Message) {
         let community = self.community();
         let conversation = history::conversation_of(&message.place);
         let seq = message.seq;

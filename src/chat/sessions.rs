@@ -79,6 +79,7 @@ impl Chat {
             self.deliver(&community, None, &notices);
         }
         self.history.forget_user(&token, &user).await;
+        self.publish_forgotten(&user);
         true
     }
 

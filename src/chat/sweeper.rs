@@ -32,6 +32,7 @@ impl Chat {
     /// Hand over the engine once built, and start announcing users whose grace period ends.
     pub fn start(self: &Arc<Self>, io: SocketIo) {
         let _ = self.io.set(io);
+        self.start_repairs();
         // The tutorial's user lists: encoded and sent here, never under the community lock.
         let users_out = Arc::clone(&self.users_out);
         let chat: Weak<Chat> = Arc::downgrade(self);
@@ -62,6 +63,7 @@ impl Chat {
                 chat.history.mark_offline(swept.departed).await;
                 for (token, user) in swept.unreachable {
                     chat.history.forget_user(&token, &user).await;
+                    chat.publish_forgotten(&user);
                 }
                 ticks += 1;
                 if ticks.is_multiple_of(PURGE_EVERY_TICKS) {

@@ -7,6 +7,9 @@
 //! - this file: [`Cluster`], the node's handle on the cluster: its random node uid (a new
 //!   one every process start, so a restarted node is a new node), the Redis client and the
 //!   key prefix every key and channel of this cluster carries ([`Cluster::key`]).
+//! - [`bus`]: the [`Bus`] trait (publish a [`ClusterEvent`], receive the other nodes'),
+//!   [`RedisBus`] on Redis pub/sub, and the events' JSON form. The chat applies what it
+//!   receives (see `chat::cluster`).
 //! - [`presence`]: [`presence::RedisPresence`], the chat's presence seam kept in Redis with
 //!   per-node heartbeats, so a user is online while any live node has it.
 //!
@@ -15,12 +18,16 @@
 //! [`COMMAND_TIMEOUT`] while Redis is away instead of queueing without bound, so a lost
 //! Redis slows nothing that PostgreSQL can do alone.
 
+pub mod bus;
 pub mod presence;
+
+pub use bus::{Bus, BusMessage, ClusterEvent, Creator, Received, RedisBus};
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fred::clients::SubscriberClient;
 use fred::prelude::{Builder, Client, ClientLike, Config as RedisConfig, ReconnectPolicy};
 use tracing::info;
 
@@ -71,7 +78,7 @@ impl Cluster {
         let config = RedisConfig::from_url(url)?;
         let node = random_hex(8);
         let cluster = Self {
-            client: build(&config)?,
+            client: builder(&config).build()?,
             node,
             prefix: prefix.to_owned(),
             config,
@@ -99,7 +106,13 @@ impl Cluster {
     /// A new, not yet connected client on the same Redis with the same settings (a pub/sub
     /// subscriber needs a connection of its own). The caller calls `init`.
     pub fn new_client(&self) -> Result<Client, ClusterError> {
-        build(&self.config)
+        Ok(builder(&self.config).build()?)
+    }
+
+    /// A new, not yet connected pub/sub client on the same Redis: it subscribes its channels
+    /// again after a reconnect once `manage_subscriptions` runs. The caller calls `init`.
+    pub fn new_subscriber(&self) -> Result<SubscriberClient, ClusterError> {
+        Ok(builder(&self.config).build_subscriber_client()?)
     }
 
     /// `prefix:part:part…`, the name of a key or channel of this cluster.
@@ -127,8 +140,9 @@ fn prefixed(prefix: &str, parts: &[&str]) -> String {
     key
 }
 
-fn build(config: &RedisConfig) -> Result<Client, ClusterError> {
-    Ok(Builder::from_config(config.clone())
+fn builder(config: &RedisConfig) -> Builder {
+    let mut builder = Builder::from_config(config.clone());
+    builder
         .with_connection_config(|connection| {
             connection.connection_timeout = CONNECT_TIMEOUT;
             connection.internal_command_timeout = COMMAND_TIMEOUT;
@@ -141,8 +155,8 @@ fn build(config: &RedisConfig) -> Result<Client, ClusterError> {
             RECONNECT_MIN_MS,
             RECONNECT_MAX_MS,
             2,
-        ))
-        .build()?)
+        ));
+    builder
 }
 
 impl fmt::Debug for Cluster {

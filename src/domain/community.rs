@@ -622,14 +622,6 @@ impl<C: Clone + Ord + Hash> Community<C> {
         self.users.get(user).map(|user| user.sockets.len())
     }
 
-    /// The name of a present or away user.
-    pub fn name_of_user(&self, user: &UserId) -> Option<&UserName> {
-        self.users
-            .get(user)
-            .map(|user| &user.name)
-            .or_else(|| self.away.get(user).map(|away| &away.name))
-    }
-
     /// A user held only by another node of a cluster, which stopped without a word: its
     /// departure, for whoever watches it here (the watchers of its rooms if it is remembered
     /// here as away). Nothing if it is present here.
@@ -861,6 +853,63 @@ impl<C: Clone + Ord + Hash> Community<C> {
         ))
     }
 
+    /// Another node of a cluster stored that `user` (named `name`) joined or left `room`:
+    /// the same membership here, the room made known if it was not, the user remembered
+    /// (listed offline unless present here too). Its other members here hear of it when it
+    /// changed anything.
+    pub fn membership_elsewhere(
+        &mut self,
+        user: &UserId,
+        name: &UserName,
+        room: &RoomName,
+        joined: bool,
+    ) -> Vec<Outgoing<C>> {
+        if *room == RoomName::general() {
+            return Vec::new();
+        }
+        if joined {
+            self.rooms.entry(room.clone()).or_default();
+        }
+        if !self.knows_user(user) {
+            if !joined {
+                return Vec::new();
+            }
+            // Known from now on (listed, reachable by DMs); the room is added below.
+            self.restore_member(user.clone(), name.clone(), []);
+        }
+        let Some(members) = self.rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        let changed = if joined {
+            members.insert(user.clone())
+        } else {
+            members.remove(user)
+        };
+        if !changed {
+            return Vec::new();
+        }
+        let rooms = match (self.users.get_mut(user), self.away.get_mut(user)) {
+            (Some(present), _) => Some(&mut present.rooms),
+            (None, Some(away)) => Some(&mut away.rooms),
+            (None, None) => None,
+        };
+        if let Some(rooms) = rooms {
+            if joined {
+                rooms.insert(room.clone());
+            } else {
+                rooms.remove(room);
+            }
+        }
+        vec![Outgoing {
+            to: Audience::Room(room.clone()),
+            notice: Notice::RoomMember {
+                room: room.clone(),
+                name: name.clone(),
+                joined,
+            },
+        }]
+    }
+
     /// A typing indicator for a room the user is in.
     pub fn typing(
         &self,
@@ -986,6 +1035,15 @@ impl<C: Clone + Ord + Hash> Community<C> {
     /// The name of a socket's user, if it has one.
     pub fn name_of(&self, socket: &C) -> Option<&UserName> {
         self.user_of(socket).map(|(_, user)| &user.name)
+    }
+
+    /// The name of a user present or remembered as away.
+    pub fn name_of_user(&self, user: &UserId) -> Option<&UserName> {
+        match (self.users.get(user), self.away.get(user)) {
+            (Some(present), _) => Some(&present.name),
+            (None, Some(away)) => Some(&away.name),
+            (None, None) => None,
+        }
     }
 
     /// The user id of a socket, if it has one.
@@ -2119,5 +2177,44 @@ mod tests {
             community.users_notice().is_none(),
             "the count follows departures"
         );
+    }
+
+    #[test]
+    fn a_membership_stored_on_another_node_is_mirrored_and_announced_once() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        community.create_room(&1, "rust").expect("create");
+        let (bob, rust) = (UserId::new("b"), room("rust"));
+        let joined = community.membership_elsewhere(&bob, &name("bob"), &rust, true);
+        assert_eq!(
+            joined,
+            vec![Outgoing {
+                to: Audience::Room(rust.clone()),
+                notice: Notice::RoomMember {
+                    room: rust.clone(),
+                    name: name("bob"),
+                    joined: true
+                },
+            }]
+        );
+        let listed = community.members("rust").expect("members");
+        assert_eq!(listed.len(), 2);
+        assert!(!listed[1].online, "bob is on another node: listed offline");
+        assert!(
+            community
+                .membership_elsewhere(&bob, &name("bob"), &rust, true)
+                .is_empty(),
+            "a repeat changes nothing"
+        );
+        assert_eq!(
+            community
+                .membership_elsewhere(&bob, &name("bob"), &rust, false)
+                .len(),
+            1
+        );
+        assert_eq!(community.members("rust").map(|m| m.len()), Ok(1));
+        // A room created elsewhere is learnt from a join to it.
+        community.membership_elsewhere(&bob, &name("bob"), &room("go"), true);
+        assert!(community.room_exists(&room("go")));
     }
 }

@@ -62,6 +62,12 @@ impl<T> Tail<T> {
         }
     }
 
+    /// The sequence of the newest message the tail holds (or of the last one released
+    /// before it, when empty).
+    pub fn last(&self) -> i64 {
+        self.next().saturating_sub(1)
+    }
+
     /// Up to `limit` messages after sequence `since`, oldest first, with their sizes; `None`
     /// when the tail does not reach back that far (ask the history instead).
     pub fn after_seq(&self, since: i64, limit: usize) -> Option<Vec<(&T, usize)>> {
@@ -100,6 +106,8 @@ mod tests {
         assert_eq!(seqs(tail.after_seq(12, 1)), Some(vec![13]));
         assert_eq!(seqs(tail.after_seq(14, 50)), Some(vec![]));
         assert_eq!(seqs(tail.after_seq(99, 50)), Some(vec![]));
+        assert_eq!(tail.last(), 14);
+        assert_eq!(Tail::<i64>::after(10).last(), 10);
     }
 
     #[test]

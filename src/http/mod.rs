@@ -1,5 +1,5 @@
 //! The HTTP layer: one axum router for the web UI, the tutorial page, the socket.io client
-//! bundle, health, and the engine's Socket.IO endpoint.
+//! bundle, health and readiness, and the engine's Socket.IO endpoint.
 //!
 //! # Layout
 //! - this file: [`router`], every route in one place.
@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod origin;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -21,6 +22,8 @@ use engine::{ServeStats, SocketIo};
 use http::{HeaderMap, StatusCode};
 
 use crate::chat::Chat;
+use crate::cluster::Cluster;
+use crate::store::history::general_conversation;
 use assets::Asset;
 use origin::OriginPolicy;
 
@@ -31,7 +34,12 @@ pub(crate) struct AppState {
     pub(crate) chat: Arc<Chat>,
     /// The accept loop's counters (open and refused connections).
     pub(crate) serve_stats: Arc<ServeStats>,
+    /// In a cluster, its Redis (readiness).
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
+
+/// Longest a readiness probe waits for the database or Redis to answer.
+const READY_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// The whole HTTP surface of chinwag.
 pub fn router(
@@ -39,6 +47,7 @@ pub fn router(
     chat: Arc<Chat>,
     origins: OriginPolicy,
     serve_stats: Arc<ServeStats>,
+    cluster: Option<Arc<Cluster>>,
 ) -> Router {
     let files = Router::new()
         .route("/", get(|h: HeaderMap| async move { assets::ui_page(&h) }))
@@ -74,11 +83,13 @@ pub fn router(
         );
     let health = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .with_state(AppState {
             io: io.clone(),
             chat,
             serve_stats,
+            cluster,
         });
     let socket_io = io.router().layer(axum::middleware::from_fn_with_state(
         Arc::new(origins),
@@ -122,4 +133,41 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         "httpConnections": state.serve_stats.open_connections(),
         "users": state.chat.user_count(),
     }))
+}
+
+/// Readiness, for a load balancer's health check: whether the database and (in a cluster)
+/// Redis answer now, each reported on its own; 200 when all do, else 503. Without Redis a
+/// node still stores and delivers locally, but should not get new clients.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let database = tokio::time::timeout(
+        READY_TIMEOUT,
+        state.chat.history.last_seq(&general_conversation()),
+    )
+    .await
+    .is_ok_and(|answer| answer.is_ok());
+    let redis = match &state.cluster {
+        // Redis answers, and the bus is subscribed (it may come back a moment later).
+        Some(cluster) => Some(
+            tokio::time::timeout(READY_TIMEOUT, cluster.ping())
+                .await
+                .unwrap_or(false)
+                && state.chat.bus_connected() != Some(false),
+        ),
+        None => None,
+    };
+    let ready = database && redis != Some(false);
+    let word = |up: bool| if up { "ok" } else { "unavailable" };
+    let mut body = serde_json::json!({
+        "status": if ready { "ready" } else { "unready" },
+        "database": word(database),
+    });
+    if let Some(redis) = redis {
+        body["redis"] = serde_json::Value::from(word(redis));
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }

@@ -301,20 +301,31 @@ pub(super) async fn page_after(
         // Learn where the room stands once, so its tail answers from now on.
         chat.prime(conversation).await?;
     }
+    let stored_after = |since: i64, limit: u32| async move {
+        Ok::<_, DomainError>(
+            chat.history
+                .after(conversation, since, limit)
+                .await?
+                .iter()
+                .map(|message| {
+                    (
+                        WireMessage::stored(message).to_value(),
+                        encoded_size(message),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
     let mut page = match chat.recent_after(conversation, since, wanted) {
-        Some(recent) => recent,
-        None => chat
-            .history
-            .after(conversation, since, wanted)
-            .await?
-            .iter()
-            .map(|message| {
-                (
-                    WireMessage::stored(message).to_value(),
-                    encoded_size(message),
-                )
-            })
-            .collect(),
+        // In a cluster another node may have stored messages this one has not heard of
+        // yet: the store answers for anything after what the tail holds.
+        Some((mut recent, last)) if chat.clustered() && recent.len() < wanted as usize => {
+            let rest = wanted - recent.len() as u32;
+            recent.extend(stored_after(last.max(since), rest).await?);
+            recent
+        }
+        Some((recent, _)) => recent,
+        None => stored_after(since, wanted).await?,
     };
     let mut more = page.len() > limit as usize;
     page.truncate(limit as usize);

@@ -80,16 +80,24 @@ pub async fn room_create(
         let stored = chat.history.create_room(&room, &user, now_ms()).await;
         let mut community = chat.community();
         let created = match stored {
-            Ok(true) => community
-                .create_room(socket.id(), room.as_str())
-                .or_else(|error| {
-                    // Stored, so it exists whatever happened here meanwhile (the socket left).
-                    community.restore_rooms([room.clone()]);
-                    debug!(code = error.code().as_str(), "created room not joined");
-                    Ok((room.clone(), Vec::new()))
-                }),
+            Ok(true) => {
+                if let Some(name) = community.name_of(socket.id()) {
+                    chat.publish_room_created(&room, &user, name);
+                }
+                community
+                    .create_room(socket.id(), room.as_str())
+                    .or_else(|error| {
+                        // Stored, so it exists whatever happened here meanwhile (the socket left).
+                        community.restore_rooms([room.clone()]);
+                        debug!(code = error.code().as_str(), "created room not joined");
+                        Ok((room.clone(), Vec::new()))
+                    })
+            }
             // Another process sharing the database stored it first.
-            Ok(false) => Err(room_exists(&room)),
+            Ok(false) => {
+                community.restore_rooms([room.clone()]);
+                Err(room_exists(&room))
+            }
             Err(error) => Err(error),
         };
         match created {
@@ -121,7 +129,7 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
         let room = RoomName::parse(request.room()?)?;
         chat.take_message_token(socket)?;
         let user = full_user(chat, socket)?;
-        if !chat.community().room_exists(&room) {
+        if !chat.room_known(&room).await? {
             return Err(DomainError::new(ErrorCode::UnknownRoom, "no such room"));
         }
         // Stored before it takes effect, so an acknowledged join survives a restart.
@@ -130,6 +138,9 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
             && !chat.community().is_in_room(socket.id(), &room)
         {
             chat.history.add_membership(user, &room, now_ms()).await?;
+            if let Some(name) = chat.community().name_of(socket.id()) {
+                chat.publish_membership(user, name, &room, true);
+            }
         }
         let room = {
             let mut community = chat.community();
@@ -173,6 +184,9 @@ pub async fn room_leave(
             && room != RoomName::general()
         {
             chat.history.remove_membership(user, &room).await?;
+            if let Some(name) = chat.community().name_of(socket.id()) {
+                chat.publish_membership(user, name, &room, false);
+            }
         }
         let mut community = chat.community();
         let (room, notices) = community.leave_room(socket.id(), room.as_str())?;

@@ -34,7 +34,7 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
         let mut room_pages = Map::new();
         for (name, since) in rooms {
             let room = RoomName::parse(&name)?;
-            if !chat.community().room_exists(&room) {
+            if !chat.room_known(&room).await? {
                 return Err(DomainError::new(
                     ErrorCode::UnknownRoom,
                     format!("no room #{room}"),

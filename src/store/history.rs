@@ -196,6 +196,14 @@ impl History {
             .map_err(|e| unavailable("create_room", &e))
     }
 
+    /// Whether a room with this name is stored.
+    pub async fn room_exists(&self, name: &RoomName) -> Result<bool, DomainError> {
+        self.store
+            .room_exists(name.as_str())
+            .await
+            .map_err(|e| unavailable("room_exists", &e))
+    }
+
     /// Every room recorded so far, with its creator when known, read page by page.
     pub async fn rooms(&self) -> Result<Vec<(String, Option<UserId>)>, DomainError> {
         let mut rooms: Vec<(String, Option<UserId>)> = Vec::new();

@@ -114,11 +114,15 @@ impl TestApp {
         let history = chinwag::open_history(&config)
             .await
             .expect("open the test history");
+        // Cluster mode when the configuration names a Redis: the test fails if it is away.
+        let cluster = chinwag::open_cluster(&config)
+            .await
+            .expect("reach the test Redis");
         let server = tokio::spawn(chinwag::serve(
             listener,
             config,
             history,
-            None,
+            cluster,
             async move {
                 let _ = stop.await;
             },
@@ -414,6 +418,11 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) ->
 pub fn postgres_url() -> String {
     std::env::var("CHINWAG_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The Redis cluster tests use (`CHINWAG_TEST_REDIS_URL`, else the local one).
+pub fn redis_url() -> String {
+    std::env::var("CHINWAG_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// A URL of [`postgres_url`] whose `search_path` is a new, empty schema. The test fails,
