@@ -12,7 +12,9 @@ use engine::SocketId;
 
 use super::{Chat, now_ms_u64};
 use crate::cluster::{Bus, BusMessage, ClusterEvent, Creator, Received};
-use crate::domain::{Community, DomainError, Message, Place, RoomName, UserId, UserName};
+use crate::domain::{
+    Audience, Community, DomainError, Message, Notice, Outgoing, Place, RoomName, UserId, UserName,
+};
 use crate::store::{Conversation, MAX_PAGE_LIMIT, StoredMessage};
 
 /// How long a message waits for a missing predecessor before the store is read for it.
@@ -149,7 +151,7 @@ impl Chat {
                 {
                     let notices =
                         community.membership_elsewhere(&UserId::new(user), &name, &room, true);
-                    self.deliver(&community, None, &notices);
+                    self.deliver_here(&community, &notices);
                 }
             }
             ClusterEvent::Membership {
@@ -165,14 +167,34 @@ impl Chat {
                 let mut community = self.community();
                 let notices =
                     community.membership_elsewhere(&UserId::new(user), &name, &room, joined);
-                self.deliver(&community, None, &notices);
+                self.deliver_here(&community, &notices);
             }
             ClusterEvent::UserForgotten { user } => {
                 let mut community = self.community();
                 if let Some(mut notices) = community.forget_user(&UserId::new(user)) {
                     notices.extend(community.users_notice());
-                    self.deliver(&community, None, &notices);
+                    self.deliver_here(&community, &notices);
                 }
+            }
+            ClusterEvent::Presence {
+                name,
+                online,
+                rooms,
+            } => {
+                let Ok(name) = UserName::parse(&name) else {
+                    warn!("cluster bus: invalid presence dropped");
+                    return;
+                };
+                let rooms = rooms
+                    .iter()
+                    .filter_map(|room| RoomName::parse(room).ok())
+                    .collect();
+                let community = self.community();
+                let notice = Outgoing {
+                    to: Audience::Watchers(rooms),
+                    notice: Notice::Presence { name, online },
+                };
+                self.deliver_here(&community, &[notice]);
             }
         }
     }

@@ -12,7 +12,10 @@ use serde_json::Value;
 
 use super::outgoing::{self, WireMessage};
 use super::{Chat, Connection, deliver, now_ms, now_ms_u64};
-use crate::domain::{Community, DomainError, Draft, InOrder, Message, Outgoing, RoomName, Tail};
+use crate::cluster::ClusterEvent;
+use crate::domain::{
+    Audience, Community, DomainError, Draft, InOrder, Message, Notice, Outgoing, RoomName, Tail,
+};
 use crate::store::Conversation;
 use crate::store::history;
 
@@ -25,8 +28,42 @@ pub(super) const MAX_ORDER_WAIT_MS: u64 = 2_000;
 pub(super) const MAX_TAILS: usize = 256;
 
 impl Chat {
-    /// Deliver notices (see [`deliver::deliver`]); call with the community locked.
+    /// Deliver notices (see [`deliver::deliver`]); call with the community locked. In a
+    /// cluster, presence changes go to the other nodes too: presence decides which are news
+    /// for the whole cluster (an arrival another node announced never gets here).
     pub(crate) fn deliver(
+        &self,
+        community: &Community<SocketId>,
+        actor: Option<&Socket<Connection>>,
+        notices: &[Outgoing<SocketId>],
+    ) {
+        self.deliver_to(community, actor, notices);
+        if !self.clustered() {
+            return;
+        }
+        for outgoing in notices {
+            if let (Notice::Presence { name, online }, Audience::Watchers(rooms)) =
+                (&outgoing.notice, &outgoing.to)
+            {
+                self.publish(ClusterEvent::Presence {
+                    name: name.as_str().to_owned(),
+                    online: *online,
+                    rooms: rooms.iter().map(|room| room.as_str().to_owned()).collect(),
+                });
+            }
+        }
+    }
+
+    /// Deliver what another node told about (it told every node itself).
+    pub(crate) fn deliver_here(
+        &self,
+        community: &Community<SocketId>,
+        notices: &[Outgoing<SocketId>],
+    ) {
+        self.deliver_to(community, None, notices);
+    }
+
+    fn deliver_to(
         &self,
         community: &Community<SocketId>,
         actor: Option<&Socket<Connection>>,

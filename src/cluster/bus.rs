@@ -139,6 +139,15 @@ pub enum ClusterEvent {
     },
     /// A user that never really arrived was deleted: its name is free again.
     UserForgotten { user: String },
+    /// A user arrived or left, cluster-wide (announced by the node that saw it arrive first
+    /// or leave last, see `cluster::presence`): for the watchers on every node.
+    Presence {
+        name: String,
+        online: bool,
+        /// Its rooms but `general`, whose members watch its presence.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rooms: Vec<String>,
+    },
 }
 
 impl ClusterEvent {
