@@ -94,14 +94,14 @@ pub async fn serve(
             .announce_node()
             .await
             .map_err(std::io::Error::other)?;
-        chat = chat.with_presence(Box::new(presence));
         if recovery {
-            socket_id_key = Some(
-                cluster::presence::shared_socket_id_key(cluster)
-                    .await
-                    .map_err(std::io::Error::other)?,
-            );
+            let (key, hex) = cluster::presence::shared_socket_id_key(cluster)
+                .await
+                .map_err(std::io::Error::other)?;
+            presence.keep_socket_id_key(hex);
+            socket_id_key = Some(key);
         }
+        chat = chat.with_presence(Box::new(presence));
     }
     let chat = Arc::new(chat);
     let known_rooms = chat.history.rooms().await.map_err(std::io::Error::other)?;

@@ -241,10 +241,14 @@ async fn the_users_of_a_killed_node_go_offline_once_on_the_others() {
     let _ = presence_within(&mut on_b, Duration::from_millis(300)).await;
 
     a.kill();
+    let killed = std::time::Instant::now();
     drop((ann, bob_a));
     // Within heartbeat expiry + grace (+ sweeps), generously.
     let patience = Duration::from_millis(NODE_TTL_MS + GRACE_MS * 3 + 3_000);
-    let seen = presence_within(&mut on_b, patience).await;
+    let gone = first_presence(&mut on_b, "ann", patience).await;
+    eprintln!("killed node: ann offline on B after {:?}", killed.elapsed());
+    let mut seen = vec![gone];
+    seen.extend(presence_within(&mut on_b, Duration::from_millis(GRACE_MS * 2 + 1_000)).await);
     assert_eq!(
         about(&seen, "ann"),
         [json!({"name": "ann", "online": false})]
@@ -368,4 +372,50 @@ async fn a_client_of_a_dead_node_resumes_on_another_with_its_socket_id_but_not_w
     let seen = presence_within(&mut watcher, departure_time()).await;
     assert_eq!(about(&seen, "ann"), Vec::<Value>::new(), "{seen:?}");
     drop((b, c));
+}
+
+/// Wait (up to `patience`) for the first `presence` event about `name`.
+async fn first_presence(client: &mut Client, name: &str, patience: Duration) -> Value {
+    let until = tokio::time::Instant::now() + patience;
+    loop {
+        let seen = presence_within(client, Duration::from_millis(100)).await;
+        if let Some(event) = about(&seen, name).into_iter().next() {
+            return event;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no presence of {name} within {patience:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires() {
+    let cluster = Cluster::new();
+    let a = cluster.node().await;
+    let b = cluster.node().await;
+    let mut on_b = watcher(b.addr, "watcher").await;
+    let (_ann, _) = join(a.addr, "ann").await;
+    let _ = presence_within(&mut on_b, Duration::from_millis(300)).await;
+
+    // Stopped, not killed: its connections stay open, only its heartbeat stops.
+    let pid = a.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", pid.as_str()])
+        .status()
+        .expect("send SIGSTOP");
+    assert!(status.success());
+    let frozen = std::time::Instant::now();
+    let patience = Duration::from_millis(NODE_TTL_MS + GRACE_MS * 3 + 3_000);
+    let gone = first_presence(&mut on_b, "ann", patience).await;
+    let after = frozen.elapsed();
+    eprintln!("frozen node: ann offline on B after {after:?}");
+    assert_eq!(gone, json!({"name": "ann", "online": false}));
+    assert!(
+        after >= Duration::from_millis(NODE_TTL_MS / 2),
+        "not before its heartbeat could expire: {after:?}"
+    );
+    let more = presence_within(&mut on_b, Duration::from_millis(GRACE_MS * 2 + 1_000)).await;
+    assert_eq!(about(&more, "ann"), Vec::<Value>::new(), "once");
+    drop(a); // killed (SIGKILL works on a stopped process)
 }

@@ -63,6 +63,10 @@ use crate::store::history::random_hex;
 /// not starve the heartbeat.
 const BATCH: usize = 512;
 
+/// How often the sweeper-lock holder looks for dead nodes (at most; or every heartbeat if
+/// that is shorter): a few commands, so a dead node's users go soon after its grace.
+const DEAD_CHECK: Duration = Duration::from_millis(500);
+
 /// Timing of cluster presence.
 #[derive(Debug, Clone, Copy)]
 pub struct PresenceTiming {
@@ -125,8 +129,11 @@ return 0
 const SOCKET_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The cluster's secret for deriving socket ids from recovery pids: the first node to start
-/// makes it, every node reads it.
-pub async fn shared_socket_id_key(cluster: &Cluster) -> Result<SocketIdKey, fred::error::Error> {
+/// makes it, every node reads it (and [`RedisPresence::keep_socket_id_key`] writes it back
+/// should Redis lose it).
+pub async fn shared_socket_id_key(
+    cluster: &Cluster,
+) -> Result<(SocketIdKey, String), fred::error::Error> {
     let key = cluster.key(&["socket-id-key"]);
     let mine = random_hex(32);
     let client = cluster.client();
@@ -149,7 +156,7 @@ pub async fn shared_socket_id_key(cluster: &Cluster) -> Result<SocketIdKey, fred
             "the cluster's socket-id-key is not 64 hex digits",
         ));
     }
-    Ok(SocketIdKey(bytes))
+    Ok((SocketIdKey(bytes), shared))
 }
 
 /// Write this node's part of one user: its socket count and name (ARGV[3], ARGV[4]), or,
@@ -177,6 +184,10 @@ struct Shared {
     liveness: Client,
     /// Record which node each socket is on (connection-state recovery is on).
     track_sockets: bool,
+    /// The cluster's socket-id key (hex) this node derives with, written back at every
+    /// heartbeat if Redis lost it (a flushed or restarted Redis): nodes started later must
+    /// derive the same ids.
+    socket_id_key: std::sync::OnceLock<String>,
     node: String,
     keys: Keys,
     timing: PresenceTiming,
@@ -260,6 +271,7 @@ impl RedisPresence {
             client: cluster.client().clone(),
             liveness: cluster.new_client()?,
             track_sockets,
+            socket_id_key: std::sync::OnceLock::new(),
             node,
             keys,
             timing,
@@ -279,6 +291,11 @@ impl RedisPresence {
         self.shared.liveness.init().await?;
         self.shared.beat().await;
         Ok(())
+    }
+
+    /// Keep the cluster's socket-id key (hex, see [`shared_socket_id_key`]) in Redis.
+    pub fn keep_socket_id_key(&self, hex: String) {
+        let _ = self.shared.socket_id_key.set(hex);
     }
 
     /// Record a socket connected here or gone.
@@ -474,13 +491,13 @@ impl Shared {
     async fn run(self: Arc<Self>) {
         let mut heartbeat = tokio::time::interval(self.timing.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dead_check = tokio::time::interval(self.timing.heartbeat.min(DEAD_CHECK));
+        dead_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dead_since: HashMap<String, Instant> = HashMap::new();
         loop {
             tokio::select! {
-                _ = heartbeat.tick() => {
-                    self.beat().await;
-                    self.sweep_dead(&mut dead_since).await;
-                }
+                _ = heartbeat.tick() => self.beat().await,
+                _ = dead_check.tick() => self.sweep_dead(&mut dead_since).await,
                 () = self.wake.notified() => {}
             }
             self.flush().await;
@@ -518,6 +535,16 @@ impl Shared {
             warn!(%error, "presence node not registered");
             self.state().resync = true;
             return;
+        }
+        if let Some(hex) = self.socket_id_key.get() {
+            let key = format!("{}:socket-id-key", self.keys.prefix);
+            let kept: Result<Option<String>, _> = self
+                .client
+                .set(key, hex.as_str(), None, Some(SetOptions::NX), false)
+                .await;
+            if let Ok(Some(_)) = kept {
+                warn!("presence: Redis had lost the socket-id key; written back");
+            }
         }
         let written: Result<u64, _> = self.client.hlen(&self.keys.mine).await;
         let rewrite = {
