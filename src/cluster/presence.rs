@@ -433,6 +433,16 @@ impl Presence for RedisPresence {
                     state.dirty.insert(user);
                 }
             }
+            // Users that left the community another way (a connection closed while
+            // connecting and its new user forgotten): no longer held here.
+            let State { held, dirty, .. } = &mut *state;
+            held.retain(|user, _| {
+                let present = community.is_present(user);
+                if !present {
+                    dirty.insert(user.clone());
+                }
+                present
+            });
             if !state.dirty.is_empty() {
                 ask = true;
             }
