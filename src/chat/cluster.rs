@@ -134,7 +134,8 @@ impl Chat {
     fn apply(&self, event: ClusterEvent) {
         match event {
             ClusterEvent::Message { message } => match message.into_message() {
-                Ok(message) => self.release(message),
+                Ok(message) if self.concerns_this_node(&message) => self.release(message),
+                Ok(_) => {}
                 Err(error) => warn!(%error, "cluster bus: invalid message dropped"),
             },
             ClusterEvent::RoomCreated { room, creator } => {
@@ -175,6 +176,22 @@ impl Chat {
                 }
             }
         }
+    }
+
+    /// Whether another node's message has anyone to reach here: a room's members may be
+    /// (and its tail), a direct message only when one side is present here or its
+    /// conversation is followed already. So the order states of the whole cluster's direct
+    /// conversations do not pile up on every node.
+    fn concerns_this_node(&self, message: &Message) -> bool {
+        let Place::Direct { from, to, .. } = &message.place else {
+            return true;
+        };
+        let community = self.community();
+        community.is_present(from)
+            || community.is_present(to)
+            || self
+                .order_lock()
+                .contains_key(&crate::store::history::conversation_of(&message.place))
     }
 
     /// Check for overdue gaps every [`REPAIR_EVERY`], for as long as the chat lives.
