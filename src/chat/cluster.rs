@@ -12,7 +12,7 @@ use engine::SocketId;
 
 use super::{Chat, now_ms_u64};
 use crate::cluster::{Bus, BusMessage, ClusterEvent, Creator, Received};
-use crate::domain::{Community, DomainError, Message, Place, RoomName, UserId, UserName};
+use crate::domain::{Community, Message, Place, RoomName, UserId, UserName};
 use crate::store::{Conversation, MAX_PAGE_LIMIT, StoredMessage};
 
 /// How long a message waits for a missing predecessor before the store is read for it.
@@ -115,19 +115,6 @@ impl Chat {
                 message: BusMessage::of(message),
             });
         }
-    }
-
-    /// Whether `room` exists: known here, or (in a cluster) stored by another node whose
-    /// event has not come (or was lost), then known here from now on.
-    pub(crate) async fn room_known(&self, room: &RoomName) -> Result<bool, DomainError> {
-        if self.community().room_exists(room) {
-            return Ok(true);
-        }
-        if !self.clustered() || !self.history.room_exists(room).await? {
-            return Ok(false);
-        }
-        self.community().restore_rooms([room.clone()]);
-        Ok(true)
     }
 
     /// Another node's event.
