@@ -13,7 +13,7 @@ use engine::SocketId;
 use super::{Chat, now_ms_u64};
 use crate::cluster::{Bus, BusMessage, ClusterEvent, Creator, Received};
 use crate::domain::{
-    Audience, Community, DomainError, Message, Notice, Outgoing, Place, RoomName, UserId, UserName,
+    Audience, Community, Message, Notice, Outgoing, Place, RoomName, UserId, UserName,
 };
 use crate::store::{Conversation, MAX_PAGE_LIMIT, StoredMessage};
 
@@ -119,24 +119,12 @@ impl Chat {
         }
     }
 
-    /// Whether `room` exists: known here, or (in a cluster) stored by another node whose
-    /// event has not come (or was lost), then known here from now on.
-    pub(crate) async fn room_known(&self, room: &RoomName) -> Result<bool, DomainError> {
-        if self.community().room_exists(room) {
-            return Ok(true);
-        }
-        if !self.clustered() || !self.history.room_exists(room).await? {
-            return Ok(false);
-        }
-        self.community().restore_rooms([room.clone()]);
-        Ok(true)
-    }
-
     /// Another node's event.
     fn apply(&self, event: ClusterEvent) {
         match event {
             ClusterEvent::Message { message } => match message.into_message() {
-                Ok(message) => self.release(message),
+                Ok(message) if self.concerns_this_node(&message) => self.release(message),
+                Ok(_) => {}
                 Err(error) => warn!(%error, "cluster bus: invalid message dropped"),
             },
             ClusterEvent::RoomCreated { room, creator } => {
@@ -197,6 +185,22 @@ impl Chat {
                 self.deliver_here(&community, &[notice]);
             }
         }
+    }
+
+    /// Whether another node's message has anyone to reach here: a room's members may be
+    /// (and its tail), a direct message only when one side is present here or its
+    /// conversation is followed already. So the order states of the whole cluster's direct
+    /// conversations do not pile up on every node.
+    fn concerns_this_node(&self, message: &Message) -> bool {
+        let Place::Direct { from, to, .. } = &message.place else {
+            return true;
+        };
+        let community = self.community();
+        community.is_present(from)
+            || community.is_present(to)
+            || self
+                .order_lock()
+                .contains_key(&crate::store::history::conversation_of(&message.place))
     }
 
     /// Check for overdue gaps every [`REPAIR_EVERY`], for as long as the chat lives.

@@ -275,6 +275,20 @@ impl RedisBus {
                 Ok(())
             }
         });
+        let lost = Arc::clone(&down);
+        let _errors = subscriber.on_error(move |(err, _server)| {
+            let lost = Arc::clone(&lost);
+            async move {
+                if !lost.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        %err,
+                        "cluster bus: Redis lost; messages are still stored and delivered on \
+                         this node, other nodes' messages are read from the database"
+                    );
+                }
+                Ok(())
+            }
+        });
         let (outbox, mut to_publish) = mpsc::channel::<(Instant, ClusterEvent)>(OUTBOX);
         let publisher = cluster.client().clone();
         let publisher_node = node.clone();

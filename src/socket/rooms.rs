@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use super::full::{
-    DEFAULT_PAGE, PAGE_BYTES, answer, client_address, full_user, member_check, page_after,
-    page_before,
+    DEFAULT_PAGE, PAGE_BYTES, answer, client_address, full_user, known_room, member_check,
+    page_after, page_before,
 };
 use super::wire;
 use crate::chat::{Chat, Connection, now_ms, now_ms_u64};
@@ -80,20 +80,15 @@ pub async fn room_create(
         let stored = chat.history.create_room(&room, &user, now_ms()).await;
         let mut community = chat.community();
         let created = match stored {
-            Ok(true) => {
-                if let Some(name) = community.name_of(socket.id()) {
-                    chat.publish_room_created(&room, &user, name);
-                }
-                community
-                    .create_room(socket.id(), room.as_str())
-                    .or_else(|error| {
-                        // Stored, so it exists whatever happened here meanwhile (the socket left).
-                        community.restore_rooms([room.clone()]);
-                        debug!(code = error.code().as_str(), "created room not joined");
-                        Ok((room.clone(), Vec::new()))
-                    })
-            }
-            // Another process sharing the database stored it first.
+            Ok(true) => community
+                .create_room(socket.id(), room.as_str())
+                .or_else(|error| {
+                    // Stored, so it exists whatever happened here meanwhile (the socket left).
+                    community.restore_rooms([room.clone()]);
+                    debug!(code = error.code().as_str(), "created room not joined");
+                    Ok((room.clone(), Vec::new()))
+                }),
+            // Another node sharing the database stored it first: it exists here too now.
             Ok(false) => {
                 community.restore_rooms([room.clone()]);
                 Err(room_exists(&room))
@@ -103,6 +98,9 @@ pub async fn room_create(
         match created {
             Ok((room, notices)) => {
                 chat.quotas().room_created(reservation);
+                if let Some(name) = community.name_of(socket.id()) {
+                    chat.publish_room_created(&room, &user, name);
+                }
                 chat.deliver(&community, Some(socket), &notices);
                 Ok(json!({"room": room.as_str()}))
             }
@@ -129,9 +127,7 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
         let room = RoomName::parse(request.room()?)?;
         chat.take_message_token(socket)?;
         let user = full_user(chat, socket)?;
-        if !chat.room_known(&room).await? {
-            return Err(DomainError::new(ErrorCode::UnknownRoom, "no such room"));
-        }
+        known_room(chat, &room).await?;
         // Stored before it takes effect, so an acknowledged join survives a restart.
         if let Some(user) = &user
             && room != RoomName::general()

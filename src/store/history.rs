@@ -196,10 +196,10 @@ impl History {
             .map_err(|e| unavailable("create_room", &e))
     }
 
-    /// Whether a room with this name is stored.
-    pub async fn room_exists(&self, name: &RoomName) -> Result<bool, DomainError> {
+    /// Whether `room` is recorded (e.g. created by another node sharing the store).
+    pub async fn room_exists(&self, room: &RoomName) -> Result<bool, DomainError> {
         self.store
-            .room_exists(name.as_str())
+            .room_exists(room.as_str())
             .await
             .map_err(|e| unavailable("room_exists", &e))
     }
