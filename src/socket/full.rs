@@ -121,15 +121,29 @@ pub async fn connect(
     // A present user (another tab, or back within a grace period) is stored as online
     // already; its session is saved again only when its expiry is due to be pushed back.
     let saved = refresh_due || !present;
+    // The store decides between nodes sharing it: only one new user gets a name, however
+    // many ask for it at once (the checks above saw only this node and committed users).
+    let claimed = if fresh {
+        let name = UserName::parse(&wanted).map_err(refusal)?;
+        chat.history
+            .claim_name(&user, &name, session::expires_at(now), now)
+            .await
+            .map_err(refusal)?;
+        Some(name)
+    } else {
+        None
+    };
     if saved {
         let session = Session {
             user: user.clone(),
             name: wanted.trim().to_owned(),
         };
-        chat.history
-            .save_session(&token, &session, now)
-            .await
-            .map_err(refusal)?;
+        if let Err(error) = chat.history.save_session(&token, &session, now).await {
+            if let Some(name) = &claimed {
+                chat.history.release_name(&user, name).await;
+            }
+            return Err(refusal(error));
+        }
     }
 
     let attempt = {

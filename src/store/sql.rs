@@ -14,7 +14,7 @@ use super::writer::{ClientKey, WriteConnection, WriterHandle, row_placeholders};
 use super::{
     Appended, Conversation, ConversationSummary, HistoryStore, KeyedMessageRow, MAX_DIRECT_LISTED,
     MAX_MEMBERSHIPS_LISTED, MAX_ROOMS_LISTED, MAX_ROOMS_PER_USER_LISTED, MAX_USERS_LISTED,
-    MembershipRecord, MessageRow, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
+    MembershipRecord, MessageRow, NameClaim, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
     StoreError, StoreFuture, StoreOptions, StoredMessage, UserRecord, message_from_row, page_limit,
 };
 
@@ -365,6 +365,14 @@ where
 
     fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()> {
         Box::pin(self.writer.set_online(user_ids, online))
+    }
+
+    fn claim_name(&self, claim: NameClaim, now_ms: i64) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.claim_name(claim, now_ms))
+    }
+
+    fn release_name(&self, name_key: String, user_id: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.release_name(name_key, user_id))
     }
 
     fn user_named<'a>(
@@ -731,6 +739,11 @@ where
         .execute(&mut self.connection)
         .await
         .map_err(StoreError::db("purging the memberships of expired users"))?;
+        sqlx::query("DELETE FROM names WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("purging expired names"))?;
         let users = sqlx::query("DELETE FROM users WHERE expires_at_ms <= $1")
             .bind(now_ms)
             .execute(&mut self.connection)
@@ -783,7 +796,45 @@ where
         Ok(())
     }
 
+    async fn claim_name(&mut self, claim: &NameClaim, now_ms: i64) -> Result<bool, StoreError> {
+        // One statement: a concurrent claim of the same key on another connection waits for
+        // this one's row lock and then sees it held (PostgreSQL re-checks the `WHERE` on the
+        // committed row; SQLite has one writer at a time).
+        let holder: Option<String> = sqlx::query_scalar(
+            "INSERT INTO names (name_key, user_id, expires_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name_key) DO UPDATE SET user_id = excluded.user_id, \
+             expires_at_ms = CASE WHEN names.user_id = excluded.user_id \
+             AND names.expires_at_ms > excluded.expires_at_ms \
+             THEN names.expires_at_ms ELSE excluded.expires_at_ms END \
+             WHERE names.user_id = excluded.user_id OR names.expires_at_ms <= $4 \
+             RETURNING user_id",
+        )
+        .bind(&claim.name_key)
+        .bind(&claim.user_id)
+        .bind(claim.expires_at_ms)
+        .bind(now_ms)
+        .fetch_optional(&mut self.connection)
+        .await
+        .map_err(StoreError::db("claiming a name"))?;
+        Ok(holder.as_deref() == Some(claim.user_id.as_str()))
+    }
+
+    async fn release_name(&mut self, name_key: &str, user_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM names WHERE name_key = $1 AND user_id = $2")
+            .bind(name_key)
+            .bind(user_id)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("releasing a name"))?;
+        Ok(DB::rows_affected(&result) > 0)
+    }
+
     async fn delete_user(&mut self, user_id: &str) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM names WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("releasing a user's names"))?;
         sqlx::query("DELETE FROM room_members WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut self.connection)
