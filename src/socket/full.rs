@@ -255,6 +255,22 @@ pub(super) async fn learn_recipient(chat: &Chat, raw_name: &str) -> Result<(), D
     Ok(())
 }
 
+/// Make sure the community knows `room`: a room unknown here may have been created by another
+/// node sharing the store, and is learnt from it; else `unknown_room`.
+pub(super) async fn known_room(chat: &Chat, room: &RoomName) -> Result<(), DomainError> {
+    if chat.community().room_exists(room) {
+        return Ok(());
+    }
+    if !chat.history.room_exists(room).await? {
+        return Err(DomainError::new(
+            ErrorCode::UnknownRoom,
+            format!("no room #{room}"),
+        ));
+    }
+    chat.community().restore_rooms([room.clone()]);
+    Ok(())
+}
+
 pub(super) fn member_check(chat: &Chat, socket: &Socket<Connection>) -> Result<(), DomainError> {
     match chat.community().name_of(socket.id()) {
         Some(_) => Ok(()),

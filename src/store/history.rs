@@ -205,6 +205,14 @@ impl History {
             .map_err(|e| unavailable("create_room", &e))
     }
 
+    /// Whether `room` is recorded (e.g. created by another node sharing the store).
+    pub async fn room_exists(&self, room: &RoomName) -> Result<bool, DomainError> {
+        self.store
+            .room_exists(room.as_str())
+            .await
+            .map_err(|e| unavailable("room_exists", &e))
+    }
+
     /// Every room recorded so far, with its creator when known, read page by page.
     pub async fn rooms(&self) -> Result<Vec<(String, Option<UserId>)>, DomainError> {
         let mut rooms: Vec<(String, Option<UserId>)> = Vec::new();
