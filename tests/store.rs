@@ -859,6 +859,7 @@ fn user(id: &str, name: &str, expires_at_ms: i64) -> UserRecord {
         name_key: name.to_lowercase(),
         expires_at_ms,
         online: true,
+        node: "local".to_owned(),
     }
 }
 
@@ -1038,11 +1039,15 @@ async fn who_was_online_survives_reopening_until_marked_offline(backend: Backend
             store.save_user(user(id, id, 10_000)).await.expect("save");
         }
         store
-            .set_online(vec!["id-bob".to_owned(), "id-nobody".to_owned()], false)
+            .set_online(
+                vec!["id-bob".to_owned(), "id-nobody".to_owned()],
+                false,
+                "local".to_owned(),
+            )
             .await
             .expect("bob left");
         store
-            .set_online(Vec::new(), false)
+            .set_online(Vec::new(), false, "local".to_owned())
             .await
             .expect("nobody left");
         // A crash: no goodbye for ann and cy.
@@ -1073,6 +1078,66 @@ async fn who_was_online_survives_reopening_until_marked_offline(backend: Backend
     let bob = store.user_named("id-bob", 0).await.expect("lookup");
     assert_eq!(bob.map(|u| u.online), Some(true));
     store.close().await;
+}
+
+/// Nodes sharing a store: a user is recorded offline only by the node that recorded it
+/// online, and a node restarting restores only the users it had online itself.
+async fn each_node_restores_and_departs_only_the_users_it_had_online(backend: Backend) {
+    use chinwag::domain::UserId;
+    use chinwag::store::History;
+    use chinwag::store::history::Session;
+    let db = TestDb::new(backend).await;
+    let a = History::new(db.open().await).with_node("node-a");
+    let b = History::new(db.open().await).with_node("node-b");
+    let ann = Session {
+        user: UserId::new("id-ann"),
+        name: "ann".to_owned(),
+    };
+    let bob = Session {
+        user: UserId::new("id-bob"),
+        name: "bob".to_owned(),
+    };
+    a.save_session("token-ann", &ann, 1_000)
+        .await
+        .expect("ann on a");
+    b.save_session("token-bob", &bob, 1_000)
+        .await
+        .expect("bob on b");
+    let both = |ann: bool, bob: bool| vec![("id-ann".to_owned(), ann), ("id-bob".to_owned(), bob)];
+    assert_eq!(online(&a).await, both(true, false), "a restores only ann");
+    assert_eq!(online(&b).await, both(false, true), "b restores only bob");
+    // Ann moves to b, then a's grace period for her ends: she stays online, on b.
+    b.mark_online(vec![ann.user.clone()]).await;
+    a.mark_offline(vec![ann.user.clone(), bob.user.clone()])
+        .await;
+    assert_eq!(
+        online(&b).await,
+        both(true, true),
+        "a departs nobody of b's"
+    );
+    assert_eq!(online(&a).await, both(false, false));
+    b.mark_offline(vec![ann.user.clone()]).await;
+    assert_eq!(online(&b).await, both(false, true));
+    // A single node (the default name) is one more node.
+    let single = History::new(db.open().await);
+    assert_eq!(single.node(), chinwag::store::history::SINGLE_NODE);
+    assert_eq!(online(&single).await, both(false, false));
+    a.close().await;
+    b.close().await;
+    single.close().await;
+}
+
+/// Who `history` would restore online after a restart, by user id.
+async fn online(history: &chinwag::store::History) -> Vec<(String, bool)> {
+    let mut online: Vec<(String, bool)> = history
+        .live_members(1_000)
+        .await
+        .expect("live members")
+        .into_iter()
+        .map(|member| (member.user.as_str().to_owned(), member.online))
+        .collect();
+    online.sort();
+    online
 }
 
 async fn reopening_the_store_keeps_everything_and_continues_the_sequence(backend: Backend) {
@@ -1430,6 +1495,7 @@ behaviours! {
         sessions_and_recovery_records_round_trip_and_expire,
         users_hold_their_names_until_they_expire,
         who_was_online_survives_reopening_until_marked_offline,
+        each_node_restores_and_departs_only_the_users_it_had_online,
         memberships_are_added_once_removed_and_survive_reopening,
         reopening_the_store_keeps_everything_and_continues_the_sequence,
         a_closed_store_refuses_writes_and_bad_input_is_refused;
@@ -1520,6 +1586,7 @@ async fn the_memory_store_without_history_keeps_only_sequences_and_sessions() {
         name_key: "alice".to_owned(),
         expires_at_ms: 100,
         online: true,
+        node: "local".to_owned(),
     };
     store.save_user(user).await.expect("user");
     assert_eq!(store.user_named("alice", 10).await.ok(), Some(None));

@@ -37,9 +37,16 @@ pub struct StoredMember {
     pub online: bool,
 }
 
+/// The node name of a server that shares its store with no other node (see
+/// [`History::with_node`]).
+pub const SINGLE_NODE: &str = "local";
+
 /// Message history and sessions behind one handle.
 pub struct History {
     store: Arc<dyn HistoryStore>,
+    /// This server's name among the nodes sharing the store: who it records online, and
+    /// whom it restores after a restart, are its own users only.
+    node: String,
 }
 
 /// The store's conversation for a draft's place.
@@ -92,7 +99,23 @@ fn unavailable(context: &str, err: &StoreError) -> DomainError {
 impl History {
     /// The chat's view of `store`.
     pub fn new(store: Arc<dyn HistoryStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            node: SINGLE_NODE.to_owned(),
+        }
+    }
+
+    /// The same history as node `node` of a cluster sharing the store. The name must stay
+    /// the same across restarts of this node (a restart restores the users recorded online
+    /// under it) and differ from every other node's.
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// This server's node name (see [`History::with_node`]).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Store a message; resolves once it is durable. Returns the message and whether it is a
@@ -335,6 +358,7 @@ impl History {
                 name_key,
                 expires_at_ms,
                 online: true,
+                node: self.node.clone(),
             })
         );
         saved_session.map_err(|e| unavailable("save_session", &e))?;
@@ -431,7 +455,8 @@ impl History {
     }
 
     /// Every user whose session has not expired at `now_ms`, with its stored rooms: what the
-    /// community starts from after a restart.
+    /// community starts from after a restart. `online` only for the users this node had
+    /// online.
     pub async fn live_members(&self, now_ms: i64) -> Result<Vec<StoredMember>, DomainError> {
         let users = self
             .store
@@ -458,7 +483,8 @@ impl History {
                     user: UserId::new(user.user_id),
                     name,
                     rooms,
-                    online: user.online,
+                    // Online on another node: that node's, not ours to restore.
+                    online: user.online && user.node == self.node,
                 })
             })
             .collect())
@@ -503,8 +529,9 @@ impl History {
             }))
     }
 
-    /// Record that these users left, so a restart does not count them as online. A failure
-    /// is logged: at worst they are listed online for a while after a restart.
+    /// Record that these users left this node, so a restart does not count them as online
+    /// (a user recorded online by another node since stays so). A failure is logged: at
+    /// worst they are listed online for a while after a restart.
     pub async fn mark_offline(&self, users: Vec<UserId>) {
         self.set_online(users, false).await;
     }
@@ -522,7 +549,7 @@ impl History {
             .into_iter()
             .map(|user| user.as_str().to_owned())
             .collect();
-        if let Err(err) = self.store.set_online(ids, online).await {
+        if let Err(err) = self.store.set_online(ids, online, self.node.clone()).await {
             warn!(%err, online, "recording who is online failed");
         }
     }

@@ -512,6 +512,7 @@ impl HistoryStore for MemoryStore {
                 stored.name = user.name;
                 stored.name_key = user.name_key;
                 stored.online = user.online;
+                stored.node = user.node;
                 return Ok(());
             }
             if data.limits.users == 0 {
@@ -589,11 +590,17 @@ impl HistoryStore for MemoryStore {
         })
     }
 
-    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()> {
+    fn set_online(&self, user_ids: Vec<String>, online: bool, node: String) -> StoreFuture<'_, ()> {
         self.with(move |data| {
             for user_id in user_ids {
                 if let Some(user) = data.users.get_mut(&user_id) {
-                    user.online = online;
+                    // Offline only where this node recorded it online (as the SQL stores).
+                    if online {
+                        user.online = true;
+                        user.node.clone_from(&node);
+                    } else if user.node == node {
+                        user.online = false;
+                    }
                 }
             }
             Ok(())

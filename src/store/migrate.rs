@@ -55,6 +55,11 @@ pub(crate) const SQLITE: Embedded = Embedded(&[
         "names",
         include_str!("../../migrations/sqlite/0007_names.sql"),
     ),
+    (
+        8,
+        "online node",
+        include_str!("../../migrations/sqlite/0008_online_node.sql"),
+    ),
 ]);
 
 pub(crate) const POSTGRES: Embedded = Embedded(&[
@@ -92,6 +97,11 @@ pub(crate) const POSTGRES: Embedded = Embedded(&[
         7,
         "names",
         include_str!("../../migrations/postgres/0007_names.sql"),
+    ),
+    (
+        8,
+        "online node",
+        include_str!("../../migrations/postgres/0008_online_node.sql"),
     ),
 ]);
 

@@ -216,8 +216,10 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// learn its token). Resolves to whether it existed.
     fn delete_user(&self, user_id: String) -> StoreFuture<'_, bool>;
 
-    /// Records that these users connected or left (`save_user` also sets `online`).
-    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()>;
+    /// Records that these users connected to `node` (`online`), or left it: a user is
+    /// recorded offline only if `node` is the one that recorded it online (`save_user` also
+    /// sets `online` and `node`).
+    fn set_online(&self, user_ids: Vec<String>, online: bool, node: String) -> StoreFuture<'_, ()>;
 
     /// Records that a user is a member of a room. Resolves to `false` if it was already.
     fn add_membership(&self, membership: MembershipRecord) -> StoreFuture<'_, bool>;
@@ -402,6 +404,9 @@ pub struct UserRecord {
     /// Connected, as far as storage knows: set when the user connects, cleared when it
     /// leaves. Still set after a crash, which is how a restart knows who was online.
     pub online: bool,
+    /// The node that recorded it online last (see [`HistoryStore::set_online`]): a node
+    /// restarting restores only its own users.
+    pub node: String,
 }
 
 /// A claim of a name (see [`HistoryStore::claim_name`]).

@@ -363,8 +363,8 @@ where
         Box::pin(self.writer.save_user(user))
     }
 
-    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()> {
-        Box::pin(self.writer.set_online(user_ids, online))
+    fn set_online(&self, user_ids: Vec<String>, online: bool, node: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.set_online(user_ids, online, node))
     }
 
     fn claim_name(&self, claim: NameClaim, now_ms: i64) -> StoreFuture<'_, bool> {
@@ -385,7 +385,7 @@ where
                 return Ok(None);
             }
             let row: Option<UserRow> = sqlx::query_as(
-                "SELECT user_id, name, name_key, expires_at_ms, online FROM users \
+                "SELECT user_id, name, name_key, expires_at_ms, online, node FROM users \
                  WHERE name_key = $1 AND expires_at_ms > $2 \
                  ORDER BY expires_at_ms DESC LIMIT 1",
             )
@@ -401,7 +401,7 @@ where
     fn live_users(&self, now_ms: i64) -> StoreFuture<'_, Vec<UserRecord>> {
         Box::pin(async move {
             let rows: Vec<UserRow> = sqlx::query_as(
-                "SELECT user_id, name, name_key, expires_at_ms, online FROM users \
+                "SELECT user_id, name, name_key, expires_at_ms, online, node FROM users \
                  WHERE expires_at_ms > $1 ORDER BY expires_at_ms DESC LIMIT $2",
             )
             .bind(now_ms)
@@ -756,35 +756,44 @@ where
 
     async fn save_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO users (user_id, name, name_key, expires_at_ms, online) \
-             VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO users (user_id, name, name_key, expires_at_ms, online, node) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, \
              name_key = excluded.name_key, \
              expires_at_ms = CASE WHEN users.expires_at_ms > excluded.expires_at_ms \
              THEN users.expires_at_ms ELSE excluded.expires_at_ms END, \
-             online = excluded.online",
+             online = excluded.online, node = excluded.node",
         )
         .bind(&user.user_id)
         .bind(&user.name)
         .bind(&user.name_key)
         .bind(user.expires_at_ms)
         .bind(user.online)
+        .bind(&user.node)
         .execute(&mut self.connection)
         .await
         .map(drop)
         .map_err(StoreError::db("saving a user"))
     }
 
-    async fn set_online(&mut self, user_ids: &[String], online: bool) -> Result<(), StoreError> {
+    async fn set_online(
+        &mut self,
+        user_ids: &[String],
+        online: bool,
+        node: &str,
+    ) -> Result<(), StoreError> {
         // One statement per chunk, not per user: thousands leave at once when a restart's
-        // grace period ends, and every write of the batch waits for these.
+        // grace period ends, and every write of the batch waits for these. Online: this
+        // node has them; offline: only those this node had (another may have them now).
+        let update = if online {
+            "UPDATE users SET online = $1, node = $2 WHERE user_id IN"
+        } else {
+            "UPDATE users SET online = $1 WHERE node = $2 AND user_id IN"
+        };
         for chunk in user_ids.chunks(SET_ONLINE_CHUNK) {
-            let list: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
-            let sql = format!(
-                "UPDATE users SET online = $1 WHERE user_id IN ({})",
-                list.join(",")
-            );
-            let mut query = sqlx::query(&sql).bind(online);
+            let list: Vec<String> = (3..chunk.len() + 3).map(|n| format!("${n}")).collect();
+            let sql = format!("{update} ({})", list.join(","));
+            let mut query = sqlx::query(&sql).bind(online).bind(node);
             for user_id in chunk {
                 query = query.bind(user_id);
             }
@@ -877,15 +886,16 @@ where
     }
 }
 
-/// Columns of a user row: `user_id, name, name_key, expires_at_ms, online`.
-type UserRow = (String, String, String, i64, bool);
+/// Columns of a user row: `user_id, name, name_key, expires_at_ms, online, node`.
+type UserRow = (String, String, String, i64, bool, String);
 
-fn user_from_row((user_id, name, name_key, expires_at_ms, online): UserRow) -> UserRecord {
+fn user_from_row((user_id, name, name_key, expires_at_ms, online, node): UserRow) -> UserRecord {
     UserRecord {
         user_id,
         name,
         name_key,
         expires_at_ms,
         online,
+        node,
     }
 }

@@ -107,6 +107,7 @@ pub(crate) trait WriteConnection: Send + 'static {
         &mut self,
         user_ids: &[String],
         online: bool,
+        node: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// See [`super::HistoryStore::claim_name`]: one statement, whatever other writers do.
     fn claim_name(
@@ -148,7 +149,7 @@ enum WriteOp {
     PurgeExpired(i64, Reply<u64>),
     SaveUser(UserRecord, Reply<()>),
     DeleteUser(String, Reply<bool>),
-    SetOnline(Vec<String>, bool, Reply<()>),
+    SetOnline(Vec<String>, bool, String, Reply<()>),
     ClaimName(NameClaim, i64, Reply<bool>),
     ReleaseName(String, String, Reply<bool>),
     AddMembership(MembershipRecord, Reply<bool>),
@@ -312,7 +313,7 @@ impl WriterHandle {
     }
 
     pub(crate) async fn save_user(&self, user: UserRecord) -> Result<(), StoreError> {
-        reject_nul(&[&user.user_id, &user.name, &user.name_key])?;
+        reject_nul(&[&user.user_id, &user.name, &user.name_key, &user.node])?;
         self.request(|reply| WriteOp::SaveUser(user, reply)).await
     }
 
@@ -320,12 +321,14 @@ impl WriterHandle {
         &self,
         mut user_ids: Vec<String>,
         online: bool,
+        node: String,
     ) -> Result<(), StoreError> {
         user_ids.retain(|id| !id.contains('\0'));
         if user_ids.is_empty() {
             return Ok(());
         }
-        self.request(|reply| WriteOp::SetOnline(user_ids, online, reply))
+        reject_nul(&[&node])?;
+        self.request(|reply| WriteOp::SetOnline(user_ids, online, node, reply))
             .await
     }
 
@@ -559,8 +562,8 @@ impl<C: WriteConnection> Writer<C> {
                 let result = connection.delete_user(&user_id).await;
                 answer(reply, result, Applied::Flag).await
             }
-            WriteOp::SetOnline(user_ids, online, reply) => {
-                let result = connection.set_online(&user_ids, online).await;
+            WriteOp::SetOnline(user_ids, online, node, reply) => {
+                let result = connection.set_online(&user_ids, online, &node).await;
                 answer(reply, result, |reply, ()| Applied::Unit(reply)).await
             }
             WriteOp::ClaimName(claim, now_ms, reply) => {
@@ -810,7 +813,7 @@ fn fail(write: WriteOp, error: StoreError) {
             reply.send(Err(error)).is_ok()
         }
         WriteOp::PurgeExpired(_, reply) => reply.send(Err(error)).is_ok(),
-        WriteOp::SaveUser(_, reply) | WriteOp::SetOnline(_, _, reply) => {
+        WriteOp::SaveUser(_, reply) | WriteOp::SetOnline(_, _, _, reply) => {
             reply.send(Err(error)).is_ok()
         }
         WriteOp::DeleteUser(_, reply)
@@ -995,7 +998,7 @@ mod tests {
         async fn delete_user(&mut self, _: &str) -> Result<bool, StoreError> {
             Ok(false)
         }
-        async fn set_online(&mut self, _: &[String], _: bool) -> Result<(), StoreError> {
+        async fn set_online(&mut self, _: &[String], _: bool, _: &str) -> Result<(), StoreError> {
             Ok(())
         }
         async fn claim_name(&mut self, _: &NameClaim, _: i64) -> Result<bool, StoreError> {
