@@ -9,6 +9,7 @@
 //! - `eio`: Engine.IO packet and payload codecs, v4 and v3, and the query-string parser
 //!   (pure, no I/O).
 //! - `sio`: Socket.IO packet codec (pure, no I/O).
+//! - [`proxy`]: [`TrustedProxies`], whose `X-Forwarded-For` names the client (pure, no I/O).
 //! - `transport`: the HTTP side, at the top of the imports — routing, handshake, errors,
 //!   CORS; `transport::polling` (GET/POST, the session driver task), `transport::ws` (the one
 //!   task per WebSocket) and `transport::frame_writer` (WebSocket frames written straight to
