@@ -10,20 +10,43 @@ use std::sync::PoisonError;
 
 use super::{Chat, now_ms};
 use crate::domain::session::TUTORIAL_NAME_TTL_MS;
-use crate::domain::{DomainError, UserId, UserName};
+use crate::domain::{DomainError, ErrorCode, UserId, UserName};
 
 impl Chat {
-    /// Claim `name` in the store for the tutorial user `user` is about to become: refused as
-    /// taken when someone holds it, on any node.
+    /// Claim `name` in the store for `user` until `expires_at_ms`: refused as taken when
+    /// someone holds it, on any node. A tutorial user who just left here may still hold it
+    /// (its release is on its way): its claim is released, and the claim tried once more, so
+    /// that a name freed on this node is free at once, as it is in the community.
+    pub(crate) async fn claim_name(
+        &self,
+        user: &UserId,
+        name: &UserName,
+        expires_at_ms: i64,
+    ) -> Result<(), DomainError> {
+        let first = self
+            .history
+            .claim_name(user, name, expires_at_ms, now_ms())
+            .await;
+        match first {
+            Err(error) if error.code() == ErrorCode::NameTaken => {
+                self.release_departed_tutorial_names().await;
+                self.history
+                    .claim_name(user, name, expires_at_ms, now_ms())
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// Claim `name` in the store for the tutorial user `user` is about to become, for
+    /// [`TUTORIAL_NAME_TTL_MS`] (see [`Chat::claim_name`]).
     pub(crate) async fn claim_tutorial_name(
         &self,
         user: &UserId,
         name: &UserName,
     ) -> Result<(), DomainError> {
-        let now = now_ms();
-        self.history
-            .claim_name(user, name, now.saturating_add(TUTORIAL_NAME_TTL_MS), now)
-            .await
+        let expires_at_ms = now_ms().saturating_add(TUTORIAL_NAME_TTL_MS);
+        self.claim_name(user, name, expires_at_ms).await
     }
 
     /// After [`Chat::claim_tutorial_name`]: the user arrived (its claim is refreshed while it

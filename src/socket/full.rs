@@ -125,8 +125,7 @@ pub async fn connect(
     // many ask for it at once (the checks above saw only this node and committed users).
     let claimed = if fresh {
         let name = UserName::parse(&wanted).map_err(refusal)?;
-        chat.history
-            .claim_name(&user, &name, session::expires_at(now), now)
+        chat.claim_name(&user, &name, session::expires_at(now))
             .await
             .map_err(refusal)?;
         Some(name)
