@@ -98,6 +98,9 @@ pub async fn serve(
     );
     // Users whose sessions are valid are members of their rooms while away, also across a
     // restart: listed offline, reachable by direct messages, holding their names.
+    // Tutorial users live as long as their sockets: the last run's are gone, and so are
+    // their claims on names (a crash left them held until they lapse).
+    chat.history.release_tutorial_names().await;
     let members = chat
         .history
         .live_members(chat::now_ms())

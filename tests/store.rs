@@ -436,6 +436,24 @@ async fn a_name_is_held_by_one_user_until_it_expires_or_is_released(backend: Bac
             .expect("release"),
         "purged"
     );
+    // A node's tutorial users, gone with its restart, give their names up at once.
+    for (key, user_id) in [
+        ("t1", "t:node-a:1"),
+        ("t2", "t:node-a:2"),
+        ("t3", "t:node-b:1"),
+    ] {
+        assert!(claimed(claim(key, user_id, 5_000), 0).await);
+    }
+    let released = store
+        .release_names_with_prefix("t:node-a:".to_owned())
+        .await
+        .expect("release a node's");
+    assert_eq!(released, 2);
+    assert!(claimed(claim("t1", "id-5", 5_000), 0).await, "free again");
+    assert!(
+        !claimed(claim("t3", "id-5", 5_000), 0).await,
+        "another node's kept"
+    );
     assert!(
         !store
             .claim_name(claim("a\0b", "id-1", 1), 0)

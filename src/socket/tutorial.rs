@@ -21,7 +21,7 @@ use super::wire::Spelling;
 use crate::chat::deliver::emit_checked;
 use crate::chat::{Chat, Connection, now_ms};
 use crate::domain::session::Claim;
-use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId, UserName};
+use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserName};
 use crate::store::history::general_conversation;
 use engine::Socket;
 
@@ -45,7 +45,7 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
     // A name is claimed as in the full protocol: one held by a full-protocol user who is
     // away (a valid session) is not free either. A named socket is answered by the community
     // (its own name again changes nothing; another is refused).
-    let user = UserId::new(format!("t:{}", socket.id()));
+    let user = chat.history.tutorial_user(socket.id().as_str());
     // A new name is then claimed in the store too, which nodes may share (released again
     // below if the user does not arrive after all).
     let mut claimed = None;

@@ -347,6 +347,30 @@ impl History {
         }
     }
 
+    /// The user id of the tutorial user of socket `socket` on this node: tutorial users live
+    /// as long as their sockets, so ids name the node (see
+    /// [`History::release_tutorial_names`]).
+    pub fn tutorial_user(&self, socket: &str) -> UserId {
+        UserId::new(format!("{}{socket}", self.tutorial_prefix()))
+    }
+
+    fn tutorial_prefix(&self) -> String {
+        format!("t:{}:", self.node)
+    }
+
+    /// Give up the names this node's tutorial users held when it stopped (or crashed): they
+    /// are gone with the process. Called as the server starts; a failure is logged (the
+    /// claims then lapse after [`session::TUTORIAL_NAME_TTL_MS`]).
+    pub async fn release_tutorial_names(&self) {
+        let released = self
+            .store
+            .release_names_with_prefix(self.tutorial_prefix())
+            .await;
+        if let Err(err) = released {
+            warn!(%err, "releasing the names of the last run's tutorial users failed");
+        }
+    }
+
     /// Remember that `token` belongs to `session` (extends its validity), and that its user
     /// holds its name until the session expires (a new user claims it first, with
     /// [`History::claim_name`]).

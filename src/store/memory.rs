@@ -582,6 +582,15 @@ impl HistoryStore for MemoryStore {
         })
     }
 
+    fn release_names_with_prefix(&self, prefix: String) -> StoreFuture<'_, u64> {
+        self.with(move |data| {
+            let before = data.names.len();
+            data.names
+                .retain(|_, (holder, _)| !holder.starts_with(&prefix));
+            Ok((before - data.names.len()) as u64)
+        })
+    }
+
     fn delete_user(&self, user_id: String) -> StoreFuture<'_, bool> {
         self.with(move |data| {
             data.names.retain(|_, (holder, _)| *holder != user_id);

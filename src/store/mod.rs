@@ -208,6 +208,10 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// whether it was held.
     fn release_name(&self, name_key: String, user_id: String) -> StoreFuture<'_, bool>;
 
+    /// Gives up every name held by a user whose id starts with `prefix` (the tutorial users of
+    /// a node that restarted: gone with its process). Resolves to how many.
+    fn release_names_with_prefix(&self, prefix: String) -> StoreFuture<'_, u64>;
+
     /// Users not expired at `now_ms`, at most [`MAX_USERS_LISTED`] (the latest expiring
     /// first when there are more).
     fn live_users(&self, now_ms: i64) -> StoreFuture<'_, Vec<UserRecord>>;

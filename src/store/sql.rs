@@ -375,6 +375,10 @@ where
         Box::pin(self.writer.release_name(name_key, user_id))
     }
 
+    fn release_names_with_prefix(&self, prefix: String) -> StoreFuture<'_, u64> {
+        Box::pin(self.writer.release_names_with_prefix(prefix))
+    }
+
     fn user_named<'a>(
         &'a self,
         name_key: &'a str,
@@ -836,6 +840,16 @@ where
             .await
             .map_err(StoreError::db("releasing a name"))?;
         Ok(DB::rows_affected(&result) > 0)
+    }
+
+    async fn release_names_with_prefix(&mut self, prefix: &str) -> Result<u64, StoreError> {
+        // Not LIKE: a prefix may hold `%` or `_`.
+        let result = sqlx::query("DELETE FROM names WHERE substr(user_id, 1, length($1)) = $1")
+            .bind(prefix)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("releasing a node's names"))?;
+        Ok(DB::rows_affected(&result))
     }
 
     async fn delete_user(&mut self, user_id: &str) -> Result<bool, StoreError> {

@@ -120,6 +120,10 @@ pub(crate) trait WriteConnection: Send + 'static {
         name_key: &str,
         user_id: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release_names_with_prefix(
+        &mut self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn add_membership(
         &mut self,
         membership: &MembershipRecord,
@@ -152,6 +156,7 @@ enum WriteOp {
     SetOnline(Vec<String>, bool, String, Reply<()>),
     ClaimName(NameClaim, i64, Reply<bool>),
     ReleaseName(String, String, Reply<bool>),
+    ReleaseNamesWithPrefix(String, Reply<u64>),
     AddMembership(MembershipRecord, Reply<bool>),
     RemoveMembership(String, String, Reply<bool>),
     /// Finish what is queued, then stop.
@@ -351,6 +356,15 @@ impl WriterHandle {
             return Ok(false);
         }
         self.request(|reply| WriteOp::ReleaseName(name_key, user_id, reply))
+            .await
+    }
+
+    pub(crate) async fn release_names_with_prefix(
+        &self,
+        prefix: String,
+    ) -> Result<u64, StoreError> {
+        reject_nul(&[&prefix])?;
+        self.request(|reply| WriteOp::ReleaseNamesWithPrefix(prefix, reply))
             .await
     }
 
@@ -573,6 +587,10 @@ impl<C: WriteConnection> Writer<C> {
             WriteOp::ReleaseName(name_key, user_id, reply) => {
                 let result = connection.release_name(&name_key, &user_id).await;
                 answer(reply, result, Applied::Flag).await
+            }
+            WriteOp::ReleaseNamesWithPrefix(prefix, reply) => {
+                let result = connection.release_names_with_prefix(&prefix).await;
+                answer(reply, result, Applied::Count).await
             }
             WriteOp::AddMembership(membership, reply) => {
                 let result = connection.add_membership(&membership).await;
@@ -812,7 +830,9 @@ fn fail(write: WriteOp, error: StoreError) {
         WriteOp::SaveSession(_, reply) | WriteOp::SaveRecovery(_, reply) => {
             reply.send(Err(error)).is_ok()
         }
-        WriteOp::PurgeExpired(_, reply) => reply.send(Err(error)).is_ok(),
+        WriteOp::PurgeExpired(_, reply) | WriteOp::ReleaseNamesWithPrefix(_, reply) => {
+            reply.send(Err(error)).is_ok()
+        }
         WriteOp::SaveUser(_, reply) | WriteOp::SetOnline(_, _, _, reply) => {
             reply.send(Err(error)).is_ok()
         }
@@ -1006,6 +1026,9 @@ mod tests {
         }
         async fn release_name(&mut self, _: &str, _: &str) -> Result<bool, StoreError> {
             Ok(true)
+        }
+        async fn release_names_with_prefix(&mut self, _: &str) -> Result<u64, StoreError> {
+            Ok(0)
         }
         async fn add_membership(&mut self, _: &MembershipRecord) -> Result<bool, StoreError> {
             Ok(true)
