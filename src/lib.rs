@@ -122,6 +122,9 @@ pub async fn serve(
     );
     // Users whose sessions are valid are members of their rooms while away, also across a
     // restart: listed offline, reachable by direct messages, holding their names.
+    // Tutorial users live as long as their sockets: the last run's are gone, and so are
+    // their claims on names (a crash left them held until they lapse).
+    chat.history.release_tutorial_names().await;
     let members = chat
         .history
         .live_members(chat::now_ms())
@@ -197,6 +200,7 @@ pub async fn serve(
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        trusted_proxies: config.trusted_proxies.clone(),
         stats: serve_stats,
         ..engine::ServeOptions::default()
     };
@@ -331,6 +335,7 @@ fn engine_config(config: &Config, socket_id_key: Option<engine::SocketIdKey>) ->
         allowed_origins: None,
         connection_state_recovery: config.connection_state_recovery && !config.no_history,
         socket_id_key,
+        trusted_proxies: config.trusted_proxies.clone(),
         ..EngineConfig::default()
     }
 }

@@ -338,3 +338,32 @@ async fn many_clients_receive_every_message_in_order() {
         }
     }
 }
+
+/// Names are claimed in the store too (for nodes sharing it); a name is still free the moment
+/// its user's departure is announced, before the store has released it.
+#[tokio::test]
+async fn a_name_is_free_again_the_moment_its_user_is_announced_gone() {
+    let app = TestApp::start().await;
+    let mut ann = app.client().await;
+    ann.join_as("ann").await;
+    for round in 0..20 {
+        let mut bob = app.client().await;
+        bob.join_as(if round % 2 == 0 { "bob" } else { "BOB" })
+            .await;
+        ann.next_event().await;
+        ann.next_event().await;
+        bob.send_raw("41").await;
+        ann.expect(
+            "updateChat",
+            json!([
+                "Server",
+                format!(
+                    "{} has disconnected.",
+                    if round % 2 == 0 { "bob" } else { "BOB" }
+                )
+            ]),
+        )
+        .await;
+        ann.expect("updateUsers", json!([{"ann": "ann"}])).await;
+    }
+}

@@ -17,6 +17,7 @@
 //! - `order`: delivering notices, pipelining a socket's messages, releasing stored
 //!   messages in sequence order ([`InOrder`]), the rooms' in-memory tails and `general`'s
 //!   recovery position.
+//! - `names`: tutorial users' names in the store (claimed, refreshed, released).
 //! - `sessions`: a socket leaving, and the sockets registered while connecting that the
 //!   engine never confirmed.
 //! - `cluster`: in a cluster, publishing on the bus and applying the other nodes' events;
@@ -26,12 +27,13 @@
 //!
 //! # Lock order
 //! `community`, then `quotas`; `community`, then `order`, then `tails`; `unconfirmed` alone
-//! or after `community`. None is held across an `.await`.
+//! or after `community`; `tutorial_names` alone or after `community`. None is held across an `.await`.
 
 mod clock;
 mod cluster;
 pub mod connection;
 pub mod deliver;
+mod names;
 mod order;
 pub mod outgoing;
 pub mod presence;
@@ -53,6 +55,7 @@ pub use presence::{LocalPresence, Presence};
 use crate::cluster::Bus;
 use crate::domain::{
     Community, DomainError, InOrder, Limits, Message, Protocol, QuotaLimits, Quotas, Tail, UserId,
+    UserName,
 };
 use crate::store::Conversation;
 use crate::store::history::History;
@@ -96,6 +99,9 @@ pub struct Chat {
     presence: Box<dyn Presence>,
     /// The cluster bus, in a cluster (see [`Chat::follow`]).
     bus: OnceLock<Arc<dyn Bus>>,
+    /// Tutorial users who claimed their names in the store, until their claims are
+    /// released (see `names.rs`).
+    tutorial_names: Mutex<HashMap<UserId, UserName>>,
 }
 
 impl Chat {
@@ -113,6 +119,7 @@ impl Chat {
             users_out: Arc::default(),
             presence: Box::new(LocalPresence),
             bus: OnceLock::new(),
+            tutorial_names: Mutex::new(HashMap::new()),
         }
     }
 

@@ -121,15 +121,28 @@ pub async fn connect(
     // A present user (another tab, or back within a grace period) is stored as online
     // already; its session is saved again only when its expiry is due to be pushed back.
     let saved = refresh_due || !present;
+    // The store decides between nodes sharing it: only one new user gets a name, however
+    // many ask for it at once (the checks above saw only this node and committed users).
+    let claimed = if fresh {
+        let name = UserName::parse(&wanted).map_err(refusal)?;
+        chat.claim_name(&user, &name, session::expires_at(now))
+            .await
+            .map_err(refusal)?;
+        Some(name)
+    } else {
+        None
+    };
     if saved {
         let session = Session {
             user: user.clone(),
             name: wanted.trim().to_owned(),
         };
-        chat.history
-            .save_session(&token, &session, now)
-            .await
-            .map_err(refusal)?;
+        if let Err(error) = chat.history.save_session(&token, &session, now).await {
+            if let Some(name) = &claimed {
+                chat.history.release_name(&user, name).await;
+            }
+            return Err(refusal(error));
+        }
     }
 
     // In a cluster: whether another node has the user already (its arrival is no news).
@@ -218,9 +231,10 @@ fn refusal(error: DomainError) -> ConnectError {
     }
 }
 
-/// The client's address (for per-address quotas), if the engine knows it.
+/// The client's address (for per-address quotas), if the engine knows it: behind a trusted
+/// proxy, the one it forwards for (`--trusted-proxies`).
 pub(super) fn client_address(socket: &Socket<Connection>) -> Option<std::net::IpAddr> {
-    socket.handshake().remote_addr.map(|address| address.ip())
+    socket.handshake().client_addr
 }
 
 /// The socket's user if it speaks the full protocol (whose memberships are stored), `None`

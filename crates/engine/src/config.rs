@@ -47,6 +47,10 @@ pub struct EngineConfig {
     /// `pid`. Nodes of a cluster share one, so a client resumed on another node keeps its
     /// socket id. Default `None`: a random secret per process.
     pub socket_id_key: Option<SocketIdKey>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (see
+    /// [`crate::Handshake::client_addr`]); give the same to [`crate::ServeOptions`]. Default
+    /// none.
+    pub trusted_proxies: crate::TrustedProxies,
 }
 
 /// A secret key for deriving socket ids from recovery pids (see
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             allow_polling: true,
             allow_upgrades: true,
             allow_eio3: true,
+            trusted_proxies: crate::TrustedProxies::default(),
             allowed_origins: None,
             max_outbound_bytes: 1 << 20,
             http_request_timeout: Duration::from_secs(10),

@@ -9,6 +9,7 @@
 //! - `eio`: Engine.IO packet and payload codecs, v4 and v3, and the query-string parser
 //!   (pure, no I/O).
 //! - `sio`: Socket.IO packet codec (pure, no I/O).
+//! - [`proxy`]: [`TrustedProxies`], whose `X-Forwarded-For` names the client (pure, no I/O).
 //! - `transport`: the HTTP side, at the top of the imports — routing, handshake, errors,
 //!   CORS; `transport::polling` (GET/POST, the session driver task), `transport::ws` (the one
 //!   task per WebSocket) and `transport::frame_writer` (WebSocket frames written straight to
@@ -72,6 +73,7 @@ mod conn;
 mod eio;
 pub mod handler;
 mod ns;
+pub mod proxy;
 mod serve;
 pub mod server;
 mod sio;
@@ -99,6 +101,7 @@ pub fn fuzz_decoders(data: &[u8]) {
 pub use adapter::{Adapter, BroadcastPacket, LocalAdapter};
 pub use config::{EngineConfig, SocketIdKey};
 pub use handler::{Ack, ConnectError, DisconnectReason, Event, Handler};
+pub use proxy::TrustedProxies;
 pub use serve::{ServeOptions, ServeStats, serve};
 pub use server::{SocketIo, SocketIoBuilder};
 pub use socket::{AckError, BroadcastOperator, EmitError, Handshake, Socket, SocketId};
