@@ -202,11 +202,12 @@ function spawnChild(command, args, label) {
   };
 }
 
+// SIGTERM, not SIGKILL: a killed nginx master would leave its workers running.
 const leftovers = new Set();
 process.on('exit', () => {
   for (const child of leftovers) {
     try {
-      process.kill(child.pid, 'SIGKILL');
+      process.kill(child.pid, 'SIGTERM');
     } catch {
       // Already gone.
     }
@@ -221,7 +222,7 @@ async function readyOrDied(child, port, label) {
   try {
     await Promise.race([waitForPort(port, READY_TIMEOUT_MS, label), died]);
   } catch (error) {
-    await child.kill('SIGKILL');
+    await child.kill('SIGTERM');
     throw error;
   }
   died.catch(() => {});

@@ -402,7 +402,7 @@ describe('cluster: three chinwag nodes on PostgreSQL and Redis', () => {
     // Unready while Redis is away.
     await eventually(async () => {
       const { status } = await httpGet(`${urls[0]}/readyz`);
-      assert.notEqual(status, 200);
+      assert.equal(status, 503);
     }, '/readyz to go unready without Redis');
     // Still storing and acknowledging: PostgreSQL is the truth.
     for (let i = 0; i < 3; i++) {
