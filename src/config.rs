@@ -59,6 +59,17 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_DB", default_value = "chinwag.db")]
     pub db: String,
 
+    /// Cluster mode: the Redis that several chinwag nodes on one PostgreSQL `--db` share
+    /// (e.g. `redis://127.0.0.1:6379/0`) for live fan-out and presence. Needs a `postgres://`
+    /// database. Without it chinwag runs as one node.
+    #[arg(long, env = "CHINWAG_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel of this cluster, so several clusters can share
+    /// one Redis.
+    #[arg(long, env = "CHINWAG_REDIS_PREFIX", default_value = "chinwag")]
+    pub redis_prefix: String,
+
     /// Keep no history: messages are numbered in memory and not stored (no scrollback or
     /// catch-up). For measuring what durability costs.
     #[arg(long, env = "CHINWAG_NO_HISTORY", value_parser = BoolishValueParser::new())]
@@ -137,6 +148,8 @@ impl Config {
             max_payload: 1_000_000,
             max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
             db: "chinwag.db".to_owned(),
+            redis_url: None,
+            redis_prefix: "chinwag".to_owned(),
             no_history: false,
             max_messages_per_second: 100,
             relaxed_durability: false,
@@ -164,6 +177,27 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// Settings that cannot work together, as the message to exit with: a cluster shares its
+    /// history through PostgreSQL, so Redis with SQLite (or without history) is refused
+    /// rather than running nodes that silently each keep their own.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(_) = &self.redis_url else {
+            return Ok(());
+        };
+        let postgres = self.db.starts_with("postgres://") || self.db.starts_with("postgresql://");
+        if !postgres || self.no_history {
+            return Err(
+                "--redis-url (cluster mode) needs --db postgres://…: the nodes of a cluster share \
+                 their history through PostgreSQL, which SQLite and --no-history cannot do"
+                    .to_owned(),
+            );
+        }
+        if self.redis_prefix.is_empty() {
+            return Err("--redis-prefix must not be empty".to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -216,6 +250,26 @@ mod tests {
             ["https://a.example", "https://b.example"]
         );
         assert_eq!(parsed.max_message_chars, 10);
+    }
+
+    #[test]
+    fn redis_is_refused_without_postgres() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(args.iter().copied()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let redis = ["chinwag", "--redis-url", "redis://127.0.0.1:6379"];
+        let sqlite = parse(&redis);
+        assert!(sqlite.check().is_err(), "the default SQLite file");
+        let mut postgres = parse(&[&redis[..], &["--db", "postgres://u@h/db"]].concat());
+        assert_eq!(postgres.check(), Ok(()));
+        assert_eq!(postgres.redis_prefix, "chinwag");
+        postgres.no_history = true;
+        assert!(postgres.check().is_err());
+        assert_eq!(
+            parse(&["chinwag"]).check(),
+            Ok(()),
+            "one node needs no Redis"
+        );
     }
 
     #[test]

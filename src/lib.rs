@@ -6,6 +6,8 @@
 //!   and [`History`], the chat's one handle on it.
 //! - [`chat`]: the application layer — shared state and its lock order, message ordering
 //!   and delivery, the sweeper, presence; between `socket` and `store` + `domain`.
+//! - [`cluster`]: cluster mode (`--redis-url`): the node's handle on Redis, shared by
+//!   the nodes of one PostgreSQL history.
 //! - [`socket`]: chat event handlers over the `engine` crate; the tutorial protocol adapter.
 //! - [`http`]: the axum router — our page, the socket.io client bundle, health, metrics,
 //!   Socket.IO.
@@ -13,6 +15,7 @@
 //! - [`run`] (this file): wiring and the shutdown sequence; `main.rs` only binds and signals.
 
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod http;
@@ -28,6 +31,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use chat::Chat;
+use cluster::Cluster;
 pub use config::Config;
 use domain::{Limits, QuotaLimits, RoomName};
 use http::origin::OriginPolicy;
@@ -42,11 +46,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    config.check().map_err(std::io::Error::other)?;
     let history = open_history(&config).await?;
-    serve(listener, config, history, shutdown).await
+    let cluster = open_cluster(&config).await?;
+    serve(listener, config, history, cluster, shutdown).await
 }
 
-/// Serve chinwag on `listener` with `history` until `shutdown` completes, then shut down in
+/// Serve chinwag on `listener` with `history` (and, in cluster mode, `cluster`) until `shutdown` completes, then shut down in
 /// order: stop accepting connections, close every socket (their disconnect handlers run),
 /// wait for open HTTP exchanges to finish (bounded by `config.shutdown_grace`), flush and
 /// close the history, return.
@@ -57,6 +63,7 @@ pub async fn serve(
     listener: TcpListener,
     config: Config,
     history: History,
+    cluster: Option<Arc<Cluster>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let recovery = config.connection_state_recovery && !config.no_history;
@@ -190,6 +197,9 @@ pub async fn serve(
     }
     info!("shutting down: flushing history");
     chat.history.close().await;
+    if let Some(cluster) = &cluster {
+        cluster.close().await;
+    }
     info!("shut down");
     Ok(())
 }
@@ -211,6 +221,17 @@ pub async fn open_history(config: &Config) -> std::io::Result<History> {
         .await
         .map_err(std::io::Error::other)?;
     Ok(History::new(store))
+}
+
+/// The cluster named by `--redis-url`, connected; `None` without it (one node).
+pub async fn open_cluster(config: &Config) -> std::io::Result<Option<Arc<Cluster>>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    Cluster::connect(url, &config.redis_prefix)
+        .await
+        .map(Some)
+        .map_err(std::io::Error::other)
 }
 
 fn limits(config: &Config) -> Limits {

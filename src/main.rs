@@ -28,6 +28,11 @@ pub static malloc_conf: &[u8; 60] =
 async fn main() -> ExitCode {
     let config = Config::parse();
     init_logging(&config.log_level);
+    if let Err(err) = config.check() {
+        error!(%err, "invalid configuration");
+        eprintln!("chinwag: {err}");
+        return ExitCode::FAILURE;
+    }
     let shutdown = shutdown_signal();
 
     let address = SocketAddr::new(config.host, config.port);
@@ -50,12 +55,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let cluster = match chinwag::open_cluster(&config).await {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            error!(%err, "cannot reach Redis");
+            eprintln!("chinwag: cannot reach the Redis of --redis-url: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Tests and scripts read this exact line to learn the port (port 0 picks one).
     println!("listening on http://{bound}");
     let _ = std::io::stdout().flush();
     info!(address = %bound, "listening");
 
-    match chinwag::serve(listener, config, history, shutdown).await {
+    match chinwag::serve(listener, config, history, cluster, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(%err, "server failed");

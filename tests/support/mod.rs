@@ -114,9 +114,15 @@ impl TestApp {
         let history = chinwag::open_history(&config)
             .await
             .expect("open the test history");
-        let server = tokio::spawn(chinwag::serve(listener, config, history, async move {
-            let _ = stop.await;
-        }));
+        let server = tokio::spawn(chinwag::serve(
+            listener,
+            config,
+            history,
+            None,
+            async move {
+                let _ = stop.await;
+            },
+        ));
         Self {
             addr,
             shutdown: Some(shutdown),

@@ -19,6 +19,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until};
+// Closing calls `WebSocketStream::close` by name: when another crate in the build turns on
+// `futures`' `std` feature, `Box<Ws>` is a `Sink` too and `ws.close(..)` would pick `SinkExt`'s.
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -111,7 +113,11 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
                     code: CloseCode::Policy,
                     reason: "session already has a WebSocket".into(),
                 };
-                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, ws.close(Some(frame))).await;
+                let _ = tokio::time::timeout(
+                    CLOSE_FLUSH_TIMEOUT,
+                    WebSocketStream::close(&mut *ws, Some(frame)),
+                )
+                .await;
             }
         }
     };
@@ -139,7 +145,7 @@ async fn open(conn: Arc<Conn>, mut ws: Box<Ws>) {
         .shutting_down
         .load(std::sync::atomic::Ordering::SeqCst)
     {
-        let _ = ws.close(None).await;
+        let _ = WebSocketStream::close(&mut *ws, None).await;
         return;
     }
     if ws
@@ -463,7 +469,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
                 })
             }
         };
-        ws.close(frame).await
+        WebSocketStream::close(&mut *ws, frame).await
     };
     let limit = if farewell.is_some() {
         FAREWELL_TIMEOUT
