@@ -31,7 +31,7 @@ const REDIS_URL = process.env.CHINWAG_TEST_REDIS_URL || 'redis://127.0.0.1:6379'
 const DEPLOY = path.join(REPO_ROOT, 'deploy');
 const READY_TIMEOUT_MS = 15_000;
 
-/** Flags every test node gets: clients all come from loopback, so per-address limits are off. */
+/** Flags every test node gets (flag, value pairs): clients all come from loopback, so per-address limits are off. */
 const COMMON_ARGS = [
   '--host', '127.0.0.1',
   '--port', '0',
@@ -337,7 +337,12 @@ async function startCluster({ count = 3, args = [], balancer = null, redisUrl = 
   const prefix = randomName('cwtest');
   await psql(`CREATE SCHEMA ${schema}`);
   const dbUrl = schemaUrl(schema);
-  const nodeArgs = [...COMMON_ARGS, '--db', dbUrl, '--redis-url', redisUrl, '--redis-prefix', prefix, ...args];
+  // A flag in `args` replaces the common one (chinwag refuses a flag given twice).
+  const common = [];
+  for (let i = 0; i < COMMON_ARGS.length; i += 2) {
+    if (!args.includes(COMMON_ARGS[i])) common.push(COMMON_ARGS[i], COMMON_ARGS[i + 1]);
+  }
+  const nodeArgs = [...common, '--db', dbUrl, '--redis-url', redisUrl, '--redis-prefix', prefix, ...args];
 
   const cluster = { nodes: [], balancer: null, schema, prefix, dbUrl, redisUrl };
   const startNode = async (index) => {

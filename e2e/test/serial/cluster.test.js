@@ -497,6 +497,22 @@ describe('cluster: three chinwag nodes on PostgreSQL and Redis', () => {
     await tutA.waitChat('Server', hasDisconnected('TutB'), { from: leaving, ms: MS });
   });
 
+  it('behind nginx with --trusted-proxies, per-address limits count each client’s own address (X-Forwarded-For)', async () => {
+    const c = await cluster({ balancer: 'nginx', args: ['--trusted-proxies', '127.0.0.1', '--max-new-users-per-ip', '2'] });
+    // Two new users from each of three addresses: each address has its own allowance, so
+    // all six connect, and a third from one address is refused.
+    for (let i = 2; i < 5; i++) {
+      const { options, release } = fromAddress(`127.0.0.${i}`);
+      cleanups.push(release);
+      for (let j = 0; j < 2; j++) await join(c.balancer.url, { name: `Addr${i}x${j}` }, options);
+    }
+    const { options, release } = fromAddress('127.0.0.2');
+    cleanups.push(release);
+    const refused = dial(c.balancer.url, { name: 'OneTooMany' }, options);
+    const [error] = await nextEvent(refused, 'connect_error', MS);
+    assert.equal(error.data?.code, 'rate_limited', JSON.stringify(error.data ?? error.message));
+  });
+
   for (const balancer of ['nginx', 'haproxy']) {
     it(`through the shipped ${balancer} config: polling-only clients and polling→WebSocket upgrades on three nodes`, async () => {
       const c = await cluster({ balancer });
