@@ -212,6 +212,7 @@ async fn member_lists_are_capped_with_online_members_first_and_a_total() {
                 name_key: format!("user{i}"),
                 expires_at_ms: i64::MAX,
                 online: false,
+                node: "local".to_owned(),
             })
         });
         for saved in futures_util::future::join_all(saves).await {

@@ -26,7 +26,7 @@ use support::postgres_url;
 
 use chinwag::store::{
     Author, Conversation, Durability, HistoryStore, MAX_CLIENT_ID_LEN, MAX_PAGE_LIMIT,
-    MembershipRecord, MemoryLimits, MemoryStore, NewMessage, RecoveryRecord, RoomRecord,
+    MembershipRecord, MemoryLimits, MemoryStore, NameClaim, NewMessage, RecoveryRecord, RoomRecord,
     SessionRecord, StoreError, StoreOptions, StoredMessage, UserRecord, open_store,
     open_store_with,
 };
@@ -295,6 +295,207 @@ async fn two_writers_sharing_one_database_still_number_gaplessly(backend: Backen
     let expected: Vec<i64> = (1..=acked.len() as i64).collect();
     assert_eq!(acked, expected, "every seq acked once, none skipped");
     assert_eq!(seqs(&everything(&*nodes[0], &room).await), expected);
+    for node in nodes {
+        node.close().await;
+    }
+}
+
+/// Three nodes of a cluster on one database, each with several senders, all writing to one
+/// hot room at once: every acknowledged message is stored exactly once, under the sequence it
+/// was acknowledged with, and the sequences are 1..n without a gap.
+async fn three_stores_writing_one_hot_room_at_once_number_it_gaplessly(backend: Backend) {
+    const SENDERS_PER_NODE: usize = 4;
+    const PER_SENDER: usize = 50;
+    let db = TestDb::new(backend).await;
+    let nodes = [db.open().await, db.open().await, db.open().await];
+    let room = Conversation::room("hot");
+    let (acked, _) = write_hot_room(&nodes, &room, SENDERS_PER_NODE, PER_SENDER).await;
+    let total = nodes.len() * SENDERS_PER_NODE * PER_SENDER;
+    assert_eq!(acked.len(), total, "every message acknowledged once");
+    let stored = everything(&*nodes[1], &room).await;
+    let expected: Vec<i64> = (1..=total as i64).collect();
+    assert_eq!(seqs(&stored), expected, "gapless, each seq once");
+    for message in &stored {
+        assert_eq!(
+            acked.get(&message.seq),
+            Some(&message.body),
+            "stored under the sequence it was acknowledged with"
+        );
+    }
+    let bodies: HashSet<&str> = stored.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies.len(), total, "no message stored twice");
+    for node in nodes {
+        node.close().await;
+    }
+}
+
+/// `senders` tasks per store each append `per_sender` messages to `room` one after another;
+/// returns acknowledged seq → body, and how long it all took.
+async fn write_hot_room(
+    nodes: &[Arc<dyn HistoryStore>],
+    room: &Conversation,
+    senders: usize,
+    per_sender: usize,
+) -> (BTreeMap<i64, String>, Duration) {
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for (node_index, node) in nodes.iter().enumerate() {
+        for sender in 0..senders {
+            let (store, room) = (node.clone(), room.clone());
+            tasks.push(tokio::spawn(async move {
+                let author = format!("user-{node_index}-{sender}");
+                let mut acked = Vec::with_capacity(per_sender);
+                for i in 0..per_sender {
+                    let body = format!("{node_index}-{sender}-{i}");
+                    let message = new_message(&room, &author, &body, Some(&body));
+                    let appended = store.append(message).await.expect("append");
+                    assert!(!appended.duplicate);
+                    acked.push((appended.message.seq, body));
+                }
+                acked
+            }));
+        }
+    }
+    let mut acked = BTreeMap::new();
+    for task in tasks {
+        for (seq, body) in task.await.expect("sender task") {
+            assert!(
+                acked.insert(seq, body).is_none(),
+                "seq {seq} acknowledged twice"
+            );
+        }
+    }
+    (acked, started.elapsed())
+}
+
+fn claim(name_key: &str, user_id: &str, expires_at_ms: i64) -> NameClaim {
+    NameClaim {
+        name_key: name_key.to_owned(),
+        user_id: user_id.to_owned(),
+        expires_at_ms,
+    }
+}
+
+async fn a_name_is_held_by_one_user_until_it_expires_or_is_released(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let claimed = |c: NameClaim, now: i64| {
+        let store = store.clone();
+        async move { store.claim_name(c, now).await.expect("claim") }
+    };
+    assert!(claimed(claim("ann", "id-1", 1_000), 0).await, "free");
+    assert!(!claimed(claim("ann", "id-2", 5_000), 999).await, "held");
+    assert!(
+        claimed(claim("ann", "id-1", 500), 999).await,
+        "its holder's again"
+    );
+    assert!(
+        !claimed(claim("ann", "id-2", 5_000), 999).await,
+        "a shorter claim of the holder keeps the longer expiry"
+    );
+    assert!(
+        claimed(claim("ann", "id-2", 5_000), 1_000).await,
+        "free once expired"
+    );
+    assert!(
+        claimed(claim("bob", "id-1", 5_000), 0).await,
+        "another name"
+    );
+    assert!(
+        !store
+            .release_name("ann".to_owned(), "id-1".to_owned())
+            .await
+            .expect("release"),
+        "only its holder releases a name"
+    );
+    assert!(
+        store
+            .release_name("ann".to_owned(), "id-2".to_owned())
+            .await
+            .expect("release")
+    );
+    assert!(
+        claimed(claim("ann", "id-3", 5_000), 0).await,
+        "free once released"
+    );
+    // Forgetting a user frees its names; purging frees the expired ones.
+    store
+        .save_user(user("id-3", "ann", 5_000))
+        .await
+        .expect("save");
+    assert!(store.delete_user("id-3".to_owned()).await.expect("delete"));
+    assert!(
+        claimed(claim("ann", "id-4", 2_000), 0).await,
+        "free once forgotten"
+    );
+    store.purge_expired(2_000).await.expect("purge");
+    assert!(
+        !store
+            .release_name("ann".to_owned(), "id-4".to_owned())
+            .await
+            .expect("release"),
+        "purged"
+    );
+    assert!(
+        !store
+            .claim_name(claim("a\0b", "id-1", 1), 0)
+            .await
+            .is_ok_and(|won| won),
+        "a NUL is refused"
+    );
+    store.close().await;
+}
+
+/// Three nodes on one database claim the same names at the same moment, many times over:
+/// each name has exactly one winner.
+async fn concurrent_claims_of_one_name_from_three_stores_have_one_winner(backend: Backend) {
+    const NAMES: usize = 40;
+    const CLAIMANTS_PER_NODE: usize = 3;
+    let db = TestDb::new(backend).await;
+    let nodes = [db.open().await, db.open().await, db.open().await];
+    let start = Arc::new(tokio::sync::Barrier::new(nodes.len() * CLAIMANTS_PER_NODE));
+    let mut tasks = Vec::new();
+    for (node_index, node) in nodes.iter().enumerate() {
+        for claimant in 0..CLAIMANTS_PER_NODE {
+            let (store, start) = (node.clone(), start.clone());
+            tasks.push(tokio::spawn(async move {
+                let user_id = format!("id-{node_index}-{claimant}");
+                start.wait().await;
+                let mut won = Vec::new();
+                for name in 0..NAMES {
+                    let key = format!("name-{name}");
+                    if store
+                        .claim_name(claim(&key, &user_id, 10_000), 0)
+                        .await
+                        .expect("claim")
+                    {
+                        won.push(key);
+                    }
+                }
+                (user_id, won)
+            }));
+        }
+    }
+    let mut winners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for task in tasks {
+        let (user_id, won) = task.await.expect("claim task");
+        for key in won {
+            winners.entry(key).or_default().push(user_id.clone());
+        }
+    }
+    assert_eq!(winners.len(), NAMES, "every name was won");
+    for (key, users) in &winners {
+        assert_eq!(users.len(), 1, "{key} won by {users:?}");
+        // The winner holds it: nobody else can take it, from any node.
+        for node in &nodes {
+            assert!(
+                !node
+                    .claim_name(claim(key, "id-late", 10_000), 0)
+                    .await
+                    .expect("claim")
+            );
+        }
+    }
     for node in nodes {
         node.close().await;
     }
@@ -658,6 +859,7 @@ fn user(id: &str, name: &str, expires_at_ms: i64) -> UserRecord {
         name_key: name.to_lowercase(),
         expires_at_ms,
         online: true,
+        node: "local".to_owned(),
     }
 }
 
@@ -837,11 +1039,15 @@ async fn who_was_online_survives_reopening_until_marked_offline(backend: Backend
             store.save_user(user(id, id, 10_000)).await.expect("save");
         }
         store
-            .set_online(vec!["id-bob".to_owned(), "id-nobody".to_owned()], false)
+            .set_online(
+                vec!["id-bob".to_owned(), "id-nobody".to_owned()],
+                false,
+                "local".to_owned(),
+            )
             .await
             .expect("bob left");
         store
-            .set_online(Vec::new(), false)
+            .set_online(Vec::new(), false, "local".to_owned())
             .await
             .expect("nobody left");
         // A crash: no goodbye for ann and cy.
@@ -872,6 +1078,66 @@ async fn who_was_online_survives_reopening_until_marked_offline(backend: Backend
     let bob = store.user_named("id-bob", 0).await.expect("lookup");
     assert_eq!(bob.map(|u| u.online), Some(true));
     store.close().await;
+}
+
+/// Nodes sharing a store: a user is recorded offline only by the node that recorded it
+/// online, and a node restarting restores only the users it had online itself.
+async fn each_node_restores_and_departs_only_the_users_it_had_online(backend: Backend) {
+    use chinwag::domain::UserId;
+    use chinwag::store::History;
+    use chinwag::store::history::Session;
+    let db = TestDb::new(backend).await;
+    let a = History::new(db.open().await).with_node("node-a");
+    let b = History::new(db.open().await).with_node("node-b");
+    let ann = Session {
+        user: UserId::new("id-ann"),
+        name: "ann".to_owned(),
+    };
+    let bob = Session {
+        user: UserId::new("id-bob"),
+        name: "bob".to_owned(),
+    };
+    a.save_session("token-ann", &ann, 1_000)
+        .await
+        .expect("ann on a");
+    b.save_session("token-bob", &bob, 1_000)
+        .await
+        .expect("bob on b");
+    let both = |ann: bool, bob: bool| vec![("id-ann".to_owned(), ann), ("id-bob".to_owned(), bob)];
+    assert_eq!(online(&a).await, both(true, false), "a restores only ann");
+    assert_eq!(online(&b).await, both(false, true), "b restores only bob");
+    // Ann moves to b, then a's grace period for her ends: she stays online, on b.
+    b.mark_online(vec![ann.user.clone()]).await;
+    a.mark_offline(vec![ann.user.clone(), bob.user.clone()])
+        .await;
+    assert_eq!(
+        online(&b).await,
+        both(true, true),
+        "a departs nobody of b's"
+    );
+    assert_eq!(online(&a).await, both(false, false));
+    b.mark_offline(vec![ann.user.clone()]).await;
+    assert_eq!(online(&b).await, both(false, true));
+    // A single node (the default name) is one more node.
+    let single = History::new(db.open().await);
+    assert_eq!(single.node(), chinwag::store::history::SINGLE_NODE);
+    assert_eq!(online(&single).await, both(false, false));
+    a.close().await;
+    b.close().await;
+    single.close().await;
+}
+
+/// Who `history` would restore online after a restart, by user id.
+async fn online(history: &chinwag::store::History) -> Vec<(String, bool)> {
+    let mut online: Vec<(String, bool)> = history
+        .live_members(1_000)
+        .await
+        .expect("live members")
+        .into_iter()
+        .map(|member| (member.user.as_str().to_owned(), member.online))
+        .collect();
+    online.sort();
+    online
 }
 
 async fn reopening_the_store_keeps_everything_and_continues_the_sequence(backend: Backend) {
@@ -1215,6 +1481,9 @@ behaviours! {
         appends_get_gapless_sequences_per_conversation_from_one,
         concurrent_appends_from_many_tasks_get_gapless_sequences,
         two_writers_sharing_one_database_still_number_gaplessly,
+        three_stores_writing_one_hot_room_at_once_number_it_gaplessly,
+        a_name_is_held_by_one_user_until_it_expires_or_is_released,
+        concurrent_claims_of_one_name_from_three_stores_have_one_winner,
         resending_a_client_id_returns_the_original_message,
         latest_before_and_after_page_exactly,
         one_read_returns_at_most_the_page_limit,
@@ -1226,6 +1495,7 @@ behaviours! {
         sessions_and_recovery_records_round_trip_and_expire,
         users_hold_their_names_until_they_expire,
         who_was_online_survives_reopening_until_marked_offline,
+        each_node_restores_and_departs_only_the_users_it_had_online,
         memberships_are_added_once_removed_and_survive_reopening,
         reopening_the_store_keeps_everything_and_continues_the_sequence,
         a_closed_store_refuses_writes_and_bad_input_is_refused;
@@ -1316,6 +1586,7 @@ async fn the_memory_store_without_history_keeps_only_sequences_and_sessions() {
         name_key: "alice".to_owned(),
         expires_at_ms: 100,
         online: true,
+        node: "local".to_owned(),
     };
     store.save_user(user).await.expect("user");
     assert_eq!(store.user_named("alice", 10).await.ok(), Some(None));

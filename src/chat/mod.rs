@@ -17,6 +17,7 @@
 //! - `order`: delivering notices, pipelining a socket's messages, releasing stored
 //!   messages in sequence order ([`InOrder`]), the rooms' in-memory tails and `general`'s
 //!   recovery position.
+//! - `names`: tutorial users' names in the store (claimed, refreshed, released).
 //! - `sessions`: a socket leaving, and the sockets registered while connecting that the
 //!   engine never confirmed.
 //! - `sweeper`: the background tasks: departures after the grace period, overdue messages,
@@ -24,11 +25,12 @@
 //!
 //! # Lock order
 //! `community`, then `quotas`; `community`, then `order`, then `tails`; `unconfirmed` alone
-//! or after `community`. None is held across an `.await`.
+//! or after `community`; `tutorial_names` alone or after `community`. None is held across an `.await`.
 
 mod clock;
 pub mod connection;
 pub mod deliver;
+mod names;
 mod order;
 pub mod outgoing;
 pub mod presence;
@@ -49,6 +51,7 @@ pub use presence::{LocalPresence, Presence};
 
 use crate::domain::{
     Community, DomainError, InOrder, Limits, Message, Protocol, QuotaLimits, Quotas, Tail, UserId,
+    UserName,
 };
 use crate::store::Conversation;
 use crate::store::history::History;
@@ -90,6 +93,9 @@ pub struct Chat {
     /// Who is present and who hears about it; its community-side state is under the
     /// `community` lock.
     presence: Box<dyn Presence>,
+    /// Tutorial users who claimed their names in the store, until their claims are
+    /// released (see `names.rs`).
+    tutorial_names: Mutex<HashMap<UserId, UserName>>,
 }
 
 impl Chat {
@@ -106,6 +112,7 @@ impl Chat {
             closing: AtomicBool::new(false),
             users_out: Arc::default(),
             presence: Box::new(LocalPresence),
+            tutorial_names: Mutex::new(HashMap::new()),
         }
     }
 

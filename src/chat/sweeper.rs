@@ -1,7 +1,8 @@
 //! The background tasks [`Chat::start`] spawns: the tutorial's user lists, sent outside the
 //! community lock; and every half second the sweep: departures of users whose grace period
-//! ended, sockets that closed while connecting, messages whose predecessor never came, and
-//! now and then the purge of expired sessions, recovery records and idle quotas.
+//! ended, sockets that closed while connecting, messages whose predecessor never came,
+//! tutorial users' name claims (released when they left, refreshed while present), and now
+//! and then the purge of expired sessions, recovery records and idle quotas.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -12,6 +13,7 @@ use tracing::debug;
 
 use super::order::MAX_ORDER_WAIT_MS;
 use super::{Chat, deliver, now_ms, now_ms_u64};
+use crate::domain::session::TUTORIAL_NAME_REFRESH_MS;
 use crate::domain::{Message, UserId};
 
 /// Expired sessions and recovery records are purged every this many sweeps (a minute).
@@ -19,6 +21,10 @@ const PURGE_EVERY_TICKS: u64 = 120;
 
 /// How often users whose grace period has run out are announced as gone.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Present tutorial users' name claims are refreshed every this many sweeps.
+const TUTORIAL_NAME_REFRESH_TICKS: u64 =
+    TUTORIAL_NAME_REFRESH_MS.unsigned_abs() / SWEEP_EVERY.as_millis() as u64;
 
 /// What one sweep found, for the history.
 struct Swept {
@@ -63,7 +69,12 @@ impl Chat {
                 for (token, user) in swept.unreachable {
                     chat.history.forget_user(&token, &user).await;
                 }
+                // Tutorial users whose grace period ended free their names.
+                chat.release_departed_tutorial_names().await;
                 ticks += 1;
+                if ticks.is_multiple_of(TUTORIAL_NAME_REFRESH_TICKS) {
+                    chat.refresh_tutorial_names().await;
+                }
                 if ticks.is_multiple_of(PURGE_EVERY_TICKS) {
                     chat.quotas().forget_idle(now_ms_u64());
                     chat.history.purge_expired(now_ms()).await;

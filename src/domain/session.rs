@@ -2,7 +2,8 @@
 //!
 //! A full-protocol user is known by a session token (random, made by the caller: the domain
 //! reads no randomness nor clock) that holds its name for [`SESSION_TTL_MS`] after its last
-//! use; a tutorial user holds its name while present. Both protocols ask [`claim_name`]
+//! use; a tutorial user holds its name while present (in the store, which nodes may share,
+//! for [`TUTORIAL_NAME_TTL_MS`] at a time, refreshed meanwhile). Both protocols ask [`claim_name`]
 //! whether a name is theirs to take, so the rule and its refusal live here once.
 
 use super::error::DomainError;
@@ -14,6 +15,13 @@ pub const SESSION_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// A session's expiry is pushed back on connect when it was last pushed back longer ago than
 /// this: a reconnect storm (a restart) then costs no writes.
 pub const SESSION_REFRESH_MS: i64 = 60 * 60 * 1000;
+
+/// How long a tutorial user's claim on its name lasts in the store unless refreshed: the
+/// name is free this long after its node stopped refreshing it (it crashed).
+pub const TUTORIAL_NAME_TTL_MS: i64 = 30_000;
+
+/// How often the claims of present tutorial users are refreshed (well within the TTL).
+pub const TUTORIAL_NAME_REFRESH_MS: i64 = 10_000;
 
 /// Random bytes in a session token (hex-encoded on the wire).
 pub const TOKEN_BYTES: usize = 32;

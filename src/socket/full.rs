@@ -121,15 +121,29 @@ pub async fn connect(
     // A present user (another tab, or back within a grace period) is stored as online
     // already; its session is saved again only when its expiry is due to be pushed back.
     let saved = refresh_due || !present;
+    // The store decides between nodes sharing it: only one new user gets a name, however
+    // many ask for it at once (the checks above saw only this node and committed users).
+    let claimed = if fresh {
+        let name = UserName::parse(&wanted).map_err(refusal)?;
+        chat.history
+            .claim_name(&user, &name, session::expires_at(now), now)
+            .await
+            .map_err(refusal)?;
+        Some(name)
+    } else {
+        None
+    };
     if saved {
         let session = Session {
             user: user.clone(),
             name: wanted.trim().to_owned(),
         };
-        chat.history
-            .save_session(&token, &session, now)
-            .await
-            .map_err(refusal)?;
+        if let Err(error) = chat.history.save_session(&token, &session, now).await {
+            if let Some(name) = &claimed {
+                chat.history.release_name(&user, name).await;
+            }
+            return Err(refusal(error));
+        }
     }
 
     let attempt = {
@@ -238,6 +252,22 @@ pub(super) async fn learn_recipient(chat: &Chat, raw_name: &str) -> Result<(), D
     if let Some((user, name)) = chat.history.user_named(&name, now_ms()).await? {
         chat.community().learn_user(&user, &name);
     }
+    Ok(())
+}
+
+/// Make sure the community knows `room`: a room unknown here may have been created by another
+/// node sharing the store, and is learnt from it; else `unknown_room`.
+pub(super) async fn known_room(chat: &Chat, room: &RoomName) -> Result<(), DomainError> {
+    if chat.community().room_exists(room) {
+        return Ok(());
+    }
+    if !chat.history.room_exists(room).await? {
+        return Err(DomainError::new(
+            ErrorCode::UnknownRoom,
+            format!("no room #{room}"),
+        ));
+    }
+    chat.community().restore_rooms([room.clone()]);
     Ok(())
 }
 

@@ -7,11 +7,12 @@ use engine::{Ack, Socket};
 use serde_json::{Value, json};
 
 use super::full::{
-    DEFAULT_PAGE, answer, direct_conversation, learn_recipient, member_check, page_before,
+    DEFAULT_PAGE, answer, direct_conversation, known_room, learn_recipient, member_check,
+    page_before,
 };
 use super::wire;
 use crate::chat::{Chat, Connection};
-use crate::domain::{DomainError, ErrorCode, RoomName};
+use crate::domain::{DomainError, RoomName};
 use crate::store::Conversation;
 
 /// `message:send {room, text, clientId?}`: acknowledged once durable, then broadcast.
@@ -152,9 +153,7 @@ pub async fn message_history(
         let request: wire::MessageHistory = wire::decode(args)?;
         let room = RoomName::parse(request.room()?)?;
         member_check(chat, socket)?;
-        if !chat.community().room_exists(&room) {
-            return Err(DomainError::new(ErrorCode::UnknownRoom, "no such room"));
-        }
+        known_room(chat, &room).await?;
         let conversation = Conversation::room(room.as_str());
         let limit = request.limit.unwrap_or(DEFAULT_PAGE);
         let (messages, more) = page_before(chat, &conversation, request.before, limit).await?;

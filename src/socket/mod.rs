@@ -100,6 +100,8 @@ impl Handler for ChatHandler {
             .then(|| recovery::snapshot(&self.chat, socket))
             .flatten();
         self.chat.disconnect(socket, resumable.is_some());
+        // A tutorial user gone for good frees its name in the store at once.
+        self.chat.release_departed_tutorial_names().await;
         if self.chat.forget_if_unconfirmed(socket.id()).await {
             return;
         }

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use super::full::{
-    DEFAULT_PAGE, PAGE_BYTES, answer, client_address, full_user, member_check, page_after,
-    page_before,
+    DEFAULT_PAGE, PAGE_BYTES, answer, client_address, full_user, known_room, member_check,
+    page_after, page_before,
 };
 use super::wire;
 use crate::chat::{Chat, Connection, now_ms, now_ms_u64};
@@ -88,8 +88,11 @@ pub async fn room_create(
                     debug!(code = error.code().as_str(), "created room not joined");
                     Ok((room.clone(), Vec::new()))
                 }),
-            // Another process sharing the database stored it first.
-            Ok(false) => Err(room_exists(&room)),
+            // Another node sharing the database stored it first: it exists here too now.
+            Ok(false) => {
+                community.restore_rooms([room.clone()]);
+                Err(room_exists(&room))
+            }
             Err(error) => Err(error),
         };
         match created {
@@ -121,9 +124,7 @@ pub async fn room_join(chat: &Chat, socket: &Socket<Connection>, args: &[Value],
         let room = RoomName::parse(request.room()?)?;
         chat.take_message_token(socket)?;
         let user = full_user(chat, socket)?;
-        if !chat.community().room_exists(&room) {
-            return Err(DomainError::new(ErrorCode::UnknownRoom, "no such room"));
-        }
+        known_room(chat, &room).await?;
         // Stored before it takes effect, so an acknowledged join survives a restart.
         if let Some(user) = &user
             && room != RoomName::general()

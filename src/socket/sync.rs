@@ -5,7 +5,7 @@ use engine::{Ack, Socket};
 use serde_json::{Map, Value, json};
 
 use super::full::{
-    PAGE_BYTES, answer, direct_conversation, learn_recipient, member_check, page_after,
+    PAGE_BYTES, answer, direct_conversation, known_room, learn_recipient, member_check, page_after,
 };
 use super::wire;
 use crate::chat::{Chat, Connection};
@@ -34,12 +34,7 @@ pub async fn sync(chat: &Chat, socket: &Socket<Connection>, args: &[Value], ack:
         let mut room_pages = Map::new();
         for (name, since) in rooms {
             let room = RoomName::parse(&name)?;
-            if !chat.community().room_exists(&room) {
-                return Err(DomainError::new(
-                    ErrorCode::UnknownRoom,
-                    format!("no room #{room}"),
-                ));
-            }
+            known_room(chat, &room).await?;
             let conversation = Conversation::room(room.as_str());
             let (messages, page_more) =
                 page_after(chat, &conversation, since, MAX_PAGE_LIMIT, &mut budget).await?;

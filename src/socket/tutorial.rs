@@ -21,7 +21,7 @@ use super::wire::Spelling;
 use crate::chat::deliver::emit_checked;
 use crate::chat::{Chat, Connection, now_ms};
 use crate::domain::session::Claim;
-use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId};
+use crate::domain::{DomainError, ErrorCode, RoomName, SERVER_NAME, UserId, UserName};
 use crate::store::history::general_conversation;
 use engine::Socket;
 
@@ -45,22 +45,35 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
     // A name is claimed as in the full protocol: one held by a full-protocol user who is
     // away (a valid session) is not free either. A named socket is answered by the community
     // (its own name again changes nothing; another is refused).
-    if chat.community().name_of(socket.id()).is_none()
-        && let Err(error) = claim_identity(chat, Claim::Name(name.to_owned()), now_ms()).await
-    {
-        return refuse(chat, socket, used, &error);
+    let user = UserId::new(format!("t:{}", socket.id()));
+    // A new name is then claimed in the store too, which nodes may share (released again
+    // below if the user does not arrive after all).
+    let mut claimed = None;
+    if chat.community().name_of(socket.id()).is_none() {
+        let claim = async {
+            claim_identity(chat, Claim::Name(name.to_owned()), now_ms()).await?;
+            let name = UserName::parse(name)?;
+            chat.claim_tutorial_name(&user, &name).await?;
+            Ok::<_, DomainError>(name)
+        };
+        match claim.await {
+            Ok(name) => claimed = Some(name),
+            Err(error) => return refuse(chat, socket, used, &error),
+        }
     }
     // With recovery on, notices carry `general`'s position: learn it before the first one.
     if chat.recovery
         && let Err(error) = chat.prime(&general_conversation()).await
     {
+        if let Some(name) = claimed {
+            chat.tutorial_claimed(user, name, false).await;
+        }
         return refuse(chat, socket, used, &error);
     }
-    let user = UserId::new(format!("t:{}", socket.id()));
     let arrived = {
         let mut community = chat.community();
         community
-            .add_tutorial(socket.id(), user, name)
+            .add_tutorial(socket.id(), user.clone(), name)
             .map(|notices| {
                 // Join before delivering, under the lock, so the newcomer is in its spelling's
                 // room for every later broadcast and gets its own greeting in its spelling.
@@ -72,6 +85,10 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
                 !notices.is_empty()
             })
     };
+    if let Some(name) = claimed {
+        chat.tutorial_claimed(user, name, matches!(arrived, Ok(true)))
+            .await;
+    }
     match arrived {
         // With recovery on, its pid can resume it from now on, also after a crash.
         Ok(true) => super::recovery::remember_connected(chat, socket).await,

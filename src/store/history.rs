@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tracing::{error, warn};
 
 use super::{
-    Author, Conversation, HistoryStore, MAX_ROOMS_LISTED, MembershipRecord, NewMessage,
+    Author, Conversation, HistoryStore, MAX_ROOMS_LISTED, MembershipRecord, NameClaim, NewMessage,
     RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoredMessage, UserRecord,
 };
 use crate::domain::session;
@@ -37,9 +37,16 @@ pub struct StoredMember {
     pub online: bool,
 }
 
+/// The node name of a server that shares its store with no other node (see
+/// [`History::with_node`]).
+pub const SINGLE_NODE: &str = "local";
+
 /// Message history and sessions behind one handle.
 pub struct History {
     store: Arc<dyn HistoryStore>,
+    /// This server's name among the nodes sharing the store: who it records online, and
+    /// whom it restores after a restart, are its own users only.
+    node: String,
 }
 
 /// The store's conversation for a draft's place.
@@ -71,6 +78,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// The store's claim of `user` on `name`.
+fn name_claim(user: &UserId, name: &UserName, expires_at_ms: i64) -> NameClaim {
+    NameClaim {
+        name_key: name.key().as_str().to_owned(),
+        user_id: user.as_str().to_owned(),
+        expires_at_ms,
+    }
+}
+
 /// The one error clients see when the store fails; the cause goes to the log.
 fn unavailable(context: &str, err: &StoreError) -> DomainError {
     error!(%err, context, "history store failed");
@@ -83,7 +99,23 @@ fn unavailable(context: &str, err: &StoreError) -> DomainError {
 impl History {
     /// The chat's view of `store`.
     pub fn new(store: Arc<dyn HistoryStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            node: SINGLE_NODE.to_owned(),
+        }
+    }
+
+    /// The same history as node `node` of a cluster sharing the store. The name must stay
+    /// the same across restarts of this node (a restart restores the users recorded online
+    /// under it) and differ from every other node's.
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// This server's node name (see [`History::with_node`]).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Store a message; resolves once it is durable. Returns the message and whether it is a
@@ -196,6 +228,14 @@ impl History {
             .map_err(|e| unavailable("create_room", &e))
     }
 
+    /// Whether `room` is recorded (e.g. created by another node sharing the store).
+    pub async fn room_exists(&self, room: &RoomName) -> Result<bool, DomainError> {
+        self.store
+            .room_exists(room.as_str())
+            .await
+            .map_err(|e| unavailable("room_exists", &e))
+    }
+
     /// Every room recorded so far, with its creator when known, read page by page.
     pub async fn rooms(&self) -> Result<Vec<(String, Option<UserId>)>, DomainError> {
         let mut rooms: Vec<(String, Option<UserId>)> = Vec::new();
@@ -234,8 +274,63 @@ impl History {
             .map_err(|e| unavailable("message_by_client_id", &e))
     }
 
+    /// Take `name` for `user` until `expires_at_ms`, in the store (which several nodes may
+    /// share): refused as taken when someone else holds it at `now_ms`. The user's own claim
+    /// is extended.
+    pub async fn claim_name(
+        &self,
+        user: &UserId,
+        name: &UserName,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), DomainError> {
+        let claim = name_claim(user, name, expires_at_ms);
+        match self.store.claim_name(claim, now_ms).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(name.taken()),
+            Err(err) => Err(unavailable("claim_name", &err)),
+        }
+    }
+
+    /// Extend the claims of present tutorial users on their names by
+    /// [`session::TUTORIAL_NAME_TTL_MS`] from `now_ms`. Queued at once, so they share
+    /// commits; a claim found lost is logged.
+    pub async fn refresh_tutorial_names(&self, claims: &[(UserId, UserName)], now_ms: i64) {
+        let expires_at_ms = now_ms.saturating_add(session::TUTORIAL_NAME_TTL_MS);
+        // Spawned, so that they are queued at once (an unpolled claim is not queued).
+        let mut refreshes = tokio::task::JoinSet::new();
+        for (user, name) in claims {
+            let store = Arc::clone(&self.store);
+            let claim = name_claim(user, name, expires_at_ms);
+            refreshes.spawn(async move { (store.claim_name(claim.clone(), now_ms).await, claim) });
+        }
+        while let Some(refreshed) = refreshes.join_next().await {
+            match refreshed {
+                Ok((Ok(true), _)) => {}
+                Ok((Ok(false), claim)) => {
+                    warn!(user = claim.user_id, "a present user's name claim was lost");
+                }
+                Ok((Err(err), _)) => warn!(%err, "refreshing a name claim failed"),
+                Err(err) => warn!(%err, "refreshing a name claim failed"),
+            }
+        }
+    }
+
+    /// Give up `user`'s claim on `name` (a tutorial user who left). A failure is logged: the
+    /// claim then lapses at its expiry.
+    pub async fn release_name(&self, user: &UserId, name: &UserName) {
+        let released = self
+            .store
+            .release_name(name.key().as_str().to_owned(), user.as_str().to_owned())
+            .await;
+        if let Err(err) = released {
+            warn!(%err, "releasing a name failed");
+        }
+    }
+
     /// Remember that `token` belongs to `session` (extends its validity), and that its user
-    /// holds its name until the session expires.
+    /// holds its name until the session expires (a new user claims it first, with
+    /// [`History::claim_name`]).
     pub async fn save_session(
         &self,
         token: &str,
@@ -243,13 +338,14 @@ impl History {
         now_ms: i64,
     ) -> Result<(), DomainError> {
         let expires_at_ms = session::expires_at(now_ms);
-        let name_key = UserName::parse(&session.name)
-            .map(|name| name.key().as_str().to_owned())
-            .map_err(|_| {
-                DomainError::new(ErrorCode::InvalidName, "the session's name is invalid")
-            })?;
-        // Both writes are queued at once, so they usually share one commit.
-        let (saved_session, saved_user) = tokio::join!(
+        let name = UserName::parse(&session.name).map_err(|_| {
+            DomainError::new(ErrorCode::InvalidName, "the session's name is invalid")
+        })?;
+        let name_key = name.key().as_str().to_owned();
+        // The writes are queued at once, so they usually share one commit.
+        let (claimed, saved_session, saved_user) = tokio::join!(
+            self.store
+                .claim_name(name_claim(&session.user, &name, expires_at_ms), now_ms),
             self.store.save_session(SessionRecord {
                 token_hash: token_hash(token),
                 user_id: session.user.as_str().to_owned(),
@@ -262,10 +358,17 @@ impl History {
                 name_key,
                 expires_at_ms,
                 online: true,
+                node: self.node.clone(),
             })
         );
         saved_session.map_err(|e| unavailable("save_session", &e))?;
-        saved_user.map_err(|e| unavailable("save_user", &e))
+        saved_user.map_err(|e| unavailable("save_user", &e))?;
+        // A returning user keeps its session even if someone else holds its name in the
+        // store (two holders of one name from before names were claimed there).
+        if !claimed.map_err(|e| unavailable("claim_name", &e))? {
+            warn!(user = session.user.as_str(), %name, "a session's name is held by another user");
+        }
+        Ok(())
     }
 
     /// The session `token` belongs to, if it is known and not expired, and whether its
@@ -352,7 +455,8 @@ impl History {
     }
 
     /// Every user whose session has not expired at `now_ms`, with its stored rooms: what the
-    /// community starts from after a restart.
+    /// community starts from after a restart. `online` only for the users this node had
+    /// online.
     pub async fn live_members(&self, now_ms: i64) -> Result<Vec<StoredMember>, DomainError> {
         let users = self
             .store
@@ -379,7 +483,8 @@ impl History {
                     user: UserId::new(user.user_id),
                     name,
                     rooms,
-                    online: user.online,
+                    // Online on another node: that node's, not ours to restore.
+                    online: user.online && user.node == self.node,
                 })
             })
             .collect())
@@ -424,8 +529,9 @@ impl History {
             }))
     }
 
-    /// Record that these users left, so a restart does not count them as online. A failure
-    /// is logged: at worst they are listed online for a while after a restart.
+    /// Record that these users left this node, so a restart does not count them as online
+    /// (a user recorded online by another node since stays so). A failure is logged: at
+    /// worst they are listed online for a while after a restart.
     pub async fn mark_offline(&self, users: Vec<UserId>) {
         self.set_online(users, false).await;
     }
@@ -443,7 +549,7 @@ impl History {
             .into_iter()
             .map(|user| user.as_str().to_owned())
             .collect();
-        if let Err(err) = self.store.set_online(ids, online).await {
+        if let Err(err) = self.store.set_online(ids, online, self.node.clone()).await {
             warn!(%err, online, "recording who is online failed");
         }
     }

@@ -16,8 +16,8 @@ use super::writer::{check_append, message_id, reject_nul};
 use super::{
     Appended, Conversation, ConversationSummary, HistoryStore, MAX_DIRECT_LISTED,
     MAX_MEMBERSHIPS_LISTED, MAX_ROOMS_LISTED, MAX_ROOMS_PER_USER_LISTED, MAX_USERS_LISTED,
-    MembershipRecord, NewMessage, PendingAppend, RecoveryRecord, RoomRecord, SessionRecord,
-    StoreError, StoreFuture, StoredMessage, UserRecord, page_limit, stats,
+    MembershipRecord, NameClaim, NewMessage, PendingAppend, RecoveryRecord, RoomRecord,
+    SessionRecord, StoreError, StoreFuture, StoredMessage, UserRecord, page_limit, stats,
 };
 
 /// How much an in-memory store keeps. Sequence counters are kept for every conversation (a
@@ -32,7 +32,8 @@ pub struct MemoryLimits {
     pub conversations: usize,
     pub sessions: usize,
     pub recoveries: usize,
-    /// The most users; 0 keeps none, so nobody holds a name beyond its connections.
+    /// The most users, and the most name claims; 0 keeps none, so nobody holds a name beyond
+    /// its connections (every claim then succeeds: one process alone checks its names).
     pub users: usize,
     pub rooms: usize,
     pub memberships: usize,
@@ -86,6 +87,7 @@ impl MemoryStore {
                 sessions: HashMap::new(),
                 recoveries: HashMap::new(),
                 users: HashMap::new(),
+                names: HashMap::new(),
                 rooms: BTreeMap::new(),
                 memberships: BTreeMap::new(),
             })),
@@ -150,6 +152,8 @@ struct Data {
     sessions: HashMap<String, SessionRecord>,
     recoveries: HashMap<String, RecoveryRecord>,
     users: HashMap<String, UserRecord>,
+    /// Name key → (holder's user id, expiry).
+    names: HashMap<String, (String, i64)>,
     rooms: BTreeMap<String, RoomRecord>,
     /// `(user id, room)` → joined at.
     memberships: BTreeMap<(String, String), i64>,
@@ -255,6 +259,37 @@ impl Data {
         if self.memberships.len() < self.limits.memberships {
             self.memberships.insert(key, membership.joined_at_ms);
         }
+        true
+    }
+
+    fn claim_name(&mut self, claim: NameClaim, now_ms: i64) -> bool {
+        if self.limits.users == 0 {
+            return true;
+        }
+        if let Some((holder, expires_at_ms)) = self.names.get_mut(&claim.name_key) {
+            if *holder == claim.user_id {
+                *expires_at_ms = (*expires_at_ms).max(claim.expires_at_ms);
+                return true;
+            }
+            if *expires_at_ms > now_ms {
+                return false;
+            }
+        } else if self.names.len() >= self.limits.users {
+            // Full: the expired claims go, else the one lapsing soonest.
+            self.names
+                .retain(|_, (_, expires_at_ms)| *expires_at_ms > now_ms);
+            if self.names.len() >= self.limits.users
+                && let Some(soonest) = self
+                    .names
+                    .iter()
+                    .min_by_key(|(_, (_, expires_at_ms))| *expires_at_ms)
+                    .map(|(key, _)| key.clone())
+            {
+                self.names.remove(&soonest);
+            }
+        }
+        self.names
+            .insert(claim.name_key, (claim.user_id, claim.expires_at_ms));
         true
     }
 
@@ -477,6 +512,7 @@ impl HistoryStore for MemoryStore {
                 stored.name = user.name;
                 stored.name_key = user.name_key;
                 stored.online = user.online;
+                stored.node = user.node;
                 return Ok(());
             }
             if data.limits.users == 0 {
@@ -526,18 +562,45 @@ impl HistoryStore for MemoryStore {
         })
     }
 
+    fn claim_name(&self, claim: NameClaim, now_ms: i64) -> StoreFuture<'_, bool> {
+        self.with(move |data| {
+            reject_nul(&[&claim.name_key, &claim.user_id])?;
+            Ok(data.claim_name(claim, now_ms))
+        })
+    }
+
+    fn release_name(&self, name_key: String, user_id: String) -> StoreFuture<'_, bool> {
+        self.with(move |data| {
+            let held = data
+                .names
+                .get(&name_key)
+                .is_some_and(|(holder, _)| *holder == user_id);
+            if held {
+                data.names.remove(&name_key);
+            }
+            Ok(held)
+        })
+    }
+
     fn delete_user(&self, user_id: String) -> StoreFuture<'_, bool> {
         self.with(move |data| {
+            data.names.retain(|_, (holder, _)| *holder != user_id);
             data.remove_memberships_of(&user_id);
             Ok(data.users.remove(&user_id).is_some())
         })
     }
 
-    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()> {
+    fn set_online(&self, user_ids: Vec<String>, online: bool, node: String) -> StoreFuture<'_, ()> {
         self.with(move |data| {
             for user_id in user_ids {
                 if let Some(user) = data.users.get_mut(&user_id) {
-                    user.online = online;
+                    // Offline only where this node recorded it online (as the SQL stores).
+                    if online {
+                        user.online = true;
+                        user.node.clone_from(&node);
+                    } else if user.node == node {
+                        user.online = false;
+                    }
                 }
             }
             Ok(())
@@ -590,6 +653,8 @@ impl HistoryStore for MemoryStore {
                 .retain(|_, session| session.expires_at_ms > now_ms);
             data.recoveries
                 .retain(|_, recovery| recovery.expires_at_ms > now_ms);
+            data.names
+                .retain(|_, (_, expires_at_ms)| *expires_at_ms > now_ms);
             let expired: Vec<String> = data
                 .users
                 .values()

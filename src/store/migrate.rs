@@ -50,6 +50,16 @@ pub(crate) const SQLITE: Embedded = Embedded(&[
         "room creators",
         include_str!("../../migrations/sqlite/0006_room_creators.sql"),
     ),
+    (
+        7,
+        "names",
+        include_str!("../../migrations/sqlite/0007_names.sql"),
+    ),
+    (
+        8,
+        "online node",
+        include_str!("../../migrations/sqlite/0008_online_node.sql"),
+    ),
 ]);
 
 pub(crate) const POSTGRES: Embedded = Embedded(&[
@@ -82,6 +92,16 @@ pub(crate) const POSTGRES: Embedded = Embedded(&[
         6,
         "room creators",
         include_str!("../../migrations/postgres/0006_room_creators.sql"),
+    ),
+    (
+        7,
+        "names",
+        include_str!("../../migrations/postgres/0007_names.sql"),
+    ),
+    (
+        8,
+        "online node",
+        include_str!("../../migrations/postgres/0008_online_node.sql"),
     ),
 ]);
 

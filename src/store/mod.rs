@@ -197,16 +197,29 @@ pub trait HistoryStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreFuture<'a, Option<UserRecord>>;
 
+    /// Takes the name `claim.name_key` for `claim.user_id` until `claim.expires_at_ms`, in one
+    /// statement: when nobody holds it, when its holder's claim has expired at `now_ms`, or
+    /// when the holder is this user already (its claim then lasts until the later expiry).
+    /// Resolves to whether the user holds the name now. Stores sharing one database never
+    /// both win a name: the database decides, not a read before the write.
+    fn claim_name(&self, claim: NameClaim, now_ms: i64) -> StoreFuture<'_, bool>;
+
+    /// Gives up a name held by `user_id` (another holder's claim is left alone). Resolves to
+    /// whether it was held.
+    fn release_name(&self, name_key: String, user_id: String) -> StoreFuture<'_, bool>;
+
     /// Users not expired at `now_ms`, at most [`MAX_USERS_LISTED`] (the latest expiring
     /// first when there are more).
     fn live_users(&self, now_ms: i64) -> StoreFuture<'_, Vec<UserRecord>>;
 
-    /// Removes a user and its memberships (e.g. one whose connection closed before it could
+    /// Removes a user, its memberships and the names it holds (e.g. one whose connection closed before it could
     /// learn its token). Resolves to whether it existed.
     fn delete_user(&self, user_id: String) -> StoreFuture<'_, bool>;
 
-    /// Records that these users connected or left (`save_user` also sets `online`).
-    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()>;
+    /// Records that these users connected to `node` (`online`), or left it: a user is
+    /// recorded offline only if `node` is the one that recorded it online (`save_user` also
+    /// sets `online` and `node`).
+    fn set_online(&self, user_ids: Vec<String>, online: bool, node: String) -> StoreFuture<'_, ()>;
 
     /// Records that a user is a member of a room. Resolves to `false` if it was already.
     fn add_membership(&self, membership: MembershipRecord) -> StoreFuture<'_, bool>;
@@ -221,8 +234,8 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// [`MAX_MEMBERSHIPS_LISTED`].
     fn live_memberships(&self, now_ms: i64) -> StoreFuture<'_, Vec<MembershipRecord>>;
 
-    /// Removes sessions, recovery records and users expired at `now_ms` (with the users'
-    /// memberships); resolves to how many sessions, recovery records and users.
+    /// Removes sessions, recovery records, users and name claims expired at `now_ms` (with
+    /// the users' memberships); resolves to how many sessions, recovery records and users.
     fn purge_expired(&self, now_ms: i64) -> StoreFuture<'_, u64>;
 
     /// What the group-commit writer did since the store opened (for metrics).
@@ -391,6 +404,19 @@ pub struct UserRecord {
     /// Connected, as far as storage knows: set when the user connects, cleared when it
     /// leaves. Still set after a crash, which is how a restart knows who was online.
     pub online: bool,
+    /// The node that recorded it online last (see [`HistoryStore::set_online`]): a node
+    /// restarting restores only its own users.
+    pub node: String,
+}
+
+/// A claim of a name (see [`HistoryStore::claim_name`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameClaim {
+    /// The name in the form names are compared in (as [`UserRecord::name_key`]).
+    pub name_key: String,
+    pub user_id: String,
+    /// When the claim lapses unless claimed again; the name is free from then on.
+    pub expires_at_ms: i64,
 }
 
 /// A user's membership of a room.

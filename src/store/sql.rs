@@ -14,7 +14,7 @@ use super::writer::{ClientKey, WriteConnection, WriterHandle, row_placeholders};
 use super::{
     Appended, Conversation, ConversationSummary, HistoryStore, KeyedMessageRow, MAX_DIRECT_LISTED,
     MAX_MEMBERSHIPS_LISTED, MAX_ROOMS_LISTED, MAX_ROOMS_PER_USER_LISTED, MAX_USERS_LISTED,
-    MembershipRecord, MessageRow, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
+    MembershipRecord, MessageRow, NameClaim, NewMessage, RecoveryRecord, RoomRecord, SessionRecord,
     StoreError, StoreFuture, StoreOptions, StoredMessage, UserRecord, message_from_row, page_limit,
 };
 
@@ -363,8 +363,16 @@ where
         Box::pin(self.writer.save_user(user))
     }
 
-    fn set_online(&self, user_ids: Vec<String>, online: bool) -> StoreFuture<'_, ()> {
-        Box::pin(self.writer.set_online(user_ids, online))
+    fn set_online(&self, user_ids: Vec<String>, online: bool, node: String) -> StoreFuture<'_, ()> {
+        Box::pin(self.writer.set_online(user_ids, online, node))
+    }
+
+    fn claim_name(&self, claim: NameClaim, now_ms: i64) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.claim_name(claim, now_ms))
+    }
+
+    fn release_name(&self, name_key: String, user_id: String) -> StoreFuture<'_, bool> {
+        Box::pin(self.writer.release_name(name_key, user_id))
     }
 
     fn user_named<'a>(
@@ -377,7 +385,7 @@ where
                 return Ok(None);
             }
             let row: Option<UserRow> = sqlx::query_as(
-                "SELECT user_id, name, name_key, expires_at_ms, online FROM users \
+                "SELECT user_id, name, name_key, expires_at_ms, online, node FROM users \
                  WHERE name_key = $1 AND expires_at_ms > $2 \
                  ORDER BY expires_at_ms DESC LIMIT 1",
             )
@@ -393,7 +401,7 @@ where
     fn live_users(&self, now_ms: i64) -> StoreFuture<'_, Vec<UserRecord>> {
         Box::pin(async move {
             let rows: Vec<UserRow> = sqlx::query_as(
-                "SELECT user_id, name, name_key, expires_at_ms, online FROM users \
+                "SELECT user_id, name, name_key, expires_at_ms, online, node FROM users \
                  WHERE expires_at_ms > $1 ORDER BY expires_at_ms DESC LIMIT $2",
             )
             .bind(now_ms)
@@ -731,6 +739,11 @@ where
         .execute(&mut self.connection)
         .await
         .map_err(StoreError::db("purging the memberships of expired users"))?;
+        sqlx::query("DELETE FROM names WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("purging expired names"))?;
         let users = sqlx::query("DELETE FROM users WHERE expires_at_ms <= $1")
             .bind(now_ms)
             .execute(&mut self.connection)
@@ -743,35 +756,44 @@ where
 
     async fn save_user(&mut self, user: &UserRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO users (user_id, name, name_key, expires_at_ms, online) \
-             VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO users (user_id, name, name_key, expires_at_ms, online, node) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (user_id) DO UPDATE SET name = excluded.name, \
              name_key = excluded.name_key, \
              expires_at_ms = CASE WHEN users.expires_at_ms > excluded.expires_at_ms \
              THEN users.expires_at_ms ELSE excluded.expires_at_ms END, \
-             online = excluded.online",
+             online = excluded.online, node = excluded.node",
         )
         .bind(&user.user_id)
         .bind(&user.name)
         .bind(&user.name_key)
         .bind(user.expires_at_ms)
         .bind(user.online)
+        .bind(&user.node)
         .execute(&mut self.connection)
         .await
         .map(drop)
         .map_err(StoreError::db("saving a user"))
     }
 
-    async fn set_online(&mut self, user_ids: &[String], online: bool) -> Result<(), StoreError> {
+    async fn set_online(
+        &mut self,
+        user_ids: &[String],
+        online: bool,
+        node: &str,
+    ) -> Result<(), StoreError> {
         // One statement per chunk, not per user: thousands leave at once when a restart's
-        // grace period ends, and every write of the batch waits for these.
+        // grace period ends, and every write of the batch waits for these. Online: this
+        // node has them; offline: only those this node had (another may have them now).
+        let update = if online {
+            "UPDATE users SET online = $1, node = $2 WHERE user_id IN"
+        } else {
+            "UPDATE users SET online = $1 WHERE node = $2 AND user_id IN"
+        };
         for chunk in user_ids.chunks(SET_ONLINE_CHUNK) {
-            let list: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
-            let sql = format!(
-                "UPDATE users SET online = $1 WHERE user_id IN ({})",
-                list.join(",")
-            );
-            let mut query = sqlx::query(&sql).bind(online);
+            let list: Vec<String> = (3..chunk.len() + 3).map(|n| format!("${n}")).collect();
+            let sql = format!("{update} ({})", list.join(","));
+            let mut query = sqlx::query(&sql).bind(online).bind(node);
             for user_id in chunk {
                 query = query.bind(user_id);
             }
@@ -783,7 +805,45 @@ where
         Ok(())
     }
 
+    async fn claim_name(&mut self, claim: &NameClaim, now_ms: i64) -> Result<bool, StoreError> {
+        // One statement: a concurrent claim of the same key on another connection waits for
+        // this one's row lock and then sees it held (PostgreSQL re-checks the `WHERE` on the
+        // committed row; SQLite has one writer at a time).
+        let holder: Option<String> = sqlx::query_scalar(
+            "INSERT INTO names (name_key, user_id, expires_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name_key) DO UPDATE SET user_id = excluded.user_id, \
+             expires_at_ms = CASE WHEN names.user_id = excluded.user_id \
+             AND names.expires_at_ms > excluded.expires_at_ms \
+             THEN names.expires_at_ms ELSE excluded.expires_at_ms END \
+             WHERE names.user_id = excluded.user_id OR names.expires_at_ms <= $4 \
+             RETURNING user_id",
+        )
+        .bind(&claim.name_key)
+        .bind(&claim.user_id)
+        .bind(claim.expires_at_ms)
+        .bind(now_ms)
+        .fetch_optional(&mut self.connection)
+        .await
+        .map_err(StoreError::db("claiming a name"))?;
+        Ok(holder.as_deref() == Some(claim.user_id.as_str()))
+    }
+
+    async fn release_name(&mut self, name_key: &str, user_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM names WHERE name_key = $1 AND user_id = $2")
+            .bind(name_key)
+            .bind(user_id)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("releasing a name"))?;
+        Ok(DB::rows_affected(&result) > 0)
+    }
+
     async fn delete_user(&mut self, user_id: &str) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM names WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut self.connection)
+            .await
+            .map_err(StoreError::db("releasing a user's names"))?;
         sqlx::query("DELETE FROM room_members WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut self.connection)
@@ -826,15 +886,16 @@ where
     }
 }
 
-/// Columns of a user row: `user_id, name, name_key, expires_at_ms, online`.
-type UserRow = (String, String, String, i64, bool);
+/// Columns of a user row: `user_id, name, name_key, expires_at_ms, online, node`.
+type UserRow = (String, String, String, i64, bool, String);
 
-fn user_from_row((user_id, name, name_key, expires_at_ms, online): UserRow) -> UserRecord {
+fn user_from_row((user_id, name, name_key, expires_at_ms, online, node): UserRow) -> UserRecord {
     UserRecord {
         user_id,
         name,
         name_key,
         expires_at_ms,
         online,
+        node,
     }
 }

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 
 use super::stats::WriterStats;
 use super::{
-    Appended, MAX_CLIENT_ID_LEN, MembershipRecord, MessageRow, NewMessage, RecoveryRecord,
-    RoomRecord, SessionRecord, StoreError, StoreOptions, StoredMessage, UserRecord,
+    Appended, MAX_CLIENT_ID_LEN, MembershipRecord, MessageRow, NameClaim, NewMessage,
+    RecoveryRecord, RoomRecord, SessionRecord, StoreError, StoreOptions, StoredMessage, UserRecord,
     message_from_row, parse_direct_key,
 };
 
@@ -107,7 +107,19 @@ pub(crate) trait WriteConnection: Send + 'static {
         &mut self,
         user_ids: &[String],
         online: bool,
+        node: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// See [`super::HistoryStore::claim_name`]: one statement, whatever other writers do.
+    fn claim_name(
+        &mut self,
+        claim: &NameClaim,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release_name(
+        &mut self,
+        name_key: &str,
+        user_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn add_membership(
         &mut self,
         membership: &MembershipRecord,
@@ -137,7 +149,9 @@ enum WriteOp {
     PurgeExpired(i64, Reply<u64>),
     SaveUser(UserRecord, Reply<()>),
     DeleteUser(String, Reply<bool>),
-    SetOnline(Vec<String>, bool, Reply<()>),
+    SetOnline(Vec<String>, bool, String, Reply<()>),
+    ClaimName(NameClaim, i64, Reply<bool>),
+    ReleaseName(String, String, Reply<bool>),
     AddMembership(MembershipRecord, Reply<bool>),
     RemoveMembership(String, String, Reply<bool>),
     /// Finish what is queued, then stop.
@@ -299,7 +313,7 @@ impl WriterHandle {
     }
 
     pub(crate) async fn save_user(&self, user: UserRecord) -> Result<(), StoreError> {
-        reject_nul(&[&user.user_id, &user.name, &user.name_key])?;
+        reject_nul(&[&user.user_id, &user.name, &user.name_key, &user.node])?;
         self.request(|reply| WriteOp::SaveUser(user, reply)).await
     }
 
@@ -307,12 +321,36 @@ impl WriterHandle {
         &self,
         mut user_ids: Vec<String>,
         online: bool,
+        node: String,
     ) -> Result<(), StoreError> {
         user_ids.retain(|id| !id.contains('\0'));
         if user_ids.is_empty() {
             return Ok(());
         }
-        self.request(|reply| WriteOp::SetOnline(user_ids, online, reply))
+        reject_nul(&[&node])?;
+        self.request(|reply| WriteOp::SetOnline(user_ids, online, node, reply))
+            .await
+    }
+
+    pub(crate) async fn claim_name(
+        &self,
+        claim: NameClaim,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        reject_nul(&[&claim.name_key, &claim.user_id])?;
+        self.request(|reply| WriteOp::ClaimName(claim, now_ms, reply))
+            .await
+    }
+
+    pub(crate) async fn release_name(
+        &self,
+        name_key: String,
+        user_id: String,
+    ) -> Result<bool, StoreError> {
+        if name_key.contains('\0') || user_id.contains('\0') {
+            return Ok(false);
+        }
+        self.request(|reply| WriteOp::ReleaseName(name_key, user_id, reply))
             .await
     }
 
@@ -405,7 +443,7 @@ impl<C: WriteConnection> Writer<C> {
         let started = std::time::Instant::now();
         let batch_size = writes.len();
         let mut failure = self.connection.begin().await.err();
-        for write in writes {
+        for write in names_first(writes) {
             if let WriteOp::Append(message, reply) = write {
                 appends.push(message);
                 append_replies.push(reply);
@@ -524,9 +562,17 @@ impl<C: WriteConnection> Writer<C> {
                 let result = connection.delete_user(&user_id).await;
                 answer(reply, result, Applied::Flag).await
             }
-            WriteOp::SetOnline(user_ids, online, reply) => {
-                let result = connection.set_online(&user_ids, online).await;
+            WriteOp::SetOnline(user_ids, online, node, reply) => {
+                let result = connection.set_online(&user_ids, online, &node).await;
                 answer(reply, result, |reply, ()| Applied::Unit(reply)).await
+            }
+            WriteOp::ClaimName(claim, now_ms, reply) => {
+                let result = connection.claim_name(&claim, now_ms).await;
+                answer(reply, result, Applied::Flag).await
+            }
+            WriteOp::ReleaseName(name_key, user_id, reply) => {
+                let result = connection.release_name(&name_key, &user_id).await;
+                answer(reply, result, Applied::Flag).await
             }
             WriteOp::AddMembership(membership, reply) => {
                 let result = connection.add_membership(&membership).await;
@@ -730,6 +776,32 @@ pub(crate) fn row_placeholders(rows: usize, columns: usize) -> String {
     sql
 }
 
+/// The batch's writes with the claims and releases of names first, by name key (in queue
+/// order for one key), then the others in queue order. Transactions of several writers
+/// (nodes) then lock `names` rows in one order and cannot deadlock on them: two batches
+/// claiming the same two names in opposite orders would otherwise both fail. Only a name
+/// released by forgetting its user (`delete_user`) in the same batch is seen held by a claim
+/// that was queued after it.
+fn names_first(writes: Vec<WriteOp>) -> Vec<WriteOp> {
+    fn name_key(write: &WriteOp) -> Option<&str> {
+        match write {
+            WriteOp::ClaimName(claim, ..) => Some(&claim.name_key),
+            WriteOp::ReleaseName(name_key, ..) => Some(name_key),
+            _ => None,
+        }
+    }
+    if !writes.iter().any(|write| name_key(write).is_some()) {
+        return writes;
+    }
+    let (mut names, others): (Vec<_>, Vec<_>) = writes
+        .into_iter()
+        .partition(|write| name_key(write).is_some());
+    // Stable: one key's claims and releases keep their order.
+    names.sort_by(|a, b| name_key(a).cmp(&name_key(b)));
+    names.extend(others);
+    names
+}
+
 /// Answers a write that was not applied because its batch failed before it.
 fn fail(write: WriteOp, error: StoreError) {
     let _ = match write {
@@ -741,10 +813,12 @@ fn fail(write: WriteOp, error: StoreError) {
             reply.send(Err(error)).is_ok()
         }
         WriteOp::PurgeExpired(_, reply) => reply.send(Err(error)).is_ok(),
-        WriteOp::SaveUser(_, reply) | WriteOp::SetOnline(_, _, reply) => {
+        WriteOp::SaveUser(_, reply) | WriteOp::SetOnline(_, _, _, reply) => {
             reply.send(Err(error)).is_ok()
         }
         WriteOp::DeleteUser(_, reply)
+        | WriteOp::ClaimName(_, _, reply)
+        | WriteOp::ReleaseName(_, _, reply)
         | WriteOp::AddMembership(_, reply)
         | WriteOp::RemoveMembership(_, _, reply) => reply.send(Err(error)).is_ok(),
         WriteOp::Close(done) => done.send(()).is_ok(),
@@ -924,8 +998,14 @@ mod tests {
         async fn delete_user(&mut self, _: &str) -> Result<bool, StoreError> {
             Ok(false)
         }
-        async fn set_online(&mut self, _: &[String], _: bool) -> Result<(), StoreError> {
+        async fn set_online(&mut self, _: &[String], _: bool, _: &str) -> Result<(), StoreError> {
             Ok(())
+        }
+        async fn claim_name(&mut self, _: &NameClaim, _: i64) -> Result<bool, StoreError> {
+            Ok(true)
+        }
+        async fn release_name(&mut self, _: &str, _: &str) -> Result<bool, StoreError> {
+            Ok(true)
         }
         async fn add_membership(&mut self, _: &MembershipRecord) -> Result<bool, StoreError> {
             Ok(true)
