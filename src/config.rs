@@ -107,6 +107,15 @@ pub struct Config {
     #[arg(long, env = "CHINWAG_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
     pub max_connections_per_ip: usize,
 
+    /// Reverse proxies (load balancers) to believe about whom they forward: comma-separated
+    /// IP addresses or CIDR blocks (`10.0.0.1,10.1.0.0/16`); none by default. A connection
+    /// from one of them counts, for the caps per address (`--max-connections-per-ip`,
+    /// `--max-new-users-per-ip`, `--max-rooms-per-ip`), as its client: the right-most address
+    /// of `X-Forwarded-For` that is not itself a trusted proxy (the peer's own address when
+    /// the header is missing or malformed).
+    #[arg(long, env = "CHINWAG_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: engine::TrustedProxies,
+
     /// Rooms that may exist on the server (0: no limit). Keep it far above
     /// `--max-rooms-per-user`, so that no single user can reach it.
     #[arg(long, env = "CHINWAG_MAX_ROOMS", default_value_t = 100_000)]
@@ -159,6 +168,7 @@ impl Config {
             shutdown_grace_ms: 10_000,
             max_connections: 19_000,
             max_connections_per_ip: 1_000,
+            trusted_proxies: engine::TrustedProxies::default(),
             header_read_timeout_ms: 10_000,
             max_rooms: 100_000,
             max_rooms_per_user: 100,

@@ -151,6 +151,7 @@ pub async fn serve(
         header_read_timeout: std::time::Duration::from_millis(config.header_read_timeout_ms),
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        trusted_proxies: config.trusted_proxies.clone(),
         stats: serve_stats,
         ..engine::ServeOptions::default()
     };
@@ -265,6 +266,7 @@ fn engine_config(config: &Config) -> EngineConfig {
         max_payload: config.max_payload,
         allowed_origins: None,
         connection_state_recovery: config.connection_state_recovery && !config.no_history,
+        trusted_proxies: config.trusted_proxies.clone(),
         ..EngineConfig::default()
     }
 }

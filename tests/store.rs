@@ -1503,6 +1503,40 @@ behaviours! {
         every_acknowledged_message_survives_kill_9_of_the_writing_process;
 }
 
+/// The cost of the hot room's counter row: the same senders and messages to one room, from one
+/// store and from three stores on one PostgreSQL (whose commits then serialise on that row).
+/// Prints messages per second; run with `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: run it by name"]
+async fn postgres_hot_room_rate_from_one_and_from_three_stores() {
+    const SENDERS: usize = 12;
+    const PER_SENDER: usize = 250;
+    for stores in [1, 3, 1, 3] {
+        let db = TestDb::new(Backend::Postgres).await;
+        let mut nodes = Vec::new();
+        for _ in 0..stores {
+            nodes.push(db.open().await);
+        }
+        let room = Conversation::room("hot");
+        let (acked, took) = write_hot_room(&nodes, &room, SENDERS / stores, PER_SENDER).await;
+        assert_eq!(acked.len(), SENDERS * PER_SENDER);
+        let batches: f64 = nodes
+            .iter()
+            .filter_map(|node| node.writer_stats())
+            .filter_map(|stats| stats.batch_size.cumulative().last().map(|(_, n)| *n as f64))
+            .sum();
+        println!(
+            "{stores} store(s), {SENDERS} senders, {} messages: {:.0} messages/s, {:.1} messages per commit",
+            acked.len(),
+            acked.len() as f64 / took.as_secs_f64(),
+            acked.len() as f64 / batches,
+        );
+        for node in nodes {
+            node.close().await;
+        }
+    }
+}
+
 /// The SQLite file holds every message and who holds which name: only its owner may read it,
 /// and the WAL and shared-memory files SQLite creates next to it likewise.
 #[cfg(unix)]

@@ -42,6 +42,15 @@ impl Chat {
     /// Release the name claims of the tutorial users no longer present here (at once when
     /// one leaves, so its name is free for the next claimant on any node).
     pub(crate) async fn release_departed_tutorial_names(&self) {
+        // Most servers have no tutorial users: no need to take the community then.
+        if self
+            .tutorial_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            return;
+        }
         let gone: Vec<(UserId, UserName)> = {
             let community = self.community();
             let mut names = self
@@ -60,9 +69,7 @@ impl Chat {
                 .filter_map(|user| names.remove_entry(&user))
                 .collect()
         };
-        for (user, name) in &gone {
-            self.history.release_name(user, name).await;
-        }
+        self.history.release_names(gone).await;
     }
 
     /// Refresh the name claims of the tutorial users present here. Called by the sweeper

@@ -218,9 +218,10 @@ fn refusal(error: DomainError) -> ConnectError {
     }
 }
 
-/// The client's address (for per-address quotas), if the engine knows it.
+/// The client's address (for per-address quotas), if the engine knows it: behind a trusted
+/// proxy, the one it forwards for (`--trusted-proxies`).
 pub(super) fn client_address(socket: &Socket<Connection>) -> Option<std::net::IpAddr> {
-    socket.handshake().remote_addr.map(|address| address.ip())
+    socket.handshake().client_addr
 }
 
 /// The socket's user if it speaks the full protocol (whose memberships are stored), `None`

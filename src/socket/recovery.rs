@@ -313,13 +313,35 @@ async fn recover_tutorial(
     spelling: Spelling,
     anchor: &Anchor,
 ) -> Result<bool, DomainError> {
-    let general = RoomName::general();
-    if anchor.room != general.as_str() {
+    if anchor.room != RoomName::general().as_str() {
         return Ok(false);
     }
     let Ok(name) = UserName::parse(name) else {
         return Ok(false);
     };
+    // Its name in the store too: after a crash here its claim lapsed, and another node may
+    // have given the name away meanwhile.
+    if chat.claim_tutorial_name(&user, &name).await.is_err() {
+        return Ok(false);
+    }
+    let recovered =
+        resume_in_general(chat, socket, user.clone(), name.clone(), spelling, anchor).await;
+    // Still present here (held for its grace period) if it was: its claim stays too.
+    let holds = matches!(recovered, Ok(true)) || chat.community().is_present(&user);
+    chat.tutorial_claimed(user, name, holds).await;
+    recovered
+}
+
+/// [`recover_tutorial`] once its name is claimed.
+async fn resume_in_general(
+    chat: &Chat,
+    socket: &Socket<Connection>,
+    user: UserId,
+    name: UserName,
+    spelling: Spelling,
+    anchor: &Anchor,
+) -> Result<bool, DomainError> {
+    let general = RoomName::general();
     // Its notices will carry `general`'s position: learn it first (after a restart too).
     chat.prime(&general_conversation()).await?;
     let Some(mut page) = missed(chat, &general, anchor).await? else {

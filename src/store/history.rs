@@ -328,6 +328,25 @@ impl History {
         }
     }
 
+    /// [`History::release_name`] for several users at once (queued together, so they share
+    /// commits).
+    pub async fn release_names(&self, claims: Vec<(UserId, UserName)>) {
+        let mut releases = tokio::task::JoinSet::new();
+        for (user, name) in claims {
+            let store = Arc::clone(&self.store);
+            releases.spawn(async move {
+                store
+                    .release_name(name.key().as_str().to_owned(), user.as_str().to_owned())
+                    .await
+            });
+        }
+        while let Some(released) = releases.join_next().await {
+            if let Ok(Err(err)) = released {
+                warn!(%err, "releasing a name failed");
+            }
+        }
+    }
+
     /// Remember that `token` belongs to `session` (extends its validity), and that its user
     /// holds its name until the session expires (a new user claims it first, with
     /// [`History::claim_name`]).

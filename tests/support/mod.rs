@@ -198,6 +198,49 @@ impl Client {
         client
     }
 
+    /// An Engine.IO WebSocket connection from the local address `from` (any of 127.0.0.0/8
+    /// reaches a loopback server) with extra request `headers` (e.g. `X-Forwarded-For`), or
+    /// the HTTP status it was refused with.
+    pub async fn open_from(
+        addr: SocketAddr,
+        from: std::net::IpAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the local address");
+        let tcp = socket.connect(addr).await.expect("tcp connect");
+        let mut request = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket")
+            .into_client_request()
+            .expect("a request");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                http::HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        let ws = match tokio_tungstenite::client_async(request, tcp).await {
+            Ok((ws, _)) => ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                return Err(response.status().as_u16());
+            }
+            Err(error) => panic!("websocket handshake: {error}"),
+        };
+        let mut client = Self {
+            ws,
+            pending: VecDeque::new(),
+            next_ack: 0,
+        };
+        let open = client.next_packet().await;
+        assert!(
+            open.starts_with("0{"),
+            "expected the open packet, got {open:?}"
+        );
+        Ok(client)
+    }
+
     pub async fn send_raw(&mut self, frame: &str) {
         self.ws
             .send(Message::text(frame))

@@ -43,6 +43,10 @@ pub struct EngineConfig {
     pub http_request_timeout: Duration,
     /// Socket.IO connection-state recovery: reply with a `pid` in CONNECT. Default false.
     pub connection_state_recovery: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (see
+    /// [`crate::Handshake::client_addr`]); give the same to [`crate::ServeOptions`]. Default
+    /// none.
+    pub trusted_proxies: crate::TrustedProxies,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +62,7 @@ impl Default for EngineConfig {
             allow_polling: true,
             allow_upgrades: true,
             allow_eio3: true,
+            trusted_proxies: crate::TrustedProxies::default(),
             allowed_origins: None,
             max_outbound_bytes: 1 << 20,
             http_request_timeout: Duration::from_secs(10),

@@ -72,6 +72,7 @@ mod conn;
 mod eio;
 pub mod handler;
 mod ns;
+pub mod proxy;
 mod serve;
 pub mod server;
 mod sio;
@@ -99,6 +100,7 @@ pub fn fuzz_decoders(data: &[u8]) {
 pub use adapter::{Adapter, BroadcastPacket, LocalAdapter};
 pub use config::EngineConfig;
 pub use handler::{Ack, ConnectError, DisconnectReason, Event, Handler};
+pub use proxy::TrustedProxies;
 pub use serve::{ServeOptions, ServeStats, serve};
 pub use server::{SocketIo, SocketIoBuilder};
 pub use socket::{AckError, BroadcastOperator, EmitError, Handshake, Socket, SocketId};

@@ -43,6 +43,10 @@ pub struct ServeOptions {
     /// Open connections from one IP address beyond which its new ones are refused. Loopback
     /// counts like any address: raise it for load tests from one host. Default 1,000.
     pub max_connections_per_ip: usize,
+    /// Reverse proxies (load balancers) whose connections are not counted per address: they
+    /// carry many clients, each counted under its own address by the engine (give it the
+    /// same list in [`crate::EngineConfig::trusted_proxies`]). Default none.
+    pub trusted_proxies: crate::TrustedProxies,
     /// Disable Nagle's algorithm on accepted sockets: small real-time messages leave at once
     /// (the engine already batches its writes). Default true.
     pub tcp_nodelay: bool,
@@ -57,6 +61,7 @@ impl Default for ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 19_000,
             max_connections_per_ip: 1_000,
+            trusted_proxies: crate::TrustedProxies::default(),
             tcp_nodelay: true,
             stats: Arc::default(),
         }
@@ -101,6 +106,9 @@ pub(crate) enum Slot {
     Connection,
     /// An Engine.IO session on polling (it holds no connection between requests).
     PollingSession,
+    /// A client behind a trusted proxy, under the per-address cap only: its requests and
+    /// WebSocket travel on the proxy's connections, which the total cap counts.
+    Client,
 }
 
 impl ServeStats {
@@ -165,7 +173,10 @@ where
             },
             () = &mut shutdown => break,
         };
-        let Some(guard) = stats.admit(peer.ip(), Slot::Connection) else {
+        // A trusted proxy's connections count against the total only: its clients are
+        // counted per address by the engine, from `X-Forwarded-For`.
+        let per_ip = (!options.trusted_proxies.contains(peer.ip())).then(|| peer.ip());
+        let Some(guard) = stats.admit(per_ip, Slot::Connection) else {
             // A refused client is not worth a task or a wait: best effort, then close.
             let _ = stream.try_write(REFUSAL);
             continue;
@@ -231,16 +242,17 @@ async fn accept_error(error: io::Error) {
 }
 
 impl ServeStats {
-    /// Count one connection or polling session from `ip`, or refuse it (over a cap).
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, slot: Slot) -> Option<ConnGuard> {
-        let ip = ip.to_canonical();
+    /// Count one connection or polling session from `ip` (`None`: not counted per address),
+    /// or refuse it (over a cap).
+    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>, slot: Slot) -> Option<ConnGuard> {
+        let ip = ip.map(|ip| ip.to_canonical());
         let in_use = self.open.load(Ordering::Relaxed) + self.sessions.load(Ordering::Relaxed);
-        if in_use >= self.max_connections.load(Ordering::Relaxed) {
+        if slot != Slot::Client && in_use >= self.max_connections.load(Ordering::Relaxed) {
             self.refused_total_limit.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%ip, ?slot, "refused: max_connections open");
+            tracing::debug!(?ip, ?slot, "refused: max_connections open");
             return None;
         }
-        {
+        if let Some(ip) = ip {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let count = per_ip.entry(ip).or_insert(0);
             if *count >= self.max_connections_per_ip.load(Ordering::Relaxed) {
@@ -253,7 +265,9 @@ impl ServeStats {
             }
             *count += 1;
         }
-        self.counter(slot).fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = self.counter(slot) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         Some(ConnGuard {
             stats: self.clone(),
             ip,
@@ -261,10 +275,12 @@ impl ServeStats {
         })
     }
 
-    fn counter(&self, slot: Slot) -> &AtomicUsize {
+    /// The total `slot` counts in, if any.
+    fn counter(&self, slot: Slot) -> Option<&AtomicUsize> {
         match slot {
-            Slot::Connection => &self.open,
-            Slot::PollingSession => &self.sessions,
+            Slot::Connection => Some(&self.open),
+            Slot::PollingSession => Some(&self.sessions),
+            Slot::Client => None,
         }
     }
 }
@@ -272,20 +288,21 @@ impl ServeStats {
 /// One counted connection or session; uncounted when dropped.
 pub(crate) struct ConnGuard {
     stats: Arc<ServeStats>,
-    ip: IpAddr,
+    ip: Option<IpAddr>,
     slot: Slot,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.stats
-            .counter(self.slot)
-            .fetch_sub(1, Ordering::Relaxed);
+        if let Some(counter) = self.stats.counter(self.slot) {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+        let Some(ip) = self.ip else { return };
         let mut per_ip = self.stats.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_ip.get_mut(&self.ip) {
+        if let Some(count) = per_ip.get_mut(&ip) {
             *count -= 1;
             if *count == 0 {
-                per_ip.remove(&self.ip);
+                per_ip.remove(&ip);
             }
         }
     }

@@ -102,6 +102,10 @@ pub struct Handshake {
     pub headers: http::HeaderMap,
     /// Peer address of the TCP connection that opened the session.
     pub remote_addr: Option<SocketAddr>,
+    /// The client's address, for caps per client: the peer's, or when the peer is a trusted
+    /// proxy ([`crate::EngineConfig::trusted_proxies`]) the right-most untrusted address of
+    /// its `X-Forwarded-For`.
+    pub client_addr: Option<std::net::IpAddr>,
     /// 3 or 4: the Engine.IO protocol revision (3 means a socket.io 2.x client).
     pub eio: u8,
     // The CONNECT auth payload is not kept: `Handler::on_connect` receives it. (A JSON

@@ -67,6 +67,9 @@ struct State {
     /// This polling session's slot under the connection caps, released when it is upgraded
     /// to a WebSocket (which is counted as a connection) or removed.
     slot: Option<ConnGuard>,
+    /// Behind a trusted proxy: the client address's slot under the per-address cap, for the
+    /// session's whole life (the proxy's connections are not counted per address).
+    client_slot: Option<ConnGuard>,
     inbox: Inbox,
 }
 
@@ -114,6 +117,7 @@ impl Conn {
             post_pending: false,
             heartbeat: Heartbeat::new(now, &server.config),
             slot: None,
+            client_slot: None,
             inbox: Inbox::default(),
         };
         Arc::new(Self {
@@ -142,6 +146,7 @@ impl Conn {
                     query: Vec::new(),
                     headers: Default::default(),
                     remote_addr: None,
+                    client_addr: None,
                     eio: self.eio,
                 },
             ),
@@ -242,9 +247,17 @@ impl Conn {
         self.lock().slot = Some(slot);
     }
 
-    /// Give the session's place under the connection caps back (it is gone).
+    /// Hold `slot` (a proxied client's place under the per-address cap) for the session's life.
+    pub(crate) fn hold_client_slot(&self, slot: ConnGuard) {
+        self.lock().client_slot = Some(slot);
+    }
+
+    /// Give the session's places under the connection caps back (it is gone).
     pub(crate) fn release_slot(&self) {
-        let released = self.lock().slot.take();
+        let released = {
+            let mut st = self.lock();
+            (st.slot.take(), st.client_slot.take())
+        };
         drop(released);
     }
 

@@ -20,6 +20,7 @@ use axum::routing::any;
 use http::{HeaderValue, Method, StatusCode, header};
 
 use crate::eio::parse_query;
+use crate::serve::Slot;
 use crate::server::{ServerInner, SocketIo};
 use crate::types::{Handshake, Transport};
 
@@ -195,11 +196,25 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
         );
     }
     let b64 = param("b64").is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
+    let remote_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let proxied = remote_addr.is_some_and(|peer| config.trusted_proxies.contains(peer.ip()));
+    let client_addr =
+        remote_addr.map(|peer| config.trusted_proxies.client_addr(peer.ip(), req.headers()));
+    // Behind a trusted proxy the accept loop counted only the proxy's connection: the client
+    // takes its place under the per-address cap here, for the session's life.
+    let client_slot = match (&server.limits, client_addr) {
+        (Some(limits), Some(ip)) if proxied => match limits.admit(Some(ip), Slot::Client) {
+            Some(slot) => Some(slot),
+            None => return too_many_connections(),
+        },
+        _ => None,
+    };
     let handshake = Handshake {
-        remote_addr: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
+        remote_addr,
+        client_addr,
         headers: owned_headers(req.headers()),
         // Engine.IO's own parameters are transport plumbing; the application gets the rest.
         query: query
@@ -209,10 +224,28 @@ async fn route(server: Arc<ServerInner>, req: Request) -> Response {
         eio,
     };
     if websocket {
-        ws::accept(req, ws::Mode::Open(ws::new_conn(server, eio, handshake)))
+        let conn = ws::new_conn(server, eio, handshake);
+        if let Some(slot) = client_slot {
+            conn.hold_client_slot(slot);
+        }
+        ws::accept(req, ws::Mode::Open(conn))
     } else {
-        polling::open(server, eio, handshake, b64)
+        polling::open(server, eio, handshake, b64, client_slot)
     }
+}
+
+/// `503` with a `Retry-After`: a cap on connections is reached.
+pub(crate) fn too_many_connections() -> Response {
+    let mut response = plain_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        "too many connections",
+    );
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("5"),
+    );
+    response
 }
 
 /// A copy of `headers` that owns its bytes. hyper parses header values as slices of its

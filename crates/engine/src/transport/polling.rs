@@ -13,28 +13,29 @@ use tokio::time::{Instant, sleep_until};
 use super::{EngineError, plain_response};
 use crate::conn::{Conn, Inbound, Job};
 use crate::eio::{self, Frame};
-use crate::serve::Slot;
+use crate::serve::{ConnGuard, Slot};
 use crate::server::ServerInner;
 use crate::types::{DisconnectReason, FAR_FUTURE, Handshake, Transport};
 
-/// Open a polling session: the response carries the open packet.
-pub(crate) fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, b64: bool) -> Response {
-    // A polling session counts as a connection (per address too) while it lives on polling.
+/// Open a polling session: the response carries the open packet. `client_slot`: a proxied
+/// client's place under the per-address cap (see `transport::route`), held for its life.
+pub(crate) fn open(
+    server: Arc<ServerInner>,
+    eio: u8,
+    handshake: Handshake,
+    b64: bool,
+    client_slot: Option<ConnGuard>,
+) -> Response {
+    // A polling session counts as a connection (per address too, unless its client was
+    // counted through a proxy already) while it lives on polling.
+    let per_ip = match client_slot {
+        Some(_) => None,
+        None => handshake.remote_addr.map(|addr| addr.ip()),
+    };
     let slot = match (&server.limits, handshake.remote_addr) {
-        (Some(limits), Some(addr)) => match limits.admit(addr.ip(), Slot::PollingSession) {
+        (Some(limits), Some(_)) => match limits.admit(per_ip, Slot::PollingSession) {
             Some(slot) => Some(slot),
-            None => {
-                let mut response = plain_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "too many connections",
-                );
-                response.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("5"),
-                );
-                return response;
-            }
+            None => return super::too_many_connections(),
         },
         _ => None,
     };
@@ -48,6 +49,9 @@ pub(crate) fn open(server: Arc<ServerInner>, eio: u8, handshake: Handshake, b64:
     );
     if let Some(slot) = slot {
         conn.hold_slot(slot);
+    }
+    if let Some(slot) = client_slot {
+        conn.hold_client_slot(slot);
     }
     server.add_session(&conn);
     let open = Frame::text(conn.open_packet(upgrades));
