@@ -1,28 +1,32 @@
 //! [`SocketIo`]: the engine's entry point. Build it with namespaces, mount its router.
+//!
+//! The server is the connections' `conn::Host`: it owns the session map and turns a
+//! namespace CONNECT into that namespace's job, so `conn` needs no import of this module.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::adapter::{Adapter, BroadcastPacket, LocalAdapter, NsCore, Targets};
 use crate::config::EngineConfig;
-use crate::conn::Conn;
+use crate::conn::{Conn, Host, Job};
 use crate::eio::Frame;
 use crate::handler::Handler;
-use crate::ns::{Namespace, NsDyn};
+use crate::ns::{Namespace, NsDyn, connect_error_frame};
 use crate::serve::ServeStats;
-use crate::socket::{BroadcastOperator, SocketId};
-use crate::types::DisconnectReason;
+use crate::socket::BroadcastOperator;
+use crate::types::{DisconnectReason, SocketIdKey};
+
+/// A namespace waiting for `build`, where it gets its room index and the adapter.
+type PendingNamespace = Box<dyn FnOnce(NsCore) -> Arc<dyn NsDyn> + Send + Sync>;
 
 /// Builder: configuration, namespaces, adapter.
 pub struct SocketIoBuilder {
     config: EngineConfig,
-    namespaces: HashMap<String, Arc<dyn NsDyn>>,
+    namespaces: HashMap<String, PendingNamespace>,
     adapter: Arc<dyn Adapter>,
     limits: Option<Arc<ServeStats>>,
 }
@@ -31,11 +35,13 @@ impl SocketIoBuilder {
     /// Register a namespace (e.g. `/`) and its handler. Unregistered namespaces are refused
     /// with CONNECT_ERROR `{"message":"Invalid namespace"}`.
     pub fn namespace<H: Handler>(mut self, path: &str, handler: H) -> Self {
-        let ns = Namespace {
-            core: Arc::new(NsCore::new(path)),
-            handler,
-        };
-        self.namespaces.insert(path.to_owned(), Arc::new(ns));
+        let pending: PendingNamespace = Box::new(move |core: NsCore| {
+            Arc::new(Namespace {
+                core: Arc::new(core),
+                handler,
+            })
+        });
+        self.namespaces.insert(path.to_owned(), pending);
         self
     }
     /// Use a cluster adapter (default: [`LocalAdapter`]).
@@ -54,16 +60,24 @@ impl SocketIoBuilder {
     }
     /// Finish: the server is ready to be mounted with [`SocketIo::router`].
     pub fn build(self) -> SocketIo {
+        let adapter = self.adapter;
+        let namespaces = self
+            .namespaces
+            .into_iter()
+            .map(|(path, pending)| {
+                let core = NsCore::new(&path, adapter.clone());
+                (path, pending(core))
+            })
+            .collect();
         SocketIo {
             inner: Arc::new(ServerInner {
                 config: self.config,
-                namespaces: self.namespaces,
-                adapter: self.adapter,
+                namespaces,
                 limits: self.limits,
                 sessions: Mutex::new(HashMap::new()),
                 sessions_changed: Notify::new(),
                 shutting_down: AtomicBool::new(false),
-                id_hasher: std::collections::hash_map::RandomState::new(),
+                socket_ids: SocketIdKey::new(),
             }),
         }
     }
@@ -73,7 +87,6 @@ impl SocketIoBuilder {
 pub(crate) struct ServerInner {
     pub(crate) config: EngineConfig,
     pub(crate) namespaces: HashMap<String, Arc<dyn NsDyn>>,
-    pub(crate) adapter: Arc<dyn Adapter>,
     /// Where polling sessions are counted against the connection caps, if anywhere.
     pub(crate) limits: Option<Arc<ServeStats>>,
     /// Every open Engine.IO connection by sid (polling needs the lookup; shutdown and
@@ -83,36 +96,51 @@ pub(crate) struct ServerInner {
     sessions_changed: Notify,
     pub(crate) shutting_down: AtomicBool,
     /// Keyed per process: socket ids derived from recovery pids cannot be forged.
-    id_hasher: std::collections::hash_map::RandomState,
+    socket_ids: SocketIdKey,
 }
 
 impl ServerInner {
     fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Conn>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
-    pub(crate) fn add_session(&self, conn: &Arc<Conn>) {
-        self.sessions().insert(conn.sid.clone(), conn.clone());
-    }
     pub(crate) fn session(&self, sid: &str) -> Option<Arc<Conn>> {
         self.sessions().get(sid).cloned()
     }
-    pub(crate) fn remove_session(&self, sid: &str) {
+}
+
+impl Host for ServerInner {
+    fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+    fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+    fn connect(
+        &self,
+        conn: Arc<Conn>,
+        nsp: String,
+        auth: Value,
+        query: Vec<(String, String)>,
+    ) -> Job {
+        match self.namespaces.get(nsp.as_str()) {
+            Some(ns) => ns.clone().connect(conn, auth, query, &self.socket_ids),
+            None => {
+                let reply = connect_error_frame(conn.eio, &nsp, "Invalid namespace", None);
+                let _ = conn.push(&[reply], false);
+                // A zero-sized future: boxing it allocates nothing.
+                Box::pin(std::future::ready(()))
+            }
+        }
+    }
+    fn add_session(&self, conn: &Arc<Conn>) {
+        self.sessions().insert(conn.sid.clone(), conn.clone());
+    }
+    fn remove_session(&self, sid: &str) {
         let removed = self.sessions().remove(sid);
         if let Some(conn) = removed {
             conn.release_slot();
         }
         self.sessions_changed.notify_waiters();
-    }
-    /// The public socket id belonging to a recovery private id.
-    pub(crate) fn derive_socket_id(&self, pid: &str) -> SocketId {
-        let mut bytes = [0u8; 16];
-        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-            let mut hasher = self.id_hasher.build_hasher();
-            hasher.write_u8(i as u8);
-            hasher.write(pid.as_bytes());
-            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
-        }
-        SocketId(URL_SAFE_NO_PAD.encode(bytes).into())
     }
 }
 
@@ -135,10 +163,7 @@ impl SocketIo {
     /// Broadcast from the server to a namespace (then narrow with `.to(room)`).
     pub fn of(&self, namespace: &str) -> Option<BroadcastOperator> {
         let ns = self.inner.namespaces.get(namespace)?;
-        Some(BroadcastOperator::new(
-            ns.core().clone(),
-            self.inner.adapter.clone(),
-        ))
+        Some(BroadcastOperator::new(ns.core().clone()))
     }
     /// Deliver a broadcast published by another node's adapter to this node's sockets
     /// (it is not published again).

@@ -1,6 +1,8 @@
 //! Leaf types shared by the connection, the transports and the API: no module of this
 //! crate below them, so anything may use them without closing an import circle.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,4 +171,26 @@ pub(crate) fn looks_like_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The key public socket ids are derived from recovery private ids with, one per process, so
+/// a client cannot forge the id that belongs to someone else's pid.
+pub(crate) struct SocketIdKey(RandomState);
+
+impl SocketIdKey {
+    pub(crate) fn new() -> Self {
+        Self(RandomState::new())
+    }
+
+    /// The public socket id belonging to a recovery private id.
+    pub(crate) fn derive(&self, pid: &str) -> SocketId {
+        let mut bytes = [0u8; 16];
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut hasher = self.0.build_hasher();
+            hasher.write_u8(i as u8);
+            hasher.write(pid.as_bytes());
+            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+        }
+        SocketId(URL_SAFE_NO_PAD.encode(bytes).into())
+    }
 }

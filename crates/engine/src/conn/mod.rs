@@ -18,12 +18,16 @@
 //!   slow-reader cut-off.
 //! - `inbox.rs`: decoding what readers hand in, the inbox, the dispatcher and the cleanup after close.
 //! - `heartbeat.rs`: pings, ping timeouts and the connect deadline.
+//! - `hooks.rs`: the traits through which a connection calls up — [`Host`] (the server that
+//!   owns it) and [`SockDyn`] (its namespace sockets) — and the decoded [`EventPacket`] it
+//!   hands them; the layers above implement them, so `conn` imports nothing above it.
 //!
 //! The split is of code only: the three parts are fields of one `State` behind one mutex,
 //! so a step that touches two of them (a CONNECT arriving, a slow reader cut off) stays one
 //! critical section as before.
 
 mod heartbeat;
+mod hooks;
 mod inbox;
 mod outbox;
 
@@ -33,13 +37,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::eio::Frame;
-use crate::ns::SockDyn;
 use crate::serve::ConnGuard;
-use crate::server::ServerInner;
 use crate::types::{DisconnectReason, Farewell, Handshake, Transport};
 use heartbeat::Heartbeat;
+pub(crate) use hooks::{EventPacket, Host, Job, SockDyn};
+pub(crate) use inbox::Inbound;
 use inbox::Inbox;
-pub(crate) use inbox::{Inbound, Job};
 use outbox::Outbox;
 
 enum HandshakeSlot {
@@ -78,7 +81,8 @@ pub(crate) struct Conn {
     pub(crate) eio: u8,
     /// v3 polling only: the client accepts the binary payload format (no `b64=1`).
     pub(crate) v3_binary_polling: bool,
-    pub(crate) server: Arc<ServerInner>,
+    /// The server that owns the connection, seen through what the connection needs of it.
+    pub(crate) host: Arc<dyn Host>,
     /// The opening request: owned until the first namespace socket takes it, then shared
     /// with that socket (one copy of the headers per connection in the common case).
     handshake: Mutex<HandshakeSlot>,
@@ -95,7 +99,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(
-        server: Arc<ServerInner>,
+        host: Arc<dyn Host>,
         eio: u8,
         transport: Transport,
         handshake: Handshake,
@@ -112,7 +116,7 @@ impl Conn {
             poll_pending: false,
             upgrade_pending: false,
             post_pending: false,
-            heartbeat: Heartbeat::new(now, &server.config),
+            heartbeat: Heartbeat::new(now, host.config()),
             slot: None,
             inbox: Inbox::default(),
         };
@@ -120,7 +124,7 @@ impl Conn {
             sid: crate::types::random_id().into(),
             eio,
             v3_binary_polling,
-            server,
+            host,
             handshake: Mutex::new(HandshakeSlot::Owned(Box::new(handshake))),
             state: Mutex::new(state),
             sockets: Mutex::new(Vec::new()),
@@ -168,7 +172,7 @@ impl Conn {
 
     /// The Engine.IO open packet for this connection.
     pub(crate) fn open_packet(&self, upgrades: bool) -> String {
-        let config = &self.server.config;
+        let config = self.host.config();
         let mut open = serde_json::json!({
             "sid": &*self.sid,
             "upgrades": if upgrades { vec!["websocket"] } else { vec![] },
@@ -213,7 +217,7 @@ impl Conn {
         };
         self.idle.notify_waiters();
         match farewell {
-            Some(farewell) => Frame::text(format!("1{}", farewell.reason(&self.server.config))),
+            Some(farewell) => Frame::text(format!("1{}", farewell.reason(self.host.config()))),
             None => Frame::text("1"),
         }
     }
