@@ -133,9 +133,9 @@ pub(crate) fn new_conn(server: Arc<ServerInner>, eio: u8, handshake: Handshake) 
 }
 
 async fn open(conn: Arc<Conn>, mut ws: Box<Ws>) {
-    let host = conn.host.clone();
     let eio = conn.eio;
-    if host.shutting_down() {
+    // No local handle on the host: the task's future would carry it through `run`.
+    if conn.host.shutting_down() {
         let _ = ws.close(None).await;
         return;
     }
@@ -146,7 +146,7 @@ async fn open(conn: Arc<Conn>, mut ws: Box<Ws>) {
     {
         return;
     }
-    host.add_session(&conn);
+    conn.host.add_session(&conn);
     if eio == 3 {
         conn.enqueue(Inbound::Connect {
             nsp: "/".into(),
