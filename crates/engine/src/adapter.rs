@@ -56,11 +56,13 @@ struct RoomIndex {
     members: HashMap<SocketId, Member>,
 }
 
-/// Per-namespace state shared by its sockets: path and room index.
+/// Per-namespace state shared by its sockets: path, room index and the server's adapter.
 pub(crate) struct NsCore {
     pub(crate) path: Arc<str>,
     /// `""` for `/`, else `/nsp,`: what every packet of this namespace carries.
     pub(crate) prefix: String,
+    /// Where this namespace's broadcasts go beyond this process (the server's one adapter).
+    pub(crate) adapter: Arc<dyn Adapter>,
     /// A std `Mutex`: joins, leaves and broadcast lookups are short synchronous map
     /// operations, never held across `.await`.
     index: Mutex<RoomIndex>,
@@ -75,10 +77,11 @@ pub(crate) struct Targets<'a> {
 }
 
 impl NsCore {
-    pub(crate) fn new(path: &str) -> Self {
+    pub(crate) fn new(path: &str, adapter: Arc<dyn Adapter>) -> Self {
         Self {
             path: path.into(),
             prefix: crate::sio::nsp_prefix(path),
+            adapter,
             index: Mutex::new(RoomIndex::default()),
         }
     }

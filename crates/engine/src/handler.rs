@@ -101,12 +101,9 @@ impl std::fmt::Debug for Ack {
 }
 
 impl Ack {
-    pub(crate) fn new(conn: Arc<Conn>, nsp: &str, id: u64) -> Self {
-        Self {
-            conn,
-            prefix: sio::nsp_prefix(nsp),
-            id,
-        }
+    /// `prefix` is the namespace's packet prefix (`""` for `/`, else `/nsp,`).
+    pub(crate) fn new(conn: Arc<Conn>, prefix: String, id: u64) -> Self {
+        Self { conn, prefix, id }
     }
     /// The ack id the client chose.
     pub fn id(&self) -> u64 {

@@ -5,30 +5,52 @@
 //! connection, bounded outbound queues and encode-once broadcasts. It knows nothing about chat.
 //!
 //! # Layout
+//! The modules form layers; each imports only from layers below it, so there is no import
+//! circle (a module calls *up* only through a trait it owns, implemented above it):
+//!
+//! ```text
+//! 8  transport                   -> server, conn, types, eio, serve
+//! 7  server                      -> ns, handler, socket, adapter, conn, types, config, eio, serve
+//! 6  ns                          -> handler, socket, adapter, conn, types, eio, sio
+//! 5  handler                     -> socket, conn, types, eio, sio
+//! 4  socket                      -> adapter, conn, types, eio, sio
+//! 3  adapter                     -> conn, types, eio, sio
+//! 2  conn                        -> types, config, eio, serve, sio
+//! 1  types                       -> config
+//! 0  config, eio, proxy, serve, sio   (leaves; config and serve use proxy, pure)
+//! ```
+//!
 //! - [`config`]: [`EngineConfig`], every tunable with its default.
 //! - `eio`: Engine.IO packet and payload codecs, v4 and v3, and the query-string parser
 //!   (pure, no I/O).
 //! - `sio`: Socket.IO packet codec (pure, no I/O).
 //! - [`proxy`]: [`TrustedProxies`], whose `X-Forwarded-For` names the client (pure, no I/O).
+//! - [`serve()`]: the hardened accept loop to run the router with (header-read timeout,
+//!   connection caps in total and per address, graceful shutdown).
+//! - `types`: the leaf types every layer shares ([`DisconnectReason`], [`Handshake`],
+//!   [`EmitError`], [`SocketId`], the transport kind, the slow-reader farewell, id
+//!   generation and the key socket ids are derived from); it imports nothing above it.
+//! - `conn`: one Engine.IO connection — `conn::outbox` (bounded in bytes, the CONNECT
+//!   barrier), `conn::inbox` (namespace packets and the dispatcher), `conn::heartbeat`, close
+//!   and cleanup, all under one mutex. The heart of ordering and backpressure. It reaches the
+//!   layers above only through the traits of `conn::hooks`: `Host` (config, shutdown, the
+//!   session map, a namespace CONNECT), implemented by the server, and `SockDyn` (a
+//!   namespace socket: events, acks, disconnect), implemented by `ns`.
+//! - [`adapter`]: the room index of each namespace (with the adapter its broadcasts go to)
+//!   and the [`Adapter`] trait for cluster fan-out.
+//! - [`socket`]: [`Socket`], the application's handle on one connected namespace socket, and
+//!   [`BroadcastOperator`].
+//! - [`handler`]: the [`Handler`] trait an application implements per namespace, and
+//!   [`Event`] / [`Ack`].
+//! - `ns`: the type-erased bridge from a connection to each namespace's [`Handler`]: runs a
+//!   CONNECT, turns a decoded event into an [`Event`] with its [`Ack`].
+//! - [`server`]: [`SocketIo`] and its builder, the connections' `Host`; `SocketIo::router`
+//!   (the HTTP service to mount) is written in `transport`, so the server does not import
+//!   the transport.
 //! - `transport`: the HTTP side, at the top of the imports — routing, handshake, errors,
 //!   CORS; `transport::polling` (GET/POST, the session driver task), `transport::ws` (the one
 //!   task per WebSocket) and `transport::frame_writer` (WebSocket frames written straight to
 //!   the socket).
-//! - `types`: the leaf types every layer shares ([`DisconnectReason`], [`Handshake`],
-//!   [`EmitError`], [`SocketId`], the transport kind, the slow-reader farewell, id
-//!   generation); it imports nothing above it.
-//! - `conn`: one Engine.IO connection — `conn::outbox` (bounded in bytes, the CONNECT
-//!   barrier), `conn::inbox` (namespace packets and the dispatcher), `conn::heartbeat`, close
-//!   and cleanup, all under one mutex. The heart of ordering and backpressure.
-//! - `ns`: the type-erased bridge from a connection to each namespace's [`Handler`].
-//! - [`handler`]: the [`Handler`] trait an application implements per namespace.
-//! - [`socket`]: [`Socket`], the application's handle on one connected namespace socket, and
-//!   [`BroadcastOperator`].
-//! - [`adapter`]: the room index and the [`Adapter`] trait for cluster fan-out.
-//! - [`server`]: [`SocketIo`] and its builder; `SocketIo::router` (the HTTP service to mount)
-//!   is written in `transport`, so the server does not import the transport.
-//! - [`serve()`]: the hardened accept loop to run the router with (header-read timeout,
-//!   connection caps in total and per address, graceful shutdown).
 //!
 //! # How a packet flows
 //! A reader (the WebSocket task or a polling POST) decodes packets: heartbeats and acks are

@@ -1,44 +1,34 @@
 //! Namespaces: the type-erased bridge between the engine and each [`Handler`].
 //!
-//! The engine stores namespaces and sockets as trait objects ([`NsDyn`], [`SockDyn`]) so one
-//! connection can hold sockets of namespaces with different handler types. Handler futures are
-//! boxed once per call and polled by the connection's dispatcher, one at a time.
+//! The engine stores namespaces and sockets as trait objects ([`NsDyn`], and `conn`'s
+//! `SockDyn` implemented here) so one connection can hold sockets of namespaces with different
+//! handler types. Handler futures are boxed once per call and polled by the connection's
+//! dispatcher, one at a time. This is where a decoded event becomes the handler's [`Event`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::adapter::NsCore;
-use crate::conn::Conn;
+use crate::conn::{Conn, EventPacket, Job, SockDyn};
 use crate::eio::Frame;
-use crate::handler::{Event, Handler};
+use crate::handler::{Ack, Event, Handler};
 use crate::sio::{self, PacketKind};
 use crate::socket::{Socket, SocketId};
-use crate::types::DisconnectReason;
-
-pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+use crate::types::{DisconnectReason, SocketIds};
 
 /// A registered namespace, whatever its handler type.
 pub(crate) trait NsDyn: Send + Sync {
     fn core(&self) -> &Arc<NsCore>;
-    /// Run the CONNECT of `conn` to this namespace: `on_connect`, then the reply.
+    /// The job that runs the CONNECT of `conn` to this namespace: `on_connect`, then the
+    /// reply. `ids` derives socket ids from recovery pids.
     fn connect(
         self: Arc<Self>,
         conn: Arc<Conn>,
         auth: Value,
         query: Vec<(String, String)>,
-    ) -> BoxFuture;
-}
-
-/// A connected namespace socket, whatever its handler type.
-pub(crate) trait SockDyn: Send + Sync {
-    fn nsp(&self) -> &str;
-    fn on_event(self: Arc<Self>, event: Event) -> BoxFuture;
-    /// Forget the socket (rooms, state) and run the handler's `on_disconnect`.
-    fn on_disconnect(self: Arc<Self>, reason: DisconnectReason) -> BoxFuture;
-    fn on_ack(&self, id: u64, args: Vec<Value>);
+        ids: &SocketIds,
+    ) -> Job;
 }
 
 pub(crate) struct Namespace<H: Handler> {
@@ -86,11 +76,13 @@ impl<H: Handler> NsDyn for Namespace<H> {
         conn: Arc<Conn>,
         auth: Value,
         query: Vec<(String, String)>,
-    ) -> BoxFuture {
+        ids: &SocketIds,
+    ) -> Job {
+        // Decided as the job is made: the dispatcher awaits it at once, so nothing runs between.
+        let recovery = conn.host.config().connection_state_recovery;
+        let (id, pid) = socket_identity(&conn, &self.core, &auth, recovery, ids);
         Box::pin(async move {
             let core = self.core.clone();
-            let recovery = conn.server.config.connection_state_recovery;
-            let (id, pid) = socket_identity(&conn, &core, &auth, recovery);
             let claimed = auth.get("pid").and_then(Value::as_str);
             let pid_claimed = pid.as_deref().is_some_and(|pid| claimed == Some(pid));
             let handshake = conn.handshake_for(query);
@@ -149,6 +141,7 @@ fn socket_identity(
     core: &NsCore,
     auth: &Value,
     recovery: bool,
+    ids: &SocketIds,
 ) -> (SocketId, Option<Arc<str>>) {
     if conn.eio < 4 {
         // socket.io 2.x clients compute their id as `nsp#engine-sid` (or the engine sid on `/`).
@@ -169,13 +162,13 @@ fn socket_identity(
         .and_then(Value::as_str)
         .filter(|p| crate::types::looks_like_id(p));
     if let Some(pid) = claimed {
-        let id = conn.server.derive_socket_id(pid);
+        let id = ids.derive(pid);
         if !core.has_member(&id) {
             return (id, Some(pid.into()));
         }
     }
     let pid = crate::types::random_id();
-    (conn.server.derive_socket_id(&pid), Some(pid.into()))
+    (ids.derive(&pid), Some(pid.into()))
 }
 
 fn connect_reply<D: Send + Sync + 'static>(
@@ -204,15 +197,30 @@ impl<H: Handler> SockDyn for NsSocket<H> {
         &self.ns.core.path
     }
 
-    fn on_event(self: Arc<Self>, event: Event) -> BoxFuture {
+    fn on_event(self: Arc<Self>, packet: EventPacket) -> Job {
         Box::pin(async move {
             if self.socket.connected() {
+                let EventPacket {
+                    name,
+                    args,
+                    attachments,
+                    ack_id,
+                } = packet;
+                let ack = ack_id.map(|id| {
+                    Ack::new(self.socket.conn().clone(), self.ns.core.prefix.clone(), id)
+                });
+                let event = Event {
+                    name,
+                    args,
+                    attachments,
+                    ack,
+                };
                 self.ns.handler.on_event(&self.socket, event).await;
             }
         })
     }
 
-    fn on_disconnect(self: Arc<Self>, reason: DisconnectReason) -> BoxFuture {
+    fn on_disconnect(self: Arc<Self>, reason: DisconnectReason) -> Job {
         Box::pin(async move {
             self.ns.core.remove_member(self.socket.id());
             self.socket.mark_disconnected();

@@ -1,28 +1,32 @@
 //! [`SocketIo`]: the engine's entry point. Build it with namespaces, mount its router.
+//!
+//! The server is the connections' `conn::Host`: it owns the session map and turns a
+//! namespace CONNECT into that namespace's job, so `conn` needs no import of this module.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::adapter::{Adapter, BroadcastPacket, LocalAdapter, NsCore, Targets};
 use crate::config::EngineConfig;
-use crate::conn::Conn;
+use crate::conn::{Conn, Host, Job};
 use crate::eio::Frame;
 use crate::handler::Handler;
-use crate::ns::{Namespace, NsDyn};
+use crate::ns::{Namespace, NsDyn, connect_error_frame};
 use crate::serve::ServeStats;
-use crate::socket::{BroadcastOperator, SocketId};
-use crate::types::DisconnectReason;
+use crate::socket::BroadcastOperator;
+use crate::types::{DisconnectReason, SocketIds};
+
+/// A namespace waiting for `build`, where it gets its room index and the adapter.
+type PendingNamespace = Box<dyn FnOnce(NsCore) -> Arc<dyn NsDyn> + Send + Sync>;
 
 /// Builder: configuration, namespaces, adapter.
 pub struct SocketIoBuilder {
     config: EngineConfig,
-    namespaces: HashMap<String, Arc<dyn NsDyn>>,
+    namespaces: HashMap<String, PendingNamespace>,
     adapter: Arc<dyn Adapter>,
     limits: Option<Arc<ServeStats>>,
 }
@@ -31,11 +35,13 @@ impl SocketIoBuilder {
     /// Register a namespace (e.g. `/`) and its handler. Unregistered namespaces are refused
     /// with CONNECT_ERROR `{"message":"Invalid namespace"}`.
     pub fn namespace<H: Handler>(mut self, path: &str, handler: H) -> Self {
-        let ns = Namespace {
-            core: Arc::new(NsCore::new(path)),
-            handler,
-        };
-        self.namespaces.insert(path.to_owned(), Arc::new(ns));
+        let pending: PendingNamespace = Box::new(move |core: NsCore| {
+            Arc::new(Namespace {
+                core: Arc::new(core),
+                handler,
+            })
+        });
+        self.namespaces.insert(path.to_owned(), pending);
         self
     }
     /// Use a cluster adapter (default: [`LocalAdapter`]).
@@ -54,16 +60,25 @@ impl SocketIoBuilder {
     }
     /// Finish: the server is ready to be mounted with [`SocketIo::router`].
     pub fn build(self) -> SocketIo {
+        let adapter = self.adapter;
+        let namespaces = self
+            .namespaces
+            .into_iter()
+            .map(|(path, pending)| {
+                let core = NsCore::new(&path, adapter.clone());
+                (path, pending(core))
+            })
+            .collect();
+        let socket_ids = SocketIds::new(self.config.socket_id_key.as_ref());
         SocketIo {
             inner: Arc::new(ServerInner {
                 config: self.config,
-                namespaces: self.namespaces,
-                adapter: self.adapter,
+                namespaces,
                 limits: self.limits,
                 sessions: Mutex::new(HashMap::new()),
                 sessions_changed: Notify::new(),
                 shutting_down: AtomicBool::new(false),
-                id_hasher: std::collections::hash_map::RandomState::new(),
+                socket_ids,
             }),
         }
     }
@@ -73,7 +88,6 @@ impl SocketIoBuilder {
 pub(crate) struct ServerInner {
     pub(crate) config: EngineConfig,
     pub(crate) namespaces: HashMap<String, Arc<dyn NsDyn>>,
-    pub(crate) adapter: Arc<dyn Adapter>,
     /// Where polling sessions are counted against the connection caps, if anywhere.
     pub(crate) limits: Option<Arc<ServeStats>>,
     /// Every open Engine.IO connection by sid (polling needs the lookup; shutdown and
@@ -82,49 +96,52 @@ pub(crate) struct ServerInner {
     /// `notify_waiters` when a session is removed.
     sessions_changed: Notify,
     pub(crate) shutting_down: AtomicBool,
-    /// Keyed per process (unless the configuration brings a shared key): socket ids derived
-    /// from recovery pids cannot be forged.
-    id_hasher: std::collections::hash_map::RandomState,
+    /// Keyed per process: socket ids derived from recovery pids cannot be forged.
+    socket_ids: SocketIds,
 }
 
 impl ServerInner {
     fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Conn>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
-    pub(crate) fn add_session(&self, conn: &Arc<Conn>) {
-        self.sessions().insert(conn.sid.clone(), conn.clone());
-    }
     pub(crate) fn session(&self, sid: &str) -> Option<Arc<Conn>> {
         self.sessions().get(sid).cloned()
     }
-    pub(crate) fn remove_session(&self, sid: &str) {
+}
+
+impl Host for ServerInner {
+    fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+    fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+    fn connect(
+        &self,
+        conn: Arc<Conn>,
+        nsp: String,
+        auth: Value,
+        query: Vec<(String, String)>,
+    ) -> Job {
+        match self.namespaces.get(nsp.as_str()) {
+            Some(ns) => ns.clone().connect(conn, auth, query, &self.socket_ids),
+            None => {
+                let reply = connect_error_frame(conn.eio, &nsp, "Invalid namespace", None);
+                let _ = conn.push(&[reply], false);
+                // A zero-sized future: boxing it allocates nothing.
+                Box::pin(std::future::ready(()))
+            }
+        }
+    }
+    fn add_session(&self, conn: &Arc<Conn>) {
+        self.sessions().insert(conn.sid.clone(), conn.clone());
+    }
+    fn remove_session(&self, sid: &str) {
         let removed = self.sessions().remove(sid);
         if let Some(conn) = removed {
             conn.release_slot();
         }
         self.sessions_changed.notify_waiters();
-    }
-    /// The public socket id belonging to a recovery private id.
-    pub(crate) fn derive_socket_id(&self, pid: &str) -> SocketId {
-        let mut bytes = [0u8; 16];
-        if let Some(key) = &self.config.socket_id_key {
-            // Shared by a cluster: the same pid gives the same id on every node. SHA-256 of
-            // key and pid, cut to 16 bytes (a fixed-length key first, so a keyed PRF).
-            use sha2::{Digest, Sha256};
-            let digest = Sha256::new()
-                .chain_update(key.0)
-                .chain_update(pid.as_bytes())
-                .finalize();
-            bytes.copy_from_slice(&digest[..16]);
-            return SocketId(URL_SAFE_NO_PAD.encode(bytes).into());
-        }
-        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-            let mut hasher = self.id_hasher.build_hasher();
-            hasher.write_u8(i as u8);
-            hasher.write(pid.as_bytes());
-            chunk.copy_from_slice(&hasher.finish().to_le_bytes());
-        }
-        SocketId(URL_SAFE_NO_PAD.encode(bytes).into())
     }
 }
 
@@ -147,10 +164,7 @@ impl SocketIo {
     /// Broadcast from the server to a namespace (then narrow with `.to(room)`).
     pub fn of(&self, namespace: &str) -> Option<BroadcastOperator> {
         let ns = self.inner.namespaces.get(namespace)?;
-        Some(BroadcastOperator::new(
-            ns.core().clone(),
-            self.inner.adapter.clone(),
-        ))
+        Some(BroadcastOperator::new(ns.core().clone()))
     }
     /// Deliver a broadcast published by another node's adapter to this node's sockets
     /// (it is not published again).
@@ -218,20 +232,21 @@ mod tests {
     #[test]
     fn servers_sharing_a_key_derive_the_same_socket_id_from_a_pid_and_others_do_not() {
         let pid = "AAAAAAAAAAAAAAAAAAAA";
-        let one = server(Some([7; 32])).inner.derive_socket_id(pid);
-        let two = server(Some([7; 32])).inner.derive_socket_id(pid);
+        let one = server(Some([7; 32])).inner.socket_ids.derive(pid);
+        let two = server(Some([7; 32])).inner.socket_ids.derive(pid);
         assert_eq!(one, two);
-        assert_ne!(one, server(Some([8; 32])).inner.derive_socket_id(pid));
+        assert_ne!(one, server(Some([8; 32])).inner.socket_ids.derive(pid));
         assert_ne!(
             one,
             server(Some([7; 32]))
                 .inner
-                .derive_socket_id("BBBBBBBBBBBBBBBBBBBB")
+                .socket_ids
+                .derive("BBBBBBBBBBBBBBBBBBBB")
         );
         // Without a key, a secret of each process's own.
         assert_ne!(
-            server(None).inner.derive_socket_id(pid),
-            server(None).inner.derive_socket_id(pid)
+            server(None).inner.socket_ids.derive(pid),
+            server(None).inner.socket_ids.derive(pid)
         );
         assert_eq!(one.as_str().len(), 22, "16 bytes, base64url");
     }

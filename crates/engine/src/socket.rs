@@ -116,6 +116,11 @@ impl<D: Send + Sync + 'static> Socket<D> {
         &self.conn.sid
     }
 
+    /// The connection this socket lives on (acks are answered through it).
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
     fn frame(&self, kind: PacketKind, attachments: usize, id: Option<u64>, json: &str) -> Frame {
         Frame::text(sio::encode(kind, &self.ns.prefix, attachments, id, json))
     }
@@ -239,11 +244,11 @@ impl<D: Send + Sync + 'static> Socket<D> {
     /// spawned off the handler (an event that opts out of ordering) can still answer; see
     /// [`crate::Handler`].
     pub fn emitter(&self) -> BroadcastOperator {
-        BroadcastOperator::new(self.ns.clone(), self.conn.server.adapter.clone()).to(&self.id.0)
+        BroadcastOperator::new(self.ns.clone()).to(&self.id.0)
     }
     /// Broadcast to every socket of the namespace except this one.
     pub fn broadcast(&self) -> BroadcastOperator {
-        let mut op = BroadcastOperator::new(self.ns.clone(), self.conn.server.adapter.clone());
+        let mut op = BroadcastOperator::new(self.ns.clone());
         op.except_socket = Some(self.id.clone());
         op
     }
@@ -313,8 +318,8 @@ impl<D: Send + Sync + 'static> Socket<D> {
 /// A broadcast being built: target rooms, exceptions, volatility. The packet is encoded once
 /// and the same bytes are queued to every recipient.
 pub struct BroadcastOperator {
+    /// The namespace, with its room index and the adapter that fans out beyond this process.
     ns: Arc<NsCore>,
-    adapter: Arc<dyn crate::adapter::Adapter>,
     rooms: Vec<String>,
     except: Vec<String>,
     except_socket: Option<SocketId>,
@@ -322,10 +327,9 @@ pub struct BroadcastOperator {
 }
 
 impl BroadcastOperator {
-    pub(crate) fn new(ns: Arc<NsCore>, adapter: Arc<dyn crate::adapter::Adapter>) -> Self {
+    pub(crate) fn new(ns: Arc<NsCore>) -> Self {
         Self {
             ns,
-            adapter,
             rooms: Vec::new(),
             except: Vec::new(),
             except_socket: None,
@@ -395,7 +399,7 @@ impl BroadcastOperator {
         if let Some(id) = self.except_socket {
             except.push(id.to_string());
         }
-        self.adapter.publish(&BroadcastPacket {
+        self.ns.adapter.publish(&BroadcastPacket {
             namespace: self.ns.path.to_string(),
             rooms: self.rooms,
             except,

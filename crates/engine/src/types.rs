@@ -1,6 +1,8 @@
 //! Leaf types shared by the connection, the transports and the API: no module of this
 //! crate below them, so anything may use them without closing an import circle.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,4 +175,48 @@ pub(crate) fn looks_like_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The key public socket ids are derived from recovery private ids with, so a client cannot
+/// forge the id that belongs to someone else's pid: random per process, or a secret shared by
+/// the nodes of a cluster (see [`crate::EngineConfig::socket_id_key`]), so that a client
+/// resumed on another node keeps its socket id.
+pub(crate) enum SocketIds {
+    PerProcess(RandomState),
+    Shared([u8; 32]),
+}
+
+impl SocketIds {
+    pub(crate) fn new(shared: Option<&crate::config::SocketIdKey>) -> Self {
+        match shared {
+            Some(key) => Self::Shared(key.0),
+            None => Self::PerProcess(RandomState::new()),
+        }
+    }
+
+    /// The public socket id belonging to a recovery private id.
+    pub(crate) fn derive(&self, pid: &str) -> SocketId {
+        let mut bytes = [0u8; 16];
+        match self {
+            Self::Shared(key) => {
+                // SHA-256 of key and pid, cut to 16 bytes (a fixed-length key first, so a
+                // keyed PRF): the same pid gives the same id on every node.
+                use sha2::{Digest, Sha256};
+                let digest = Sha256::new()
+                    .chain_update(key)
+                    .chain_update(pid.as_bytes())
+                    .finalize();
+                bytes.copy_from_slice(&digest[..16]);
+            }
+            Self::PerProcess(state) => {
+                for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+                    let mut hasher = state.build_hasher();
+                    hasher.write_u8(i as u8);
+                    hasher.write(pid.as_bytes());
+                    chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+                }
+            }
+        }
+        SocketId(URL_SAFE_NO_PAD.encode(bytes).into())
+    }
 }

@@ -39,7 +39,7 @@ impl Conn {
     /// once the connection is closed.
     pub(crate) fn heartbeat_tick(self: &Arc<Self>) -> Option<Instant> {
         let now = Instant::now();
-        let config = &self.server.config;
+        let config = self.host.config();
         let mut send_ping = false;
         let mut timeout = None;
         let next = {
@@ -109,7 +109,7 @@ impl Conn {
     /// A CONNECT arrived: the session now has until the full connect timeout (counted from
     /// its open) to get a socket connected.
     pub(super) fn connect_received(&self) {
-        let config = &self.server.config;
+        let config = self.host.config();
         let mut st = self.lock();
         if std::mem::replace(&mut st.heartbeat.connect_sent, true) {
             return;

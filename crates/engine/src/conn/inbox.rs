@@ -5,15 +5,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Conn;
+use super::hooks::{EventPacket, Job};
 use crate::eio::{Frame, Incoming, PacketType};
-use crate::handler::Event;
 use crate::sio::{self, PacketKind};
 use crate::types::{DisconnectReason, ProtocolError};
 
@@ -41,7 +40,7 @@ pub(crate) enum Inbound {
     },
     Event {
         nsp: String,
-        event: Event,
+        event: EventPacket,
     },
 }
 
@@ -123,7 +122,7 @@ impl Conn {
                 return Err(ProtocolError("unexpected binary message"));
             };
             partial.bytes += data.len();
-            if partial.bytes > self.server.config.max_payload {
+            if partial.bytes > self.host.config().max_payload {
                 return Err(ProtocolError("attachments too large"));
             }
             partial.attachments.push(data);
@@ -197,14 +196,13 @@ impl Conn {
                 let Value::String(name) = args.remove(0) else {
                     return Err(ProtocolError("event name is not a string"));
                 };
-                let ack = id.map(|id| crate::handler::Ack::new(self.clone(), &nsp, id));
                 Inbound::Event {
                     nsp,
-                    event: Event {
+                    event: EventPacket {
                         name,
                         args,
                         attachments,
-                        ack,
+                        ack_id: id,
                     },
                 }
             }
@@ -262,23 +260,13 @@ impl Conn {
     }
 }
 
-/// One dispatcher job: a handler call and its bookkeeping.
-pub(crate) type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
 async fn dispatch(conn: Arc<Conn>, item: Inbound) {
     match item {
         Inbound::Connect { nsp, auth, query } => {
             if conn.socket(&nsp).is_some() {
                 return; // duplicate CONNECT: ignored, as socket.io does
             }
-            match conn.server.namespaces.get(nsp.as_str()) {
-                Some(ns) => ns.clone().connect(conn.clone(), auth, query).await,
-                None => {
-                    let reply =
-                        crate::ns::connect_error_frame(conn.eio, &nsp, "Invalid namespace", None);
-                    let _ = conn.push(&[reply], false);
-                }
-            }
+            conn.host.connect(conn.clone(), nsp, auth, query).await
         }
         Inbound::Disconnect { nsp } => {
             if let Some(socket) = conn.remove_socket(&nsp) {
@@ -326,8 +314,8 @@ pub(super) async fn cleanup(conn: Arc<Conn>) {
     }
     // A polling client cut off with a farewell learns it from its next poll: keep the session
     // (its outbox empty) until then, for at most a heartbeat's timeout.
-    let deadline = Instant::now() + conn.server.config.ping_timeout;
-    while conn.farewell_pending() && !conn.server.shutting_down.load(Ordering::SeqCst) {
+    let deadline = Instant::now() + conn.host.config().ping_timeout;
+    while conn.farewell_pending() && !conn.host.shutting_down() {
         let idle = conn.idle.notified();
         tokio::pin!(idle);
         idle.as_mut().enable();
@@ -335,5 +323,5 @@ pub(super) async fn cleanup(conn: Arc<Conn>) {
             break;
         }
     }
-    conn.server.remove_session(&conn.sid);
+    conn.host.remove_session(&conn.sid);
 }

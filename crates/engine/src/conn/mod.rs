@@ -12,18 +12,22 @@
 //! pointer moves with no `.await` inside, so an async mutex would only add cost.
 //!
 //! # Layout
-//! - `mod.rs`: [`Conn`], its one `State` and the lifecycle (transport, close, cleanup hand-off,
-//!   polling flags, the admission slot, the namespace sockets).
+//! - `mod.rs`: [`Conn`], its one `State` and the lifecycle (the opening request, transport,
+//!   close, cleanup hand-off, polling flags, the admission slot, the namespace sockets).
 //! - `outbox.rs`: frames waiting for the writer, the CONNECT barrier and reply boundary, the
 //!   slow-reader cut-off.
 //! - `inbox.rs`: decoding what readers hand in, the inbox, the dispatcher and the cleanup after close.
 //! - `heartbeat.rs`: pings, ping timeouts and the connect deadline.
+//! - `hooks.rs`: the traits through which a connection calls up — [`Host`] (the server that
+//!   owns it) and [`SockDyn`] (its namespace sockets) — and the decoded [`EventPacket`] it
+//!   hands them; the layers above implement them, so `conn` imports nothing above it.
 //!
 //! The split is of code only: the three parts are fields of one `State` behind one mutex,
 //! so a step that touches two of them (a CONNECT arriving, a slow reader cut off) stays one
 //! critical section as before.
 
 mod heartbeat;
+mod hooks;
 mod inbox;
 mod outbox;
 
@@ -33,13 +37,12 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::eio::Frame;
-use crate::ns::SockDyn;
 use crate::serve::ConnGuard;
-use crate::server::ServerInner;
 use crate::types::{DisconnectReason, Farewell, Handshake, Transport};
 use heartbeat::Heartbeat;
+pub(crate) use hooks::{EventPacket, Host, Job, SockDyn};
+pub(crate) use inbox::Inbound;
 use inbox::Inbox;
-pub(crate) use inbox::{Inbound, Job};
 use outbox::Outbox;
 
 enum HandshakeSlot {
@@ -49,6 +52,9 @@ enum HandshakeSlot {
 }
 
 struct State {
+    /// The opening request: owned until the first namespace socket takes it, then shared
+    /// with that socket (one copy of the headers per connection in the common case).
+    handshake: HandshakeSlot,
     outbox: Outbox,
     // --- lifecycle ---
     closed: Option<DisconnectReason>,
@@ -81,10 +87,8 @@ pub(crate) struct Conn {
     pub(crate) eio: u8,
     /// v3 polling only: the client accepts the binary payload format (no `b64=1`).
     pub(crate) v3_binary_polling: bool,
-    pub(crate) server: Arc<ServerInner>,
-    /// The opening request: owned until the first namespace socket takes it, then shared
-    /// with that socket (one copy of the headers per connection in the common case).
-    handshake: Mutex<HandshakeSlot>,
+    /// The server that owns the connection, seen through what the connection needs of it.
+    pub(crate) host: Arc<dyn Host>,
     state: Mutex<State>,
     /// Namespace sockets of this connection (usually one): looked up for acks and dispatch.
     pub(crate) sockets: Mutex<Vec<Arc<dyn SockDyn>>>,
@@ -98,7 +102,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(
-        server: Arc<ServerInner>,
+        host: Arc<dyn Host>,
         eio: u8,
         transport: Transport,
         handshake: Handshake,
@@ -106,6 +110,7 @@ impl Conn {
     ) -> Arc<Self> {
         let now = Instant::now();
         let state = State {
+            handshake: HandshakeSlot::Owned(Box::new(handshake)),
             outbox: Outbox::default(),
             closed: None,
             closed_by_client: false,
@@ -115,7 +120,7 @@ impl Conn {
             poll_pending: false,
             upgrade_pending: false,
             post_pending: false,
-            heartbeat: Heartbeat::new(now, &server.config),
+            heartbeat: Heartbeat::new(now, host.config()),
             slot: None,
             client_slot: None,
             inbox: Inbox::default(),
@@ -124,8 +129,7 @@ impl Conn {
             sid: crate::types::random_id().into(),
             eio,
             v3_binary_polling,
-            server,
-            handshake: Mutex::new(HandshakeSlot::Owned(Box::new(handshake))),
+            host,
             state: Mutex::new(state),
             sockets: Mutex::new(Vec::new()),
             writer_wake: Notify::new(),
@@ -138,8 +142,8 @@ impl Conn {
     /// CONNECT's extra query pairs (socket.io 2.x). The first socket takes the request
     /// without copying it.
     pub(crate) fn handshake_for(&self, query: Vec<(String, String)>) -> Arc<Handshake> {
-        let mut slot = self.handshake.lock().unwrap_or_else(|e| e.into_inner());
-        let mut handshake = match &mut *slot {
+        let mut st = self.lock();
+        let mut handshake = match &mut st.handshake {
             HandshakeSlot::Owned(h) => std::mem::replace(
                 &mut **h,
                 Handshake {
@@ -151,17 +155,22 @@ impl Conn {
                 },
             ),
             HandshakeSlot::Shared(shared) => {
+                let shared = shared.clone();
+                drop(st);
                 if query.is_empty() {
-                    return shared.clone();
+                    return shared;
                 }
-                Handshake::clone(shared)
+                // Another namespace with query pairs of its own: a copy, made outside the lock.
+                let mut handshake = Handshake::clone(&shared);
+                handshake.query.extend(query);
+                return Arc::new(handshake);
             }
         };
         handshake.query.extend(query);
         let shared = Arc::new(handshake);
-        if matches!(*slot, HandshakeSlot::Owned(_)) {
-            *slot = HandshakeSlot::Shared(shared.clone());
-        }
+        let owned = std::mem::replace(&mut st.handshake, HandshakeSlot::Shared(shared.clone()));
+        drop(st);
+        drop(owned);
         shared
     }
 
@@ -173,7 +182,7 @@ impl Conn {
 
     /// The Engine.IO open packet for this connection.
     pub(crate) fn open_packet(&self, upgrades: bool) -> String {
-        let config = &self.server.config;
+        let config = self.host.config();
         let mut open = serde_json::json!({
             "sid": &*self.sid,
             "upgrades": if upgrades { vec!["websocket"] } else { vec![] },
@@ -218,7 +227,7 @@ impl Conn {
         };
         self.idle.notify_waiters();
         match farewell {
-            Some(farewell) => Frame::text(format!("1{}", farewell.reason(&self.server.config))),
+            Some(farewell) => Frame::text(format!("1{}", farewell.reason(self.host.config()))),
             None => Frame::text("1"),
         }
     }
@@ -348,5 +357,17 @@ impl Conn {
         // Most connections join one namespace: no spare capacity.
         sockets.reserve_exact(1);
         sockets.push(socket);
+    }
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    /// Idle memory per connection is a benchmark target: an `Arc<Conn>` (the struct and two
+    /// counters) stays within jemalloc's 448-byte size class; one byte more costs 64 (the
+    /// next class is 512), for every connection.
+    #[test]
+    fn a_connection_fits_the_448_byte_allocation_class() {
+        let allocated = std::mem::size_of::<super::Conn>() + 2 * std::mem::size_of::<usize>();
+        assert!(allocated <= 448, "Arc<Conn> takes {allocated} bytes");
     }
 }

@@ -48,7 +48,7 @@ impl Conn {
             // The bound is for a reader that falls behind: one large frame (a big ack or a
             // history page) into an empty outbox is accepted, whatever its size.
             if !st.outbox.frames.is_empty()
-                && st.outbox.bytes + size > self.server.config.max_outbound_bytes
+                && st.outbox.bytes + size > self.host.config().max_outbound_bytes
             {
                 drop(st);
                 self.cut_off_slow_reader(Farewell::SlowReader);

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use tokio::time::{Instant, sleep_until};
 
 use super::{EngineError, plain_response};
-use crate::conn::{Conn, Inbound, Job};
+use crate::conn::{Conn, Host, Inbound, Job};
 use crate::eio::{self, Frame};
 use crate::serve::{ConnGuard, Slot};
 use crate::server::ServerInner;
@@ -201,7 +201,7 @@ pub(crate) async fn post(conn: Arc<Conn>, req: Request) -> Response {
         return EngineError::BadRequest.response();
     }
     let _guard = PostGuard(conn.clone());
-    let config = &conn.server.config;
+    let config = conn.host.config();
     let binary_body = req
         .headers()
         .get(http::header::CONTENT_TYPE)

@@ -84,7 +84,7 @@ pub(crate) fn accept(mut req: Request, mode: Mode) -> Response {
     let on_upgrade = hyper::upgrade::on(&mut req);
     let max_payload = match &mode {
         Mode::Open(conn) | Mode::Upgrade(conn) | Mode::Refuse(conn) => {
-            conn.server.config.max_payload
+            conn.host.config().max_payload
         }
     };
     let fut = async move {
@@ -139,12 +139,9 @@ pub(crate) fn new_conn(server: Arc<ServerInner>, eio: u8, handshake: Handshake) 
 }
 
 async fn open(conn: Arc<Conn>, mut ws: Box<Ws>) {
-    let server = conn.server.clone();
     let eio = conn.eio;
-    if server
-        .shutting_down
-        .load(std::sync::atomic::Ordering::SeqCst)
-    {
+    // No local handle on the host: the task's future would carry it through `run`.
+    if conn.host.shutting_down() {
         let _ = WebSocketStream::close(&mut *ws, None).await;
         return;
     }
@@ -155,7 +152,7 @@ async fn open(conn: Arc<Conn>, mut ws: Box<Ws>) {
     {
         return;
     }
-    server.add_session(&conn);
+    conn.host.add_session(&conn);
     if eio == 3 {
         conn.enqueue(Inbound::Connect {
             nsp: "/".into(),
@@ -168,7 +165,7 @@ async fn open(conn: Arc<Conn>, mut ws: Box<Ws>) {
 
 /// The upgrade of a polling session: probe, then `5`, then this task owns the connection.
 async fn upgrade(conn: Arc<Conn>, mut ws: Box<Ws>) {
-    let config = &conn.server.config;
+    let config = conn.host.config();
     let probe_timeout = config.ping_interval + config.ping_timeout;
     loop {
         let message = match tokio::time::timeout(probe_timeout, ws.next()).await {
@@ -427,7 +424,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
         if conn.has_writable_frames() {
             // A client that stops reading must not hold this task (and its memory) forever:
             // a write that cannot finish within a heartbeat period fails the connection.
-            let write_timeout = conn.server.config.ping_interval + conn.server.config.ping_timeout;
+            let write_timeout = conn.host.config().ping_interval + conn.host.config().ping_timeout;
             let written = tokio::select! {
                 // The flush first: when it completes at once (the usual case), the timeout
                 // is never polled, so no timer is registered for it.
@@ -456,7 +453,7 @@ async fn run(conn: Arc<Conn>, mut ws: Box<Ws>) {
                 writing.finish_frame(&mut ws, eio).await?;
                 Some(CloseFrame {
                     code: CloseCode::from(farewell.code()),
-                    reason: farewell.reason(&conn.server.config).into(),
+                    reason: farewell.reason(conn.host.config()).into(),
                 })
             }
             None => {
