@@ -71,11 +71,12 @@ struct State {
     heartbeat: Heartbeat,
     // --- admission ---
     /// This polling session's slot under the connection caps, released when it is upgraded
-    /// to a WebSocket (which is counted as a connection) or removed.
-    slot: Option<ConnGuard>,
+    /// to a WebSocket (which is counted as a connection) or removed. Boxed, like
+    /// `client_slot`: most connections hold neither, and `Conn` stays in its 448-byte class.
+    slot: Option<Box<ConnGuard>>,
     /// Behind a trusted proxy: the client address's slot under the per-address cap, for the
     /// session's whole life (the proxy's connections are not counted per address).
-    client_slot: Option<ConnGuard>,
+    client_slot: Option<Box<ConnGuard>>,
     inbox: Inbox,
 }
 
@@ -253,12 +254,12 @@ impl Conn {
 
     /// Hold `slot` (a polling session's place under the connection caps) while polling.
     pub(crate) fn hold_slot(&self, slot: ConnGuard) {
-        self.lock().slot = Some(slot);
+        self.lock().slot = Some(Box::new(slot));
     }
 
     /// Hold `slot` (a proxied client's place under the per-address cap) for the session's life.
     pub(crate) fn hold_client_slot(&self, slot: ConnGuard) {
-        self.lock().client_slot = Some(slot);
+        self.lock().client_slot = Some(Box::new(slot));
     }
 
     /// Give the session's places under the connection caps back (it is gone).
