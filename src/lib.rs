@@ -87,7 +87,7 @@ pub async fn serve(
     let mut socket_id_key = None;
     if let Some(cluster) = &cluster {
         let presence =
-            cluster::presence::RedisPresence::start(cluster, presence_timing(&config), recovery)
+            chat::redis_presence::RedisPresence::start(cluster, presence_timing(&config), recovery)
                 .map_err(std::io::Error::other)?;
         // Live before it holds anyone: its users count as held from the first one on.
         presence
@@ -95,7 +95,7 @@ pub async fn serve(
             .await
             .map_err(std::io::Error::other)?;
         if recovery {
-            let (key, hex) = cluster::presence::shared_socket_id_key(cluster)
+            let (key, hex) = chat::redis_presence::shared_socket_id_key(cluster)
                 .await
                 .map_err(std::io::Error::other)?;
             presence.keep_socket_id_key(hex);
@@ -295,8 +295,8 @@ pub async fn open_cluster(config: &Config) -> std::io::Result<Option<Arc<Cluster
         .map_err(std::io::Error::other)
 }
 
-fn presence_timing(config: &Config) -> cluster::presence::PresenceTiming {
-    cluster::presence::PresenceTiming {
+fn presence_timing(config: &Config) -> chat::redis_presence::PresenceTiming {
+    chat::redis_presence::PresenceTiming {
         heartbeat: std::time::Duration::from_millis(config.presence_heartbeat_ms.max(1)),
         node_ttl: std::time::Duration::from_millis(config.presence_node_ttl_ms.max(1)),
         grace: std::time::Duration::from_millis(config.presence_grace_ms),

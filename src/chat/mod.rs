@@ -11,6 +11,8 @@
 //! - [`connection`]: [`Connection`], the per-socket state.
 //! - [`presence`]: the [`Presence`] seam (grace periods, restart grace, who hears whose
 //!   presence) and [`LocalPresence`], its implementation in this process.
+//! - [`redis_presence`]: [`redis_presence::RedisPresence`], the presence seam kept in Redis
+//!   with per-node heartbeats (cluster mode), so a user is online while any live node has it.
 //! - [`deliver`]: notices → emits.
 //! - this file: [`Chat`] (shared state, its mutexes and their lock order) and the calls that
 //!   only lock.
@@ -37,6 +39,7 @@ mod names;
 mod order;
 pub mod outgoing;
 pub mod presence;
+pub mod redis_presence;
 pub mod rooms;
 mod sessions;
 mod sweeper;

@@ -2,7 +2,7 @@
 //! present (its grace period, and the restart grace of users online when the server
 //! stopped), and who hears about it. [`Presence`] is the seam: [`LocalPresence`] keeps it in
 //! this process (in the [`Community`], under its lock, and in the engine's `presence` room);
-//! a cluster keeps it in a shared store with expiry instead (`cluster::presence`).
+//! a cluster keeps it in a shared store with expiry instead (`chat::redis_presence`).
 //!
 //! What needs the shared store is asked outside the community lock, before the call that
 //! takes the lock ([`Presence::held_elsewhere`]), or answered later by a task of the

@@ -140,7 +140,7 @@ pub enum ClusterEvent {
     /// A user that never really arrived was deleted: its name is free again.
     UserForgotten { user: String },
     /// A user arrived or left, cluster-wide (announced by the node that saw it arrive first
-    /// or leave last, see `cluster::presence`): for the watchers on every node.
+    /// or leave last, see `chat::redis_presence`): for the watchers on every node.
     Presence {
         name: String,
         online: bool,

@@ -10,8 +10,9 @@
 //! - [`bus`]: the [`Bus`] trait (publish a [`ClusterEvent`], receive the other nodes'),
 //!   [`RedisBus`] on Redis pub/sub, and the events' JSON form. The chat applies what it
 //!   receives (see `chat::cluster`).
-//! - [`presence`]: [`presence::RedisPresence`], the chat's presence seam kept in Redis with
-//!   per-node heartbeats, so a user is online while any live node has it.
+//!
+//! The chat's presence seam kept in Redis (`chat::redis_presence`) lives in the chat, which
+//! imports this module and never the reverse.
 //!
 //! Redis is reached through `fred`: it reconnects on its own and re-subscribes a
 //! subscriber client's channels after a reconnect. Commands fail after
@@ -19,7 +20,6 @@
 //! Redis slows nothing that PostgreSQL can do alone.
 
 pub mod bus;
-pub mod presence;
 
 pub use bus::{Bus, BusMessage, ClusterEvent, Creator, Received, RedisBus};
 

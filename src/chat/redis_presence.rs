@@ -53,9 +53,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::Cluster;
-use crate::chat::presence::{BoxFuture, LocalPresence};
-use crate::chat::{Connection, Presence};
+use super::presence::{BoxFuture, LocalPresence};
+use super::{Connection, Presence};
+use crate::cluster::{Cluster, ClusterError};
 use crate::domain::{Community, Outgoing, Protocol, RoomName, Swept, UserId, UserName};
 use crate::store::history::random_hex;
 
@@ -257,7 +257,7 @@ impl RedisPresence {
         cluster: &Cluster,
         timing: PresenceTiming,
         track_sockets: bool,
-    ) -> Result<Self, super::ClusterError> {
+    ) -> Result<Self, ClusterError> {
         let prefix = cluster.prefix().to_owned();
         let node = cluster.node().to_owned();
         let keys = Keys {
@@ -287,7 +287,7 @@ impl RedisPresence {
 
     /// Connect the liveness subscription and write the heartbeat once now, so the node
     /// counts as live before it takes sockets.
-    pub async fn announce_node(&self) -> Result<(), super::ClusterError> {
+    pub async fn announce_node(&self) -> Result<(), ClusterError> {
         self.shared.liveness.init().await?;
         self.shared.beat().await;
         Ok(())
