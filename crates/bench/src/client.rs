@@ -33,7 +33,9 @@ pub enum Wire {
 
 /// Where and how to connect; shared by every connection of a run.
 pub struct Connector {
-    target: SocketAddr,
+    /// Servers to connect to (several: the nodes of a cluster, or its balancer alone).
+    targets: Vec<SocketAddr>,
+    next_target: AtomicUsize,
     wire: Wire,
     /// Local addresses to connect from, used round-robin, so one generator can open more
     /// connections than one address has ephemeral ports.
@@ -103,9 +105,11 @@ fn websocket_config() -> WebSocketConfig {
 }
 
 impl Connector {
-    pub fn new(target: SocketAddr, wire: Wire, sources: Vec<IpAddr>) -> Connector {
+    /// `targets` must not be empty.
+    pub fn new(targets: Vec<SocketAddr>, wire: Wire, sources: Vec<IpAddr>) -> Connector {
         Connector {
-            target,
+            targets,
+            next_target: AtomicUsize::new(0),
             wire,
             sources,
             next_source: AtomicUsize::new(0),
@@ -116,36 +120,66 @@ impl Connector {
         self.wire
     }
 
-    async fn tcp(&self) -> Result<TcpStream, BenchError> {
-        let socket = if self.target.is_ipv4() {
+    async fn tcp(&self, target: SocketAddr, source: usize) -> Result<TcpStream, BenchError> {
+        let socket = if target.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
             TcpSocket::new_v6()?
         };
         if !self.sources.is_empty() {
-            let index = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
-            socket.bind(SocketAddr::new(self.sources[index], 0))?;
+            socket.bind(SocketAddr::new(
+                self.sources[source % self.sources.len()],
+                0,
+            ))?;
         }
-        let stream = socket.connect(self.target).await?;
+        let stream = socket.connect(target).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
 
     /// Connects and completes the handshake. `auth` is the JSON sent with the Socket.IO
-    /// CONNECT packet (ignored in raw mode).
+    /// CONNECT packet (ignored in raw mode). Targets and sources are used round-robin.
     pub async fn open(&self, auth: Option<&str>) -> Result<(Ws, Handshake), BenchError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open_unbounded(auth))
+        let target = self.next_target.fetch_add(1, Ordering::Relaxed);
+        let source = self.next_source.fetch_add(1, Ordering::Relaxed);
+        self.open_bounded(target, source, auth).await
+    }
+
+    /// Like `open`, for client `index`: target `index % targets`, source `index % sources`, so
+    /// a client's node (or, behind a balancer hashing on the client address, its source and
+    /// hence its node) does not depend on the order in which connections complete.
+    pub async fn open_for(
+        &self,
+        index: usize,
+        auth: Option<&str>,
+    ) -> Result<(Ws, Handshake), BenchError> {
+        self.open_bounded(index, index, auth).await
+    }
+
+    async fn open_bounded(
+        &self,
+        target: usize,
+        source: usize,
+        auth: Option<&str>,
+    ) -> Result<(Ws, Handshake), BenchError> {
+        let target = self.targets[target % self.targets.len()];
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open_unbounded(target, source, auth))
             .await
             .map_err(|_| BenchError::Timeout("handshake"))?
     }
 
-    async fn open_unbounded(&self, auth: Option<&str>) -> Result<(Ws, Handshake), BenchError> {
-        let stream = self.tcp().await?;
+    async fn open_unbounded(
+        &self,
+        target: SocketAddr,
+        source: usize,
+        auth: Option<&str>,
+    ) -> Result<(Ws, Handshake), BenchError> {
+        let stream = self.tcp(target, source).await?;
         let path = match self.wire {
             Wire::SocketIo => "/socket.io/?EIO=4&transport=websocket",
             Wire::Raw => "/",
         };
-        let url = format!("ws://{}{path}", self.target);
+        let url = format!("ws://{target}{path}");
         let (mut ws, _) =
             tokio_tungstenite::client_async_with_config(url, stream, Some(websocket_config()))
                 .await?;

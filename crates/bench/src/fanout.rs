@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::client::{self, Ended};
 use crate::error::BenchError;
 use crate::histogram::Histogram;
+use crate::probes::{Counter, Watch};
 use crate::{Common, emit_record, now_micros, procfs};
 
 /// Options of the fan-out scenario.
@@ -59,6 +60,14 @@ pub struct FanoutArgs {
     /// Upper bound on the whole scenario, in seconds.
     #[arg(long, default_value_t = 180)]
     pub max_secs: u64,
+    /// Also report the CPU of these processes per step: `NAME=PID[+PID…]` (summed) or
+    /// `NAME=comm:COMMAND` (every process of that name, e.g. PostgreSQL's backends). Repeatable.
+    #[arg(long = "watch")]
+    pub watches: Vec<String>,
+    /// Also report how fast a counter grows per step: `NAME=SHELL COMMAND` printing a number
+    /// (e.g. PostgreSQL's `xact_commit` through psql), read at each step's start and end.
+    #[arg(long = "counter")]
+    pub counters: Vec<String>,
 }
 
 /// What the receivers count for one step.
@@ -112,6 +121,16 @@ impl Tally {
 
 pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(args.max_secs);
+    let watches = args
+        .watches
+        .iter()
+        .map(|spec| Watch::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let counters = args
+        .counters
+        .iter()
+        .map(|spec| Counter::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
     let connector = Arc::new(common.connector()?);
     let wire = connector.wire();
     let tally = Arc::new(Tally {
@@ -161,7 +180,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
             tokio::spawn(async move {
                 let opened = {
                     let _permit = permits.acquire().await;
-                    connector.open(auth.as_deref()).await
+                    connector.open_for(index, auth.as_deref()).await
                 };
                 match opened {
                     Ok((ws, _)) => {
@@ -205,6 +224,11 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
         }
         let server_cpu = pid.as_deref().map(procfs::CpuMeter::start);
         let own_cpu = procfs::CpuMeter::start("self");
+        let watch_meters: Vec<_> = watches.iter().map(Watch::start).collect();
+        let mut counts_before = Vec::with_capacity(counters.len());
+        for counter in &counters {
+            counts_before.push(counter.read().await);
+        }
         let started = Instant::now();
         let sent = send_step(&outboxes[..senders], wire, common, step, rate, args).await;
         let expected = sent * connected as u64;
@@ -223,10 +247,30 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
         let server_cpu_pct = server_cpu.as_ref().map(|cpu| cpu.percent());
         let server_rss_kib = pid.as_deref().and_then(procfs::rss_kib);
         let own_cpu_pct = own_cpu.percent();
+        let watched: serde_json::Map<String, serde_json::Value> = watches
+            .iter()
+            .zip(&watch_meters)
+            .map(|(watch, meter)| (watch.name.clone(), watch.percent(meter).into()))
+            .collect();
+        let mut counted = serde_json::Map::new();
+        for (counter, before) in counters.iter().zip(&counts_before) {
+            let after = counter.read().await;
+            let per_s = before
+                .zip(after)
+                .map(|(before, after)| (after - before) / window);
+            counted.insert(counter.name.clone(), per_s.into());
+        }
+        let extras: String = watched
+            .iter()
+            .map(|(name, pct)| format!(", {name} CPU {:.0}%", pct.as_f64().unwrap_or(0.0)))
+            .chain(counted.iter().map(|(name, per_s)| {
+                format!(", {name} {:.0}/s", per_s.as_f64().unwrap_or(f64::NAN))
+            }))
+            .collect();
         eprintln!(
             "[{}] fan-out {rate:>5} msg/s: {delivered}/{expected} ({:.3}%) {delivered_per_s:.0}/s \
              p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} ms, server CPU {:.0}% RSS {} KiB, \
-             generator CPU {own_cpu_pct:.0}%{}",
+             generator CPU {own_cpu_pct:.0}%{extras}{}",
             common.label,
             ratio * 100.0,
             summary.p50,
@@ -248,6 +292,7 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
             "delivered": delivered,
             "ratio": ratio,
             "deliveries_per_s": delivered_per_s,
+            "window_secs": window,
             "p50_ms": summary.p50,
             "p99_ms": summary.p99,
             "p999_ms": summary.p999,
@@ -255,6 +300,8 @@ pub async fn run(common: &Common, args: &FanoutArgs) -> Result<(), BenchError> {
             "server_cpu_pct": server_cpu_pct,
             "server_rss_kib": server_rss_kib,
             "gen_cpu_pct": own_cpu_pct,
+            "watch_cpu_pct": watched,
+            "counters_per_s": counted,
             "lost_connections": tally.lost_connections.load(Ordering::Relaxed),
         }));
         if ratio < args.min_delivery || summary.p99 > args.max_p99_ms {

@@ -69,7 +69,7 @@ pub async fn run(common: &Common, args: &IdleArgs) -> Result<(), BenchError> {
         let mut command = Command::new(&exe);
         command
             .arg("--url")
-            .arg(&common.url)
+            .arg(common.url.join(","))
             .arg("--connect-concurrency")
             .arg(common.connect_concurrency.to_string())
             .arg("--join-event")

@@ -13,6 +13,8 @@
 //!   recovery (pid/offset) and chinwag's catch-up (token + `sync`).
 //! - `report`: the comparison table from the JSON records of one run.
 //! - `histogram`, `procfs`: latency percentiles; RSS and CPU of a process from `/proc`.
+//! - `probes`: what fan-out also watches per step: the CPU of other processes (a cluster's
+//!   nodes, Redis, PostgreSQL, nginx) and counters read by a command (PostgreSQL's commits).
 //!
 //! Every scenario prints progress on stderr and one JSON record per measurement on stdout;
 //! `bench/run.sh` collects the records and calls `report`.
@@ -24,6 +26,7 @@ mod fanout;
 mod histogram;
 mod idle;
 mod jitter;
+mod probes;
 mod procfs;
 mod receipts;
 mod report;
@@ -50,9 +53,16 @@ struct Cli {
 /// Options every scenario shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
-    /// Target server, `http://127.0.0.1:PORT` (loopback only).
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// Target server, `http://127.0.0.1:PORT` (loopback only). Several (repeated or
+    /// comma-separated, e.g. a cluster's nodes): fan-out's client i connects to url[i % n], the
+    /// other scenarios use them round-robin.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: Vec<String>,
     /// Plain WebSocket frames instead of Socket.IO (for the raw relay).
     #[arg(long, global = true)]
     pub raw: bool,
@@ -85,10 +95,17 @@ pub struct Common {
 
 impl Common {
     pub fn connector(&self) -> Result<Connector, BenchError> {
-        let target = client::parse_target(&self.url)?;
+        let targets = self
+            .url
+            .iter()
+            .map(|url| client::parse_target(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        if targets.is_empty() {
+            return Err(BenchError::Usage("no --url".into()));
+        }
         let sources = client::parse_sources(&self.sources)?;
         let wire = if self.raw { Wire::Raw } else { Wire::SocketIo };
-        Ok(Connector::new(target, wire, sources))
+        Ok(Connector::new(targets, wire, sources))
     }
 
     /// The CONNECT auth payload for client `index`, if the run uses one.
