@@ -190,6 +190,8 @@ fanout() {
     local i=1
     for pid in "${NODE_PIDS[@]}"; do watches+=(--watch "node$i=$pid"); i=$((i + 1)); done
     watches+=(--watch "redis=$REDIS_PID" --watch "postgres=comm:postgres")
+    # The machine is shared: its total busy CPU shows what else ran meanwhile.
+    watches+=(--watch "machine=machine")
     if [ -n "$NGINX_PID" ]; then
         local workers
         workers=$(ps -o pid= --ppid "$NGINX_PID" | tr -s ' \n' '+' | sed 's/^+//; s/+$//')

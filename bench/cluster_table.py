@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The tables of bench/cluster.sh from its JSON records (one per line): every step of every
 configuration, then a summary with ratios against configuration a (one node, SQLite) and b (one
-node, PostgreSQL). A step is "clean" when at least 99 % of the copies arrived and p99 <= 1 s."""
+node, PostgreSQL). A step is "clean" when at least 99 % of the copies arrived and p99 <= 1 s.
+CPU is in % of one core (the machine has 2: 200 % is all of it); "rest" is what the machine
+ran besides the watched processes and the generator."""
 
 import json
 import sys
@@ -36,13 +38,13 @@ def fmt(value, digits=0):
 def step_table(label, rows, spread):
     watched = list(rows[0].get("watch_cpu_pct", {}).keys())
     nodes = [name for name in watched if name.startswith("node")]
-    others = [name for name in watched if not name.startswith("node")]
+    others = [name for name in watched if not name.startswith("node") and name != "machine"]
     print(f"#### {label}: C={rows[0]['clients']}, S={rows[0]['senders']}"
           + (f", connections per node {spread}" if spread else ""))
     print()
     head = ["msg/s", "delivered", "deliveries/s", "p50 ms", "p99 ms"]
     head += [f"{name} CPU %" for name in nodes + others]
-    head += ["PG commits/s", "msgs/commit", "generator CPU %"]
+    head += ["PG commits/s", "msgs/commit", "generator CPU %", "machine CPU %", "rest CPU %"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for step in rows:
@@ -58,7 +60,14 @@ def step_table(label, rows, spread):
             fmt(step["p99_ms"], 1),
         ]
         cells += [fmt(cpu.get(name)) for name in nodes + others]
-        cells += [fmt(commits), fmt(per_commit, 1), fmt(step.get("gen_cpu_pct"))]
+        machine = cpu.get("machine")
+        # What the machine ran besides the watched processes and the generator (other work).
+        rest = None
+        if machine is not None:
+            rest = machine - sum(cpu.get(name) or 0 for name in nodes + others)
+            rest -= step.get("gen_cpu_pct") or 0
+        cells += [fmt(commits), fmt(per_commit, 1), fmt(step.get("gen_cpu_pct")),
+                  fmt(machine), fmt(rest)]
         print("| " + " | ".join(cells) + " |")
     print()
 

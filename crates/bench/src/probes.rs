@@ -16,9 +16,13 @@ enum Who {
     /// Every process whose command name (`/proc/PID/comm`) is this, found at each sample:
     /// PostgreSQL runs one backend per connection, and they come and go.
     Command(String),
+    /// The whole machine's busy time (user, nice, system, irq, softirq), from `/proc/stat`:
+    /// on a shared machine, what everything else used is this minus the watched processes.
+    Machine,
 }
 
-/// `NAME=PID[+PID…]` or `NAME=comm:COMMAND`: the summed CPU of those processes, per step.
+/// `NAME=PID[+PID…]` or `NAME=comm:COMMAND`: the summed CPU of those processes, per step;
+/// `NAME=machine`: the whole machine's busy CPU time.
 #[derive(Debug, Clone)]
 pub struct Watch {
     pub name: String,
@@ -46,6 +50,7 @@ impl Watch {
         let (name, rest) = split_spec(spec, "--watch")?;
         let who = match rest.strip_prefix("comm:") {
             Some(command) => Who::Command(command.to_owned()),
+            None if rest == "machine" => Who::Machine,
             None => {
                 let pids: Vec<String> = rest.split('+').map(str::to_owned).collect();
                 if pids.iter().any(|pid| pid.parse::<u32>().is_err()) {
@@ -67,6 +72,7 @@ impl Watch {
         let pids = match &self.who {
             Who::Pids(pids) => pids.clone(),
             Who::Command(command) => pids_named(command),
+            Who::Machine => return machine_seconds(&[0, 1, 2, 5, 6]),
         };
         pids.into_iter()
             .filter_map(|pid| procfs::cpu_seconds(&pid).map(|cpu| (pid, cpu)))
@@ -98,6 +104,24 @@ impl Watch {
 pub struct WatchMeter {
     before: HashMap<String, f64>,
     start: Instant,
+}
+
+/// The sum of these columns of `/proc/stat`'s `cpu` line (all CPUs), in seconds, under one
+/// key so that `percent` takes the difference like a process's.
+fn machine_seconds(columns: &[usize]) -> HashMap<String, f64> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return HashMap::new();
+    };
+    let Some(line) = stat.lines().find(|line| line.starts_with("cpu ")) else {
+        return HashMap::new();
+    };
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().unwrap_or(0.0))
+        .collect();
+    let ticks: f64 = columns.iter().filter_map(|&at| fields.get(at)).sum();
+    HashMap::from([("machine".to_owned(), ticks / procfs::TICKS_PER_SECOND)])
 }
 
 /// PIDs of the processes whose command name is `command`.
@@ -149,6 +173,7 @@ mod tests {
     fn specs_parse_and_bad_ones_are_refused() {
         assert!(Watch::parse("node1=123+456").is_ok());
         assert!(Watch::parse("postgres=comm:postgres").is_ok());
+        assert!(Watch::parse("all=machine").is_ok());
         assert!(Watch::parse("redis=abc").is_err());
         assert!(Watch::parse("=1").is_err());
         assert!(Counter::parse("commits=echo 1").is_ok());

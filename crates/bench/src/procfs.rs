@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 /// Kernel clock ticks per second for `/proc/PID/stat` times (USER_HZ, 100 on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
+pub const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Resident set size of `pid` (`self` for this process) in KiB, from `VmRSS` in its status.
 pub fn rss_kib(pid: &str) -> Option<u64> {
