@@ -8,7 +8,8 @@
 #   d  3 nodes+nginx three cluster nodes behind nginx (deploy/nginx.conf), clients through nginx
 #   e  3 nodes       the same three nodes, clients spread over the nodes' own ports
 # and prints, per step, deliveries/s, p50/p99, each node's CPU, Redis', PostgreSQL's and
-# nginx's CPU and the PostgreSQL commit rate of the run's database, then ratios against a and b.
+# nginx's CPU, the PostgreSQL commit rate of the run's database and how busy each node's
+# history writer was (from its /metrics), then ratios against a and b.
 #
 #   bench/cluster.sh                          (about 8 minutes)
 #   options: --configs a,b,c,d,e  --clients 500  --senders 12  --step-secs 5
@@ -198,6 +199,15 @@ fanout() {
         watches+=(--watch "nginx=$NGINX_PID${workers:++$workers}")
     fi
     local counters=()
+    # Each node's history writer (one transaction per batch, see /metrics): seconds spent in
+    # batches per second (1 = always busy) and batches per second.
+    i=1
+    for port in "${NODE_PORTS[@]}"; do
+        local metrics="curl -sf http://127.0.0.1:$port/metrics | awk"
+        counters+=(--counter "writer$i=$metrics '\$1 == \"chinwag_store_commit_seconds_sum\" {print \$2}'")
+        counters+=(--counter "batches$i=$metrics '\$1 == \"chinwag_store_commit_seconds_count\" {print \$2}'")
+        i=$((i + 1))
+    done
     if [ -n "$db" ]; then
         counters+=(--counter "pg_commits=psql '$PG/postgres' -qAt -c \"select xact_commit from pg_stat_database where datname = '$db'\"")
     fi
@@ -292,4 +302,4 @@ python3 "$ROOT/bench/cluster_table.py" "$RECORDS" | tee "$RUN_DIR/table.md"
 echo "records: $RECORDS" >&2
 }
 
-main "$@"
+main "$@"; exit

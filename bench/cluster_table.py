@@ -3,7 +3,9 @@
 configuration, then a summary with ratios against configuration a (one node, SQLite) and b (one
 node, PostgreSQL). A step is "clean" when at least 99 % of the copies arrived and p99 <= 1 s.
 CPU is in % of one core (the machine has 2: 200 % is all of it); "rest" is what the machine
-ran besides the watched processes and the generator."""
+ran besides the watched processes and the generator. "writer busy" is, per node, the share of the
+step its history writer spent in batches (begin to commit), and "batches/s" its batches (one
+transaction each)."""
 
 import json
 import sys
@@ -44,7 +46,8 @@ def step_table(label, rows, spread):
     print()
     head = ["msg/s", "delivered", "deliveries/s", "p50 ms", "p99 ms"]
     head += [f"{name} CPU %" for name in nodes + others]
-    head += ["PG commits/s", "msgs/commit", "generator CPU %", "machine CPU %", "rest CPU %"]
+    head += ["PG commits/s", "msgs/commit", "writer busy %", "batches/s"]
+    head += ["generator CPU %", "machine CPU %", "rest CPU %"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for step in rows:
@@ -66,7 +69,12 @@ def step_table(label, rows, spread):
         if machine is not None:
             rest = machine - sum(cpu.get(name) or 0 for name in nodes + others)
             rest -= step.get("gen_cpu_pct") or 0
-        cells += [fmt(commits), fmt(per_commit, 1), fmt(step.get("gen_cpu_pct")),
+        counted = step.get("counters_per_s", {})
+        writers = [counted.get(f"writer{n}") for n in range(1, len(nodes) + 1)]
+        batches = [counted.get(f"batches{n}") for n in range(1, len(nodes) + 1)]
+        busy = "/".join(fmt(None if w is None else 100 * w) for w in writers)
+        cells += [fmt(commits), fmt(per_commit, 1), busy, "/".join(fmt(b) for b in batches)]
+        cells += [fmt(step.get("gen_cpu_pct")),
                   fmt(machine), fmt(rest)]
         print("| " + " | ".join(cells) + " |")
     print()
