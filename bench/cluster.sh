@@ -15,7 +15,8 @@
 #   options: --configs a,b,c,d,e  --clients 500  --senders 12  --step-secs 5
 #            --rates 100,200,400,700,1000,1500,2000,3000
 #   environment: CHINWAG_BENCH_PG (default postgres://postgres@127.0.0.1:5432),
-#                CHINWAG_BENCH_REDIS (default redis://127.0.0.1:6379/0)
+#                CHINWAG_BENCH_REDIS (default redis://127.0.0.1:6379/0),
+#                CHINWAG_BIN=path: measure that chinwag binary instead of building one
 #
 # Each PostgreSQL configuration gets a fresh database, dropped afterwards; each Redis one a
 # fresh key prefix, whose keys are deleted afterwards. PostgreSQL and Redis must already run;
@@ -119,7 +120,12 @@ REDIS_PID=$(redis-cli -u "$REDIS" info server | tr -d '\r' | sed -n 's/^process_
 psql "$PG/postgres" -qAt -c 'select 1' >/dev/null || { log "PostgreSQL at $PG does not answer"; exit 1; }
 
 log "building (release)"
-cargo build --release --bin chinwag || exit 1
+if [ -n "${CHINWAG_BIN:-}" ]; then
+    [ -x "$CHINWAG_BIN" ] || { log "CHINWAG_BIN=$CHINWAG_BIN is not executable"; exit 1; }
+    CHINWAG=$CHINWAG_BIN
+else
+    cargo build --release --bin chinwag || exit 1
+fi
 cargo build --release -p chinwag-bench || exit 1
 
 # start_node NAME ARGS...: one chinwag node on a free port; appends to NODE_PIDS/NODE_PORTS.
