@@ -348,6 +348,29 @@ mod tests {
         assert!(parse_sources("192.168.1.1").is_err());
     }
 
+    #[tokio::test]
+    async fn client_i_connects_to_url_i_mod_n() {
+        let first = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let second = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let targets = vec![
+            first.local_addr().expect("addr"),
+            second.local_addr().expect("addr"),
+        ];
+        let connector = std::sync::Arc::new(Connector::new(targets, Wire::Raw, Vec::new()));
+        for (index, listener) in [(3, &second), (4, &first)] {
+            let connector = std::sync::Arc::clone(&connector);
+            // No WebSocket server answers: only where the TCP connection lands matters.
+            let opening = tokio::spawn(async move { connector.open_for(index, None).await });
+            let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
+            assert!(accepted.is_ok(), "client {index} went to the wrong target");
+            opening.abort();
+        }
+    }
+
     #[test]
     fn event_frames_are_socket_io_events() {
         assert_eq!(

@@ -192,3 +192,33 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_urls_repeated_or_comma_separated_all_loopback() {
+        let cli = Cli::try_parse_from([
+            "chinwag-bench",
+            "--url",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--url",
+            "127.0.0.1:3",
+            "fanout",
+        ])
+        .expect("parses");
+        assert_eq!(cli.common.url.len(), 3);
+        assert!(cli.common.connector().is_ok());
+        let one = Cli::try_parse_from(["chinwag-bench", "fanout"]).expect("parses");
+        assert_eq!(one.common.url, ["http://127.0.0.1:8080"]);
+        let remote = Cli::try_parse_from([
+            "chinwag-bench",
+            "--url",
+            "http://127.0.0.1:1,http://10.0.0.1:2",
+            "fanout",
+        ])
+        .expect("parses");
+        assert!(remote.common.connector().is_err());
+    }
+}
