@@ -3,7 +3,8 @@
 //! offline once, when the last node lets it go (after the grace period), also when that
 //! node dies; a node restarting does not depart the users another node has. And
 //! connection-state recovery across nodes: a client of a dead node resumes on another with
-//! its socket id, but not while its socket still lives elsewhere.
+//! its socket id and in all its rooms (also those joined after it connected), but not while
+//! its socket still lives elsewhere.
 //!
 //! Needs PostgreSQL (`CHINWAG_TEST_POSTGRES_URL`, default 127.0.0.1:5432) and Redis
 //! (`CHINWAG_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`): without them these tests
@@ -309,10 +310,20 @@ async fn connect_raw(addr: SocketAddr, auth: Value) -> (Client, Value) {
 
 /// Say `text` in general and wait for its `message:new`: its offset (the last argument).
 async fn say(client: &mut Client, text: &str) -> String {
+    say_in(client, "general", text).await
+}
+
+/// Say `text` in `room` and wait for its `message:new`: its offset.
+async fn say_in(client: &mut Client, room: &str, text: &str) -> String {
     let ack = client
-        .request("message:send", json!({"room": "general", "text": text}))
+        .request("message:send", json!({"room": room, "text": text}))
         .await;
     assert_eq!(ack["ok"], json!(true), "{ack}");
+    hear(client, text).await
+}
+
+/// Wait for the `message:new` of `text`: its offset (the last argument).
+async fn hear(client: &mut Client, text: &str) -> String {
     loop {
         let (event, args) = client.next_event().await;
         if event == "message:new" && args[0]["text"] == json!(text) {
@@ -372,6 +383,50 @@ async fn a_client_of_a_dead_node_resumes_on_another_with_its_socket_id_but_not_w
     let seen = presence_within(&mut watcher, departure_time()).await;
     assert_eq!(about(&seen, "ann"), Vec::<Value>::new(), "{seen:?}");
     drop((b, c));
+}
+
+#[tokio::test]
+async fn a_client_of_a_dead_node_resumes_on_another_in_the_rooms_it_joined_after_connecting() {
+    let cluster = Cluster::new();
+    let recovery = ["--connection-state-recovery"];
+    let a = cluster.node_with(&recovery).await;
+    let b = cluster.node_with(&recovery).await;
+    let (mut bob, _) = join(b.addr, "bob").await;
+    let ack = bob.request("room:create", json!({"room": "crash"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    // Ann joins the room after connecting, so her recovery record (saved at connect) lacks
+    // it; A then dies without saving it again.
+    let (mut ann, reply) = connect_raw(a.addr, json!({"name": "ann"})).await;
+    let pid = reply["pid"].clone();
+    let ack = ann.request("room:join", json!({"room": "crash"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    say_in(&mut bob, "crash", "before").await;
+    let offset = hear(&mut ann, "before").await;
+    a.kill();
+    drop(ann);
+    say_in(&mut bob, "crash", "missed 1").await;
+    say_in(&mut bob, "crash", "missed 2").await;
+
+    let (mut ann, reply) = connect_raw(b.addr, json!({"pid": pid, "offset": offset})).await;
+    assert_eq!(reply["pid"], pid, "recovered on B: {reply}");
+    say_in(&mut bob, "crash", "after").await;
+    let mut heard = Vec::new();
+    while heard.last() != Some(&json!("after")) {
+        let (event, args) = ann.next_event().await;
+        if event == "message:new" {
+            assert_eq!(args[0]["room"], json!("crash"), "{args:?}");
+            heard.push(args[0]["text"].clone());
+        }
+    }
+    assert_eq!(
+        heard,
+        [json!("missed 1"), json!("missed 2"), json!("after")],
+        "what she missed in the room, then what is said there live"
+    );
+    // Still a member: she may speak there, and bob hears her.
+    say_in(&mut ann, "crash", "back").await;
+    hear(&mut bob, "back").await;
+    drop(b);
 }
 
 /// Wait (up to `patience`) for the first `presence` event about `name`.

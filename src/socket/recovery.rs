@@ -4,8 +4,9 @@
 //! carries an offset `seq:timestamp:room` as its last argument (see
 //! [`super::wire::offset`]). A client that reconnects sends `{pid, offset}`; if
 //! the `pid` is known (saved when the socket connected and again when it left, in the
-//! durable store, so also across restarts), the socket resumes as the same user in the
-//! same rooms and first receives, in order, the room messages it missed:
+//! durable store, so also across restarts and on any node of a cluster), the socket resumes
+//! as the same user in the same rooms (its stored memberships, also those joined after the
+//! record was saved) and first receives, in order, the room messages it missed:
 //! - in the offset's room, exactly those after the offset's sequence;
 //! - in the user's other rooms, those from a few seconds before the offset's time on (rooms
 //!   are delivered independently, so their messages interleave only approximately by time):
@@ -50,6 +51,8 @@ const MAX_REPLAY_PER_ROOM: u32 = 1_000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryState {
     pub name: String,
+    /// Its rooms when saved. Not what it resumes in (see [`rooms_to_resume`]); still
+    /// written, as records are read by every node of a cluster, older ones too.
     pub rooms: Vec<String>,
     /// A tutorial client: the spelling it used for `addUser`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,18 +196,8 @@ pub async fn recover(
         return recover_tutorial(chat, socket, user, &state.name, spelling, &anchor).await;
     }
 
-    let rooms: Vec<RoomName> = {
-        let community = chat.community();
-        match community.rooms_of_user(&user) {
-            Some(rooms) => rooms,
-            None => state
-                .rooms
-                .iter()
-                .filter_map(|room| RoomName::parse(room).ok())
-                .filter(|room| community.room_exists(room))
-                .collect(),
-        }
-    };
+    let rooms = rooms_to_resume(chat, &user, &state.name).await?;
+    debug!(socket = %socket.id(), rooms = rooms.len(), "resuming");
     let mut replay = Vec::with_capacity(rooms.len());
     for room in rooms {
         match missed(chat, &room, &anchor).await? {
@@ -317,6 +310,33 @@ pub async fn recover(
         }
     }
     Ok(false)
+}
+
+/// The rooms a resuming full-protocol `user` (named `name`) is in. Present here (another
+/// tab): the rooms this node has for it. Otherwise its stored memberships, the truth for
+/// every node: not the record's rooms, saved at connect and again only when the socket
+/// leaves, so missing the rooms joined since when its node died without a goodbye; nor
+/// those of an away user here, mirrored from another node and possibly not yet up to date.
+/// The user and its rooms are made known here, as a token's return does (`claim_identity`).
+async fn rooms_to_resume(
+    chat: &Chat,
+    user: &UserId,
+    name: &str,
+) -> Result<Vec<RoomName>, DomainError> {
+    if let Some(rooms) = chat.community().rooms_of_user(user) {
+        return Ok(rooms);
+    }
+    let mut rooms = chat.history.user_rooms(user).await?;
+    if !rooms.contains(&RoomName::general()) {
+        rooms.push(RoomName::general());
+    }
+    let mut community = chat.community();
+    // A stored membership means a stored room, even if this node has not heard of it yet.
+    community.restore_rooms(rooms.iter().cloned());
+    if let Ok(name) = UserName::parse(name) {
+        community.restore_member(user.clone(), name, rooms.iter().cloned());
+    }
+    Ok(rooms)
 }
 
 /// Resume a tutorial client as `user` named `name`: back in `general` under its name, the
