@@ -4,6 +4,7 @@
 //! missing ones from the store (single node too: a message whose sender's task is slow).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -11,7 +12,7 @@ use tracing::{debug, warn};
 use engine::SocketId;
 
 use super::{Chat, now_ms_u64};
-use crate::cluster::{Bus, BusMessage, ClusterEvent, Creator, Received};
+use crate::cluster::{Bus, BusCounters, BusMessage, ClusterEvent, Creator, Received};
 use crate::domain::{Community, Message, Place, RoomName, UserId, UserName};
 use crate::store::{Conversation, MAX_PAGE_LIMIT, StoredMessage};
 
@@ -82,6 +83,11 @@ impl Chat {
     /// In a cluster, whether the bus is connected and subscribed.
     pub fn bus_connected(&self) -> Option<bool> {
         self.bus.get().map(|bus| bus.is_connected())
+    }
+
+    /// In a cluster, what the bus counted.
+    pub fn bus_counters(&self) -> Option<&BusCounters> {
+        self.bus.get().map(|bus| bus.counters())
     }
 
     /// Tell the other nodes (nothing on a single node).
@@ -277,6 +283,12 @@ impl Chat {
             );
             let found = self.read_missing(&conversation, released, until).await;
             healthy &= found.is_some();
+            if let Some(found) = &found {
+                self.repairs.gaps.fetch_add(1, Ordering::Relaxed);
+                self.repairs
+                    .messages
+                    .fetch_add(found.len() as u64, Ordering::Relaxed);
+            }
             let community = self.community();
             let ready = {
                 let mut order = self.order_lock();
