@@ -390,7 +390,7 @@ async fn first_presence(client: &mut Client, name: &str, patience: Duration) -> 
 }
 
 #[tokio::test]
-async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires() {
+async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires_and_come_back_with_it() {
     let cluster = Cluster::new();
     let a = cluster.node().await;
     let b = cluster.node().await;
@@ -417,5 +417,16 @@ async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires() {
     );
     let more = presence_within(&mut on_b, Duration::from_millis(GRACE_MS * 2 + 1_000)).await;
     assert_eq!(about(&more, "ann"), Vec::<Value>::new(), "once");
-    drop(a); // killed (SIGKILL works on a stopped process)
+
+    // The node wakes up with Ann still connected: she is announced back, once.
+    let status = std::process::Command::new("kill")
+        .args(["-CONT", pid.as_str()])
+        .status()
+        .expect("send SIGCONT");
+    assert!(status.success());
+    let back = first_presence(&mut on_b, "ann", Duration::from_millis(NODE_TTL_MS * 5)).await;
+    assert_eq!(back, json!({"name": "ann", "online": true}));
+    let more = presence_within(&mut on_b, Duration::from_millis(HEARTBEAT_MS * 5)).await;
+    assert_eq!(about(&more, "ann"), Vec::<Value>::new(), "back once");
+    drop(a); // killed
 }

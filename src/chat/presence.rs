@@ -102,6 +102,13 @@ pub trait Presence: Send + Sync {
         Box::pin(std::future::ready(None))
     }
 
+    /// Asked at every sweep, with the lock: the users present here whom the other nodes of a
+    /// cluster were told are gone (this node paused for longer than its heartbeat lives and
+    /// was taken for dead), to announce to them again. Empty in one process.
+    fn returned(&self, _community: &Community<SocketId>) -> Vec<UserId> {
+        Vec::new()
+    }
+
     /// The server stops: stop any background work (a cluster's heartbeat then expires).
     fn stop(&self) {}
 }

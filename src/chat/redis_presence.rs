@@ -250,6 +250,11 @@ struct State {
     sockets: HashMap<SocketId, bool>,
     /// A write failed: write everything again at the next heartbeat.
     resync: bool,
+    /// This node registered in `nodes` once already.
+    registered: bool,
+    /// It was found missing from `nodes` since: another node took it for dead and
+    /// announced its users gone. They are announced back (see [`Presence::returned`]).
+    swept_away: bool,
 }
 
 impl RedisPresence {
@@ -495,6 +500,16 @@ impl Presence for RedisPresence {
         Box::pin(self.shared.online_elsewhere())
     }
 
+    fn returned(&self, community: &Community<SocketId>) -> Vec<UserId> {
+        if !std::mem::take(&mut self.shared.state().swept_away) {
+            return Vec::new();
+        }
+        let held: Vec<UserId> = self.shared.state().held.keys().cloned().collect();
+        held.into_iter()
+            .filter(|user| community.is_present(user))
+            .collect()
+    }
+
     fn stop(&self) {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
@@ -550,14 +565,26 @@ impl Shared {
         if let Err(error) = self.liveness.subscribe(self.keys.alive(&self.node)).await {
             debug!(%error, "presence liveness channel not subscribed");
         }
-        if let Err(error) = self
+        match self
             .client
-            .sadd::<(), _, _>(&self.keys.nodes, self.node.as_str())
+            .sadd::<i64, _, _>(&self.keys.nodes, self.node.as_str())
             .await
         {
-            warn!(%error, "presence node not registered");
-            self.state().resync = true;
-            return;
+            Ok(added) => {
+                let mut state = self.state();
+                if added == 1 && std::mem::replace(&mut state.registered, true) {
+                    // Swept as dead (a pause longer than its heartbeat's life): its users
+                    // were announced gone; write them again and announce them back.
+                    warn!("presence: this node was taken for dead; its users are announced back");
+                    state.resync = true;
+                    state.swept_away = true;
+                }
+            }
+            Err(error) => {
+                warn!(%error, "presence node not registered");
+                self.state().resync = true;
+                return;
+            }
         }
         if let Some(hex) = self.socket_id_key.get() {
             let key = format!("{}:socket-id-key", self.keys.prefix);

@@ -734,6 +734,18 @@ impl<C: Clone + Ord + Hash> Community<C> {
         if changed { self.users_notice() } else { None }
     }
 
+    /// A present user's presence (online), for the watchers of its rooms.
+    pub fn presence_of(&self, user: &UserId) -> Option<Outgoing<C>> {
+        let user = self.users.get(user)?;
+        Some(Outgoing {
+            to: watchers(&user.rooms),
+            notice: Notice::Presence {
+                name: user.name.clone(),
+                online: true,
+            },
+        })
+    }
+
     /// Whether the user called `name` is listed as present on another node.
     pub fn is_elsewhere(&self, name: &UserName) -> bool {
         self.elsewhere.contains_key(&name.key())
