@@ -430,3 +430,38 @@ async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires_and_co
     assert_eq!(about(&more, "ann"), Vec::<Value>::new(), "back once");
     drop(a); // killed
 }
+
+#[tokio::test]
+async fn a_node_started_later_lists_who_is_online_on_the_others() {
+    let cluster = Cluster::new();
+    let a = cluster.node().await;
+    let (mut ann, _) = join(a.addr, "ann").await;
+    let ack = ann.request("room:create", json!({"room": "club"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    let mut tina = Client::connect(a.addr).await;
+    tina.join_as("tina").await;
+
+    // B starts after them: it reads who is online from Redis, and lists them.
+    let b = cluster.node().await;
+    let (mut bob, _) = join(b.addr, "bob").await;
+    let ack = bob.request("room:join", json!({"room": "club"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    let members = bob.request("room:members", json!({"room": "club"})).await;
+    assert_eq!(
+        members["members"],
+        json!([{"name": "ann", "online": true}, {"name": "bob", "online": true}]),
+        "{members}"
+    );
+    let mut tom = Client::connect(b.addr).await;
+    tom.emit("addUser", json!(["tom"])).await;
+    tom.expect("updateChat", json!(["Server", "you have connected"]))
+        .await;
+    let (event, args) = tom.next_event().await;
+    assert_eq!(event, "updateUsers");
+    let mut listed: Vec<String> = args[0]
+        .as_object()
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default();
+    listed.sort();
+    assert_eq!(listed, ["ann", "bob", "tina", "tom"], "{args:?}");
+}
