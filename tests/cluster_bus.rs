@@ -348,9 +348,41 @@ async fn a_message_the_bus_never_brought_is_read_from_the_store_in_a_fraction_of
         nodes.push(TestApp::start_with(config).await);
     }
     check_gap_repair(&nodes[0], &nodes[1], &db).await;
+    // Operators see it: the receiver counted the repair, the sender what it published.
+    let receiver = metric_values(&nodes[1]).await;
+    assert!(receiver["chinwag_gap_repairs_total"] >= 1, "{receiver:?}");
+    assert!(
+        receiver["chinwag_gap_repaired_messages_total"] >= 1,
+        "{receiver:?}"
+    );
+    assert_eq!(receiver["chinwag_cluster_bus_connected"], 1, "{receiver:?}");
+    let sender = metric_values(&nodes[0]).await;
+    assert!(
+        sender[r#"chinwag_cluster_bus_events_total{outcome="published"}"#] >= 2,
+        "{sender:?}"
+    );
+    assert!(
+        receiver[r#"chinwag_cluster_bus_events_total{outcome="received"}"#] >= 2,
+        "{receiver:?}"
+    );
     for node in nodes {
         node.stop().await.expect("stop");
     }
+}
+
+/// A node's `/metrics` samples, by series (name and labels), as integers.
+async fn metric_values(node: &TestApp) -> std::collections::HashMap<String, u64> {
+    let metrics = node.get("/metrics", &[]).await;
+    assert_eq!(metrics.status, 200);
+    metrics
+        .text()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse::<f64>().ok()? as u64))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

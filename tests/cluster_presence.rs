@@ -445,7 +445,7 @@ async fn first_presence(client: &mut Client, name: &str, patience: Duration) -> 
 }
 
 #[tokio::test]
-async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires() {
+async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires_and_come_back_with_it() {
     let cluster = Cluster::new();
     let a = cluster.node().await;
     let b = cluster.node().await;
@@ -472,5 +472,51 @@ async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires() {
     );
     let more = presence_within(&mut on_b, Duration::from_millis(GRACE_MS * 2 + 1_000)).await;
     assert_eq!(about(&more, "ann"), Vec::<Value>::new(), "once");
-    drop(a); // killed (SIGKILL works on a stopped process)
+
+    // The node wakes up with Ann still connected: she is announced back, once.
+    let status = std::process::Command::new("kill")
+        .args(["-CONT", pid.as_str()])
+        .status()
+        .expect("send SIGCONT");
+    assert!(status.success());
+    let back = first_presence(&mut on_b, "ann", Duration::from_millis(NODE_TTL_MS * 5)).await;
+    assert_eq!(back, json!({"name": "ann", "online": true}));
+    let more = presence_within(&mut on_b, Duration::from_millis(HEARTBEAT_MS * 5)).await;
+    assert_eq!(about(&more, "ann"), Vec::<Value>::new(), "back once");
+    drop(a); // killed
+}
+
+#[tokio::test]
+async fn a_node_started_later_lists_who_is_online_on_the_others() {
+    let cluster = Cluster::new();
+    let a = cluster.node().await;
+    let (mut ann, _) = join(a.addr, "ann").await;
+    let ack = ann.request("room:create", json!({"room": "club"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    let mut tina = Client::connect(a.addr).await;
+    tina.join_as("tina").await;
+
+    // B starts after them: it reads who is online from Redis, and lists them.
+    let b = cluster.node().await;
+    let (mut bob, _) = join(b.addr, "bob").await;
+    let ack = bob.request("room:join", json!({"room": "club"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    let members = bob.request("room:members", json!({"room": "club"})).await;
+    assert_eq!(
+        members["members"],
+        json!([{"name": "ann", "online": true}, {"name": "bob", "online": true}]),
+        "{members}"
+    );
+    let mut tom = Client::connect(b.addr).await;
+    tom.emit("addUser", json!(["tom"])).await;
+    tom.expect("updateChat", json!(["Server", "you have connected"]))
+        .await;
+    let (event, args) = tom.next_event().await;
+    assert_eq!(event, "updateUsers");
+    let mut listed: Vec<String> = args[0]
+        .as_object()
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default();
+    listed.sort();
+    assert_eq!(listed, ["ann", "bob", "tina", "tom"], "{args:?}");
 }

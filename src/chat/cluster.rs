@@ -4,6 +4,7 @@
 //! missing ones from the store (single node too: a message whose sender's task is slow).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -11,10 +12,8 @@ use tracing::{debug, warn};
 use engine::SocketId;
 
 use super::{Chat, now_ms_u64};
-use crate::cluster::{Bus, BusMessage, ClusterEvent, Creator, Received};
-use crate::domain::{
-    Audience, Community, Message, Notice, Outgoing, Place, RoomName, UserId, UserName,
-};
+use crate::cluster::{Bus, BusCounters, BusMessage, ClusterEvent, Creator, Received};
+use crate::domain::{Community, Message, Place, RoomName, UserId, UserName};
 use crate::store::{Conversation, MAX_PAGE_LIMIT, StoredMessage};
 
 /// How long a message waits for a missing predecessor before the store is read for it.
@@ -33,6 +32,10 @@ const POLL_WITHOUT_BUS_TICKS: u64 = 20;
 
 /// Most conversations one catch-up reads.
 const MAX_CATCH_UP: usize = 1_000;
+
+/// How often who is present on the other nodes is read again from the shared presence
+/// (also at startup and after the bus lost events).
+const REFRESH_ELSEWHERE_EVERY: Duration = Duration::from_secs(30);
 
 /// Most pages one repair reads (the most messages that can wait is bounded too).
 const MAX_REPAIR_PAGES: usize = 10;
@@ -53,8 +56,21 @@ impl Chat {
                 let Some(chat) = chat.upgrade() else { return };
                 match received {
                     Received::Event(event) => chat.apply(*event),
-                    Received::Resubscribed => chat.catch_up_all().await,
+                    Received::Resubscribed => {
+                        chat.catch_up_all().await;
+                        chat.refresh_elsewhere().await;
+                    }
                 }
+            }
+        });
+        let chat = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH_ELSEWHERE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(chat) = chat.upgrade() else { return };
+                chat.refresh_elsewhere().await;
             }
         });
     }
@@ -67,6 +83,11 @@ impl Chat {
     /// In a cluster, whether the bus is connected and subscribed.
     pub fn bus_connected(&self) -> Option<bool> {
         self.bus.get().map(|bus| bus.is_connected())
+    }
+
+    /// In a cluster, what the bus counted.
+    pub fn bus_counters(&self) -> Option<&BusCounters> {
+        self.bus.get().map(|bus| bus.counters())
     }
 
     /// Tell the other nodes (nothing on a single node).
@@ -173,17 +194,32 @@ impl Chat {
                     warn!("cluster bus: invalid presence dropped");
                     return;
                 };
-                let rooms = rooms
+                let rooms: Vec<RoomName> = rooms
                     .iter()
                     .filter_map(|room| RoomName::parse(room).ok())
                     .collect();
-                let community = self.community();
-                let notice = Outgoing {
-                    to: Audience::Watchers(rooms),
-                    notice: Notice::Presence { name, online },
+                let mut community = self.community();
+                let notices = if online {
+                    community.arrived_elsewhere(name, rooms)
+                } else {
+                    community.departed_elsewhere(name, rooms)
                 };
-                self.deliver_here(&community, &[notice]);
+                self.deliver_here(&community, &notices);
             }
+        }
+    }
+
+    /// Read who is present on the other nodes from the shared presence, and list them
+    /// (silently): at startup, after the bus lost events, and now and then, so a lost
+    /// announcement is not listed wrong for long.
+    pub(super) async fn refresh_elsewhere(&self) {
+        let mark = self.community().elsewhere_mark();
+        let Some(names) = self.presence().online_elsewhere().await else {
+            return;
+        };
+        let mut community = self.community();
+        if let Some(users) = community.set_elsewhere(names, mark) {
+            self.deliver_here(&community, &[users]);
         }
     }
 
@@ -247,6 +283,12 @@ impl Chat {
             );
             let found = self.read_missing(&conversation, released, until).await;
             healthy &= found.is_some();
+            if let Some(found) = &found {
+                self.repairs.gaps.fetch_add(1, Ordering::Relaxed);
+                self.repairs
+                    .messages
+                    .fetch_add(found.len() as u64, Ordering::Relaxed);
+            }
             let community = self.community();
             let ready = {
                 let mut order = self.order_lock();

@@ -409,12 +409,14 @@ async fn resume_in_general(
                     return Ok(false);
                 }
                 chat.registered_on_connect(socket.id(), None, false);
+                let mut notices =
+                    chat.presence()
+                        .socket_arrived(&community, socket.id(), false, notices);
                 socket.data().set_spelling(Some(spelling));
                 socket.join(spelling.room());
                 for message in &page.messages {
                     replay_to_tutorial(socket, spelling, message);
                 }
-                let mut notices = notices;
                 if let Some(list) = community.users_notice() {
                     // Its list may be stale (others came and went): the current one, to it.
                     notices.push(Outgoing {

@@ -203,10 +203,7 @@ describe('cluster: three chinwag nodes on PostgreSQL and Redis', () => {
     assert.equal(cy.rec.events.slice(dmMarks[3]).filter((e) => e.event === 'dm:new').length, 0, 'not to a third user');
   });
 
-  // Known gap (issue 13, open): room:members' online flag is the node's own view, so a member
-  // online on another node is listed offline. Marked todo: it runs and reports, and fails the
-  // run again once the todo mark is removed with the fix.
-  it('member lists, room:list counts and presence agree on every node; room:create on A, room:join on B, a second create is room_exists', { todo: 'issue 13: online flag in room:members is per node' }, async () => {
+  it('member lists, room:list counts and presence agree on every node; room:create on A, room:join on B, a second create is room_exists', async () => {
     const c = await cluster();
     const urls = c.nodes.map((n) => n.url);
     const [ann, ben, cat] = [await join(urls[0], { name: 'Ann' }), await join(urls[1], { name: 'Ben' }), await join(urls[2], { name: 'Cat' })];
@@ -443,8 +440,7 @@ describe('cluster: three chinwag nodes on PostgreSQL and Redis', () => {
     }
   });
 
-  // Known gap (issue 13, open): the tutorial's notices and user lists do not cross nodes yet.
-  it('tutorial protocol across nodes: a tutorial client on A sees one on B; names are unique cluster-wide', { todo: 'issue 13: tutorial notices are per node' }, async () => {
+  it('tutorial protocol across nodes: a tutorial client on A sees one on B; names are unique cluster-wide', async () => {
     const c = await cluster();
     const urls = c.nodes.map((n) => n.url);
     const tutA = await ChatClient.open('v4', urls[0], { spelling: 'camel' });
