@@ -349,12 +349,14 @@ async fn a_client_of_a_dead_node_resumes_on_another_with_its_socket_id_but_not_w
     assert!(pid.is_string(), "a pid with recovery on: {reply}");
     let offset = say(&mut ann, "one").await;
 
-    // Her socket still lives on A: not resumed on B (a fresh pid says so).
+    // Her socket still lives on A: not resumed on B (a fresh pid says so), and not given
+    // the live socket's id either.
     let (other, reply) = connect_raw(b.addr, json!({"pid": pid, "offset": offset})).await;
     assert_ne!(
         reply["pid"], pid,
         "not recovered while connected on A: {reply}"
     );
+    assert_ne!(reply["sid"], sid, "a socket id of its own: {reply}");
     drop(other);
 
     // A dies; what she missed is said on B; she resumes there, as the same socket.

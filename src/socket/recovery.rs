@@ -29,7 +29,7 @@ use crate::chat::{Chat, Connection, now_ms};
 use crate::domain::{Audience, DomainError, Outgoing, Protocol, RoomName, UserId, UserName};
 use crate::store::history::general_conversation;
 use crate::store::{Conversation, StoredMessage};
-use engine::{DisconnectReason, Socket};
+use engine::{DisconnectReason, Socket, SocketId};
 
 /// How long after a disconnect a `pid` may resume (Node's default).
 pub const RECOVERY_WINDOW_MS: i64 = 2 * 60 * 1000;
@@ -100,7 +100,8 @@ pub fn snapshot(
     if !chat.recovery {
         return None;
     }
-    let pid = socket.pid()?.to_owned();
+    // The pid its client holds: a claimed one only if this socket resumed it.
+    let pid = socket.client_pid()?.to_owned();
     let community = chat.community();
     let tutorial = match community.protocol_of(socket.id())? {
         Protocol::Full => None,
@@ -167,6 +168,18 @@ pub async fn remember_connected(chat: &Chat, socket: &Socket<Connection>) {
     }
 }
 
+/// Asked by the engine before it makes the socket of a client claiming `pid` (its socket id
+/// would be `id`, the one it had): whether there may be a session to resume. Not when
+/// nothing is recorded under the pid, nor while its socket is still connected on another
+/// node of a cluster: that client's socket then gets an id and pid of its own, so it never
+/// shares a live socket's id, and its record is saved under the pid it is given.
+pub async fn may_restore(chat: &Chat, pid: &str, id: &SocketId) -> bool {
+    if !chat.recovery || chat.presence().connected_elsewhere(id).await {
+        return false;
+    }
+    matches!(chat.history.recovery(pid, now_ms()).await, Ok(Some(_)))
+}
+
 /// Try to resume a returning socket from `auth` `{pid, offset}`. `Ok(false)`: nothing to
 /// resume (unknown pid, too much missed, …), connect it normally.
 pub async fn recover(
@@ -181,10 +194,9 @@ pub async fn recover(
         return Ok(false);
     };
     if socket.pid() != Some(pid) {
-        return Ok(false); // the engine did not accept this pid (e.g. its socket is still here)
-    }
-    if chat.presence().connected_elsewhere(socket.id()).await {
-        return Ok(false); // its socket is still connected on another node of the cluster
+        // The engine did not accept this pid: its socket is still here, or `may_restore`
+        // found nothing to resume.
+        return Ok(false);
     }
     let Some((user, state, expires_at_ms)) = chat.history.recovery(pid, now_ms()).await? else {
         return Ok(false);
