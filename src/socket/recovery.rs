@@ -170,8 +170,8 @@ pub async fn remember_connected(chat: &Chat, socket: &Socket<Connection>) {
 
 /// Asked by the engine before it makes the socket of a client claiming `pid` (its socket id
 /// would be `id`, the one it had): whether there may be a session to resume. Not when
-/// nothing is recorded under the pid, nor while its socket is still connected on another
-/// node of a cluster: that client's socket then gets an id and pid of its own, so it never
+/// nothing is recorded under the pid (or the store cannot tell), nor while its socket is
+/// still connected on another node of a cluster: that client's socket then gets an id and pid of its own, so it never
 /// shares a live socket's id, and its record is saved under the pid it is given.
 pub async fn may_restore(chat: &Chat, pid: &str, id: &SocketId) -> bool {
     if !chat.recovery || chat.presence().connected_elsewhere(id).await {
