@@ -3,6 +3,7 @@
 //! harmless: a conversation whose next message has waited [`REPAIR_AFTER_MS`] reads the
 //! missing ones from the store (single node too: a message whose sender's task is slow).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use tracing::{debug, warn};
 
 use engine::SocketId;
 
-use super::{Chat, now_ms_u64};
+use super::{Chat, now_ms, now_ms_u64};
 use crate::cluster::{Bus, BusCounters, BusMessage, ClusterEvent, Creator, Received};
 use crate::domain::{Community, Message, Place, RoomName, UserId, UserName};
 use crate::store::{Conversation, MAX_PAGE_LIMIT, StoredMessage};
@@ -58,6 +59,7 @@ impl Chat {
                     Received::Event(event) => chat.apply(*event),
                     Received::Resubscribed => {
                         chat.catch_up_all().await;
+                        chat.reload_rooms().await;
                         chat.refresh_elsewhere().await;
                     }
                 }
@@ -206,6 +208,77 @@ impl Chat {
                 };
                 self.deliver_here(&community, &notices);
             }
+        }
+    }
+
+    /// After the bus lost events: the rooms and memberships other nodes stored meanwhile
+    /// (created, joined, left), read from the store and applied as if they had been
+    /// announced. Memberships of users present here are left as they are (a join of theirs
+    /// may be newer than the read).
+    async fn reload_rooms(&self) {
+        let (Ok(rooms), Ok(members)) = (
+            self.history.rooms().await,
+            self.history.live_members(now_ms()).await,
+        ) else {
+            return;
+        };
+        let mut stored: HashMap<RoomName, HashSet<UserId>> = HashMap::new();
+        for member in &members {
+            for room in &member.rooms {
+                stored
+                    .entry(room.clone())
+                    .or_default()
+                    .insert(member.user.clone());
+            }
+        }
+        let mut community = self.community();
+        community.restore_rooms(
+            rooms
+                .iter()
+                .filter_map(|(name, _)| RoomName::parse(name).ok()),
+        );
+        let mut notices = Vec::new();
+        for member in &members {
+            for room in &member.rooms {
+                notices.extend(community.membership_elsewhere(
+                    &member.user,
+                    &member.name,
+                    room,
+                    true,
+                ));
+            }
+        }
+        let general = RoomName::general();
+        let left: Vec<(UserId, UserName, RoomName)> = community
+            .rooms()
+            .into_iter()
+            .filter(|summary| summary.name != general)
+            .flat_map(|summary| {
+                let room = summary.name;
+                let kept = stored.get(&room);
+                community
+                    .member_ids(&room)
+                    .into_iter()
+                    .filter(|user| {
+                        !community.is_present(user)
+                            && !kept.is_some_and(|kept| kept.contains(*user))
+                    })
+                    .filter_map(|user| {
+                        let name = community.name_of_user(user)?.clone();
+                        Some((user.clone(), name, room.clone()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (user, name, room) in left {
+            notices.extend(community.membership_elsewhere(&user, &name, &room, false));
+        }
+        if !notices.is_empty() {
+            debug!(
+                notices = notices.len(),
+                "memberships read again from the store"
+            );
+            self.deliver_here(&community, &notices);
         }
     }
 

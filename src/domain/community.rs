@@ -2493,4 +2493,31 @@ mod tests {
         );
         assert!(!community.is_elsewhere(&name("cy")));
     }
+
+    #[test]
+    fn a_user_announced_here_and_on_another_node_at_once_is_announced_here_once() {
+        let mut community = community();
+        let arrived = connect(&mut community, 1, "a", "ann");
+        assert_eq!(
+            arrived
+                .notices
+                .iter()
+                .filter(|outgoing| matches!(outgoing.notice, Notice::Presence { .. }))
+                .count(),
+            1
+        );
+        // Another node saw her first tab at the same instant and announced her too.
+        assert_eq!(community.arrived_elsewhere(name("ann"), []), Vec::new());
+        // Her tab here closes, the other node still has her: quiet, and still listed.
+        assert_eq!(community.disconnect(&1, 0), Vec::new());
+        let swept = community.end_grace([(UserId::new("a"), false)], 10_000);
+        assert!(
+            !swept
+                .notices
+                .iter()
+                .any(|outgoing| matches!(outgoing.notice, Notice::Presence { .. })),
+            "{swept:?}"
+        );
+        assert!(community.is_elsewhere(&name("ann")));
+    }
 }

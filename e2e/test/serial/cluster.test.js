@@ -391,6 +391,8 @@ describe('cluster: three chinwag nodes on PostgreSQL and Redis', () => {
     const [a, b] = [await join(urls[0], { name: 'RedA' }), await join(urls[1], { name: 'RedB' })];
     assertOk(await ask(a, 'room:create', { room: 'r' }), 'create');
     assertOk(await ask(b, 'room:join', { room: 'r' }), 'join');
+    assertOk(await ask(a, 'room:create', { room: 'side' }), 'create side');
+    assertOk(await ask(b, 'room:join', { room: 'side' }), 'join side');
     const acks = [];
     const send = async (socket, text) => {
       const ack = assertOk(await ask(socket, 'message:send', { room: 'r', text }), `send ${text}`);
@@ -412,6 +414,10 @@ describe('cluster: three chinwag nodes on PostgreSQL and Redis', () => {
       await send(a, `down a${i}`);
       await send(b, `down b${i}`);
     }
+    // Rooms and memberships stored while the bus is away reach the other nodes later.
+    assertOk(await ask(a, 'room:create', { room: 'outage' }), 'room:create without Redis');
+    assertOk(await ask(b, 'room:join', { room: 'outage' }), 'room:join on B without Redis');
+    assertOk(await ask(b, 'room:leave', { room: 'side' }), 'room:leave on B without Redis');
     await redis.restart();
     await eventually(async () => {
       const { status } = await httpGet(`${urls[0]}/readyz`);
@@ -425,6 +431,12 @@ describe('cluster: three chinwag nodes on PostgreSQL and Redis', () => {
       await b.rec.waitFor('message:new', (m) => m.id === probe.id, { ms: 1_000 });
     }, 'a message from A to reach B again', 20_000);
     await send(b, 'back b');
+    await eventually(async () => {
+      const outage = assertOk(await ask(a, 'room:members', { room: 'outage' }), 'members of outage on A');
+      assert.deepEqual(outage.members.map((m) => m.name).sort(), ['RedA', 'RedB']);
+      const side = assertOk(await ask(a, 'room:members', { room: 'side' }), 'members of side on A');
+      assert.deepEqual(side.members.map((m) => m.name), ['RedA']);
+    }, 'A to learn the memberships stored on B while Redis was away');
     acks.sort((x, y) => x.seq - y.seq);
     assert.deepEqual(acks.map((x) => x.seq), acks.map((_, i) => i + 1), 'gapless seqs');
     for (const [i, s] of [a, b].entries()) {
