@@ -564,3 +564,27 @@ async fn redis_without_postgresql_is_refused_at_startup() {
     }
     assert!(!std::path::Path::new(&db).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_starts_keeps_the_tutorial_names_the_others_hold() {
+    let db = fresh_postgres_schema();
+    let mut config = Config::defaults();
+    config.db = db;
+    config.redis_url = Some(redis_url());
+    config.redis_prefix = format!("test{:016x}", rand::random::<u64>());
+    let a = TestApp::start_with(config.clone()).await;
+    let mut tina = a.client().await;
+    tina.join_as("tina").await;
+    // B starts now: it frees the names its own last run's tutorial users held, not A's.
+    let b = TestApp::start_with(config).await;
+    let mut imposter = b.client().await;
+    imposter.emit("addUser", json!(["Tina"])).await;
+    let (event, args) = imposter.next_event().await;
+    assert_eq!(event, "updateChat");
+    assert!(
+        args[1].as_str().is_some_and(|text| text.contains("taken")),
+        "{args:?}"
+    );
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
+}
