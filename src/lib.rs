@@ -81,6 +81,13 @@ pub async fn serve(
              well below --max-rooms"
         );
     }
+    // In a cluster each process is a node of its own in the store: its tutorial users'
+    // name claims and its `online` flags are its own (a node starting frees only what its
+    // own last run left, never what the others hold).
+    let history = match &cluster {
+        Some(cluster) => history.with_node(cluster.node()),
+        None => history,
+    };
     let mut chat = Chat::new(limits(&config), quota_limits(&config), history, recovery);
     // In a cluster: presence in Redis, and socket ids derived from recovery pids with the
     // cluster's shared secret (a client resumed on another node keeps its socket id).

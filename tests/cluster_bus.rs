@@ -348,9 +348,41 @@ async fn a_message_the_bus_never_brought_is_read_from_the_store_in_a_fraction_of
         nodes.push(TestApp::start_with(config).await);
     }
     check_gap_repair(&nodes[0], &nodes[1], &db).await;
+    // Operators see it: the receiver counted the repair, the sender what it published.
+    let receiver = metric_values(&nodes[1]).await;
+    assert!(receiver["chinwag_gap_repairs_total"] >= 1, "{receiver:?}");
+    assert!(
+        receiver["chinwag_gap_repaired_messages_total"] >= 1,
+        "{receiver:?}"
+    );
+    assert_eq!(receiver["chinwag_cluster_bus_connected"], 1, "{receiver:?}");
+    let sender = metric_values(&nodes[0]).await;
+    assert!(
+        sender[r#"chinwag_cluster_bus_events_total{outcome="published"}"#] >= 2,
+        "{sender:?}"
+    );
+    assert!(
+        receiver[r#"chinwag_cluster_bus_events_total{outcome="received"}"#] >= 2,
+        "{receiver:?}"
+    );
     for node in nodes {
         node.stop().await.expect("stop");
     }
+}
+
+/// A node's `/metrics` samples, by series (name and labels), as integers.
+async fn metric_values(node: &TestApp) -> std::collections::HashMap<String, u64> {
+    let metrics = node.get("/metrics", &[]).await;
+    assert_eq!(metrics.status, 200);
+    metrics
+        .text()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse::<f64>().ok()? as u64))
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,4 +563,28 @@ async fn redis_without_postgresql_is_refused_at_startup() {
         Err(status) => assert!(!status.success()),
     }
     assert!(!std::path::Path::new(&db).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_starts_keeps_the_tutorial_names_the_others_hold() {
+    let db = fresh_postgres_schema();
+    let mut config = Config::defaults();
+    config.db = db;
+    config.redis_url = Some(redis_url());
+    config.redis_prefix = format!("test{:016x}", rand::random::<u64>());
+    let a = TestApp::start_with(config.clone()).await;
+    let mut tina = a.client().await;
+    tina.join_as("tina").await;
+    // B starts now: it frees the names its own last run's tutorial users held, not A's.
+    let b = TestApp::start_with(config).await;
+    let mut imposter = b.client().await;
+    imposter.emit("addUser", json!(["Tina"])).await;
+    let (event, args) = imposter.next_event().await;
+    assert_eq!(event, "updateChat");
+    assert!(
+        args[1].as_str().is_some_and(|text| text.contains("taken")),
+        "{args:?}"
+    );
+    a.stop().await.expect("stop a");
+    b.stop().await.expect("stop b");
 }

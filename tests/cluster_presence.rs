@@ -3,7 +3,8 @@
 //! offline once, when the last node lets it go (after the grace period), also when that
 //! node dies; a node restarting does not depart the users another node has. And
 //! connection-state recovery across nodes: a client of a dead node resumes on another with
-//! its socket id, but not while its socket still lives elsewhere.
+//! its socket id and in all its rooms (also those joined after it connected), but not while
+//! its socket still lives elsewhere.
 //!
 //! Needs PostgreSQL (`CHINWAG_TEST_POSTGRES_URL`, default 127.0.0.1:5432) and Redis
 //! (`CHINWAG_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`): without them these tests
@@ -309,10 +310,20 @@ async fn connect_raw(addr: SocketAddr, auth: Value) -> (Client, Value) {
 
 /// Say `text` in general and wait for its `message:new`: its offset (the last argument).
 async fn say(client: &mut Client, text: &str) -> String {
+    say_in(client, "general", text).await
+}
+
+/// Say `text` in `room` and wait for its `message:new`: its offset.
+async fn say_in(client: &mut Client, room: &str, text: &str) -> String {
     let ack = client
-        .request("message:send", json!({"room": "general", "text": text}))
+        .request("message:send", json!({"room": room, "text": text}))
         .await;
     assert_eq!(ack["ok"], json!(true), "{ack}");
+    hear(client, text).await
+}
+
+/// Wait for the `message:new` of `text`: its offset (the last argument).
+async fn hear(client: &mut Client, text: &str) -> String {
     loop {
         let (event, args) = client.next_event().await;
         if event == "message:new" && args[0]["text"] == json!(text) {
@@ -338,12 +349,14 @@ async fn a_client_of_a_dead_node_resumes_on_another_with_its_socket_id_but_not_w
     assert!(pid.is_string(), "a pid with recovery on: {reply}");
     let offset = say(&mut ann, "one").await;
 
-    // Her socket still lives on A: not resumed on B (a fresh pid says so).
+    // Her socket still lives on A: not resumed on B (a fresh pid says so), and not given
+    // the live socket's id either.
     let (other, reply) = connect_raw(b.addr, json!({"pid": pid, "offset": offset})).await;
     assert_ne!(
         reply["pid"], pid,
         "not recovered while connected on A: {reply}"
     );
+    assert_ne!(reply["sid"], sid, "a socket id of its own: {reply}");
     drop(other);
 
     // A dies; what she missed is said on B; she resumes there, as the same socket.
@@ -374,6 +387,50 @@ async fn a_client_of_a_dead_node_resumes_on_another_with_its_socket_id_but_not_w
     drop((b, c));
 }
 
+#[tokio::test]
+async fn a_client_of_a_dead_node_resumes_on_another_in_the_rooms_it_joined_after_connecting() {
+    let cluster = Cluster::new();
+    let recovery = ["--connection-state-recovery"];
+    let a = cluster.node_with(&recovery).await;
+    let b = cluster.node_with(&recovery).await;
+    let (mut bob, _) = join(b.addr, "bob").await;
+    let ack = bob.request("room:create", json!({"room": "crash"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    // Ann joins the room after connecting, so her recovery record (saved at connect) lacks
+    // it; A then dies without saving it again.
+    let (mut ann, reply) = connect_raw(a.addr, json!({"name": "ann"})).await;
+    let pid = reply["pid"].clone();
+    let ack = ann.request("room:join", json!({"room": "crash"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    say_in(&mut bob, "crash", "before").await;
+    let offset = hear(&mut ann, "before").await;
+    a.kill();
+    drop(ann);
+    say_in(&mut bob, "crash", "missed 1").await;
+    say_in(&mut bob, "crash", "missed 2").await;
+
+    let (mut ann, reply) = connect_raw(b.addr, json!({"pid": pid, "offset": offset})).await;
+    assert_eq!(reply["pid"], pid, "recovered on B: {reply}");
+    say_in(&mut bob, "crash", "after").await;
+    let mut heard = Vec::new();
+    while heard.last() != Some(&json!("after")) {
+        let (event, args) = ann.next_event().await;
+        if event == "message:new" {
+            assert_eq!(args[0]["room"], json!("crash"), "{args:?}");
+            heard.push(args[0]["text"].clone());
+        }
+    }
+    assert_eq!(
+        heard,
+        [json!("missed 1"), json!("missed 2"), json!("after")],
+        "what she missed in the room, then what is said there live"
+    );
+    // Still a member: she may speak there, and bob hears her.
+    say_in(&mut ann, "crash", "back").await;
+    hear(&mut bob, "back").await;
+    drop(b);
+}
+
 /// Wait (up to `patience`) for the first `presence` event about `name`.
 async fn first_presence(client: &mut Client, name: &str, patience: Duration) -> Value {
     let until = tokio::time::Instant::now() + patience;
@@ -390,7 +447,7 @@ async fn first_presence(client: &mut Client, name: &str, patience: Duration) -> 
 }
 
 #[tokio::test]
-async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires() {
+async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires_and_come_back_with_it() {
     let cluster = Cluster::new();
     let a = cluster.node().await;
     let b = cluster.node().await;
@@ -417,5 +474,51 @@ async fn the_users_of_a_frozen_node_go_offline_once_its_heartbeat_expires() {
     );
     let more = presence_within(&mut on_b, Duration::from_millis(GRACE_MS * 2 + 1_000)).await;
     assert_eq!(about(&more, "ann"), Vec::<Value>::new(), "once");
-    drop(a); // killed (SIGKILL works on a stopped process)
+
+    // The node wakes up with Ann still connected: she is announced back, once.
+    let status = std::process::Command::new("kill")
+        .args(["-CONT", pid.as_str()])
+        .status()
+        .expect("send SIGCONT");
+    assert!(status.success());
+    let back = first_presence(&mut on_b, "ann", Duration::from_millis(NODE_TTL_MS * 5)).await;
+    assert_eq!(back, json!({"name": "ann", "online": true}));
+    let more = presence_within(&mut on_b, Duration::from_millis(HEARTBEAT_MS * 5)).await;
+    assert_eq!(about(&more, "ann"), Vec::<Value>::new(), "back once");
+    drop(a); // killed
+}
+
+#[tokio::test]
+async fn a_node_started_later_lists_who_is_online_on_the_others() {
+    let cluster = Cluster::new();
+    let a = cluster.node().await;
+    let (mut ann, _) = join(a.addr, "ann").await;
+    let ack = ann.request("room:create", json!({"room": "club"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    let mut tina = Client::connect(a.addr).await;
+    tina.join_as("tina").await;
+
+    // B starts after them: it reads who is online from Redis, and lists them.
+    let b = cluster.node().await;
+    let (mut bob, _) = join(b.addr, "bob").await;
+    let ack = bob.request("room:join", json!({"room": "club"})).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    let members = bob.request("room:members", json!({"room": "club"})).await;
+    assert_eq!(
+        members["members"],
+        json!([{"name": "ann", "online": true}, {"name": "bob", "online": true}]),
+        "{members}"
+    );
+    let mut tom = Client::connect(b.addr).await;
+    tom.emit("addUser", json!(["tom"])).await;
+    tom.expect("updateChat", json!(["Server", "you have connected"]))
+        .await;
+    let (event, args) = tom.next_event().await;
+    assert_eq!(event, "updateUsers");
+    let mut listed: Vec<String> = args[0]
+        .as_object()
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default();
+    listed.sort();
+    assert_eq!(listed, ["ann", "bob", "tina", "tom"], "{args:?}");
 }

@@ -142,6 +142,49 @@ async fn an_unknown_pid_gets_a_fresh_session() {
     assert_eq!(event, "session", "a normal connect instead");
 }
 
+#[tokio::test]
+async fn a_client_given_a_fresh_session_instead_resumes_it_later_with_that_pid_and_socket_id() {
+    let mut config = test_config();
+    config.connection_state_recovery = true;
+    config.presence_grace_ms = 100;
+    config.max_messages_per_second = 0;
+    let app = TestApp::start_with(config).await;
+    // A pid nothing is recorded under: not resumed, a session of its own instead.
+    let unknown = "AAAAAAAAAAAAAAAAAAAAAA";
+    let (mut ann, reply) = connect(
+        &app,
+        json!({"name": "ann", "pid": unknown, "offset": "1:0:general"}),
+    )
+    .await;
+    let (pid, sid) = (reply["pid"].clone(), reply["sid"].clone());
+    assert!(
+        pid.is_string() && pid != json!(unknown),
+        "not recovered: {reply}"
+    );
+    let (event, session) = ann.next_event().await;
+    assert_eq!(event, "session");
+    let token = session[0]["token"].clone();
+    let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"name": "bob"}))
+        .await
+        .expect("bob");
+    subscribe_presence(&mut bob).await;
+    say(&mut bob, "one").await;
+    let (_, offset) = next_message(&mut ann).await;
+
+    ann.drop_abruptly();
+    wait_offline(&mut bob, "ann").await;
+    say(&mut bob, "two").await;
+    // As socket.io-client does: the pid and the socket id are the ones the server replied.
+    let (mut ann, reply) =
+        connect(&app, json!({"token": token, "pid": pid, "offset": offset})).await;
+    assert_eq!(
+        reply["pid"], pid,
+        "recovered with the pid it was given: {reply}"
+    );
+    assert_eq!(reply["sid"], sid, "with the socket id it had");
+    assert_eq!(next_message(&mut ann).await.0, "two");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_much_to_replay_falls_back_to_a_normal_connect_instead_of_a_disconnect() {
     let mut config = test_config();

@@ -3,18 +3,18 @@
 //! harmless: a conversation whose next message has waited [`REPAIR_AFTER_MS`] reads the
 //! missing ones from the store (single node too: a message whose sender's task is slow).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{debug, warn};
 
 use engine::SocketId;
 
-use super::{Chat, now_ms_u64};
-use crate::cluster::{Bus, BusMessage, ClusterEvent, Creator, Received};
-use crate::domain::{
-    Audience, Community, Message, Notice, Outgoing, Place, RoomName, UserId, UserName,
-};
+use super::{Chat, now_ms, now_ms_u64};
+use crate::cluster::{Bus, BusCounters, BusMessage, ClusterEvent, Creator, Received};
+use crate::domain::{Community, Message, Place, RoomName, UserId, UserName};
 use crate::store::{Conversation, MAX_PAGE_LIMIT, StoredMessage};
 
 /// How long a message waits for a missing predecessor before the store is read for it.
@@ -33,6 +33,10 @@ const POLL_WITHOUT_BUS_TICKS: u64 = 20;
 
 /// Most conversations one catch-up reads.
 const MAX_CATCH_UP: usize = 1_000;
+
+/// How often who is present on the other nodes is read again from the shared presence
+/// (also at startup and after the bus lost events).
+const REFRESH_ELSEWHERE_EVERY: Duration = Duration::from_secs(30);
 
 /// Most pages one repair reads (the most messages that can wait is bounded too).
 const MAX_REPAIR_PAGES: usize = 10;
@@ -53,8 +57,22 @@ impl Chat {
                 let Some(chat) = chat.upgrade() else { return };
                 match received {
                     Received::Event(event) => chat.apply(*event),
-                    Received::Resubscribed => chat.catch_up_all().await,
+                    Received::Resubscribed => {
+                        chat.catch_up_all().await;
+                        chat.reload_rooms().await;
+                        chat.refresh_elsewhere().await;
+                    }
                 }
+            }
+        });
+        let chat = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH_ELSEWHERE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(chat) = chat.upgrade() else { return };
+                chat.refresh_elsewhere().await;
             }
         });
     }
@@ -67,6 +85,11 @@ impl Chat {
     /// In a cluster, whether the bus is connected and subscribed.
     pub fn bus_connected(&self) -> Option<bool> {
         self.bus.get().map(|bus| bus.is_connected())
+    }
+
+    /// In a cluster, what the bus counted.
+    pub fn bus_counters(&self) -> Option<&BusCounters> {
+        self.bus.get().map(|bus| bus.counters())
     }
 
     /// Tell the other nodes (nothing on a single node).
@@ -173,17 +196,103 @@ impl Chat {
                     warn!("cluster bus: invalid presence dropped");
                     return;
                 };
-                let rooms = rooms
+                let rooms: Vec<RoomName> = rooms
                     .iter()
                     .filter_map(|room| RoomName::parse(room).ok())
                     .collect();
-                let community = self.community();
-                let notice = Outgoing {
-                    to: Audience::Watchers(rooms),
-                    notice: Notice::Presence { name, online },
+                let mut community = self.community();
+                let notices = if online {
+                    community.arrived_elsewhere(name, rooms)
+                } else {
+                    community.departed_elsewhere(name, rooms)
                 };
-                self.deliver_here(&community, &[notice]);
+                self.deliver_here(&community, &notices);
             }
+        }
+    }
+
+    /// After the bus lost events: the rooms and memberships other nodes stored meanwhile
+    /// (created, joined, left), read from the store and applied as if they had been
+    /// announced. Memberships of users present here are left as they are (a join of theirs
+    /// may be newer than the read).
+    async fn reload_rooms(&self) {
+        let (Ok(rooms), Ok(members)) = (
+            self.history.rooms().await,
+            self.history.live_members(now_ms()).await,
+        ) else {
+            return;
+        };
+        let mut stored: HashMap<RoomName, HashSet<UserId>> = HashMap::new();
+        for member in &members {
+            for room in &member.rooms {
+                stored
+                    .entry(room.clone())
+                    .or_default()
+                    .insert(member.user.clone());
+            }
+        }
+        let mut community = self.community();
+        community.restore_rooms(
+            rooms
+                .iter()
+                .filter_map(|(name, _)| RoomName::parse(name).ok()),
+        );
+        let mut notices = Vec::new();
+        for member in &members {
+            for room in &member.rooms {
+                notices.extend(community.membership_elsewhere(
+                    &member.user,
+                    &member.name,
+                    room,
+                    true,
+                ));
+            }
+        }
+        let general = RoomName::general();
+        let left: Vec<(UserId, UserName, RoomName)> = community
+            .rooms()
+            .into_iter()
+            .filter(|summary| summary.name != general)
+            .flat_map(|summary| {
+                let room = summary.name;
+                let kept = stored.get(&room);
+                community
+                    .member_ids(&room)
+                    .into_iter()
+                    .filter(|user| {
+                        !community.is_present(user)
+                            && !kept.is_some_and(|kept| kept.contains(*user))
+                    })
+                    .filter_map(|user| {
+                        let name = community.name_of_user(user)?.clone();
+                        Some((user.clone(), name, room.clone()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (user, name, room) in left {
+            notices.extend(community.membership_elsewhere(&user, &name, &room, false));
+        }
+        if !notices.is_empty() {
+            debug!(
+                notices = notices.len(),
+                "memberships read again from the store"
+            );
+            self.deliver_here(&community, &notices);
+        }
+    }
+
+    /// Read who is present on the other nodes from the shared presence, and list them
+    /// (silently): at startup, after the bus lost events, and now and then, so a lost
+    /// announcement is not listed wrong for long.
+    pub(super) async fn refresh_elsewhere(&self) {
+        let mark = self.community().elsewhere_mark();
+        let Some(names) = self.presence().online_elsewhere().await else {
+            return;
+        };
+        let mut community = self.community();
+        if let Some(users) = community.set_elsewhere(names, mark) {
+            self.deliver_here(&community, &[users]);
         }
     }
 
@@ -247,6 +356,12 @@ impl Chat {
             );
             let found = self.read_missing(&conversation, released, until).await;
             healthy &= found.is_some();
+            if let Some(found) = &found {
+                self.repairs.gaps.fetch_add(1, Ordering::Relaxed);
+                self.repairs
+                    .messages
+                    .fetch_add(found.len() as u64, Ordering::Relaxed);
+            }
             let community = self.community();
             let ready = {
                 let mut order = self.order_lock();

@@ -45,7 +45,7 @@ mod sessions;
 mod sweeper;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use engine::{Socket, SocketId, SocketIo};
@@ -105,6 +105,16 @@ pub struct Chat {
     /// Tutorial users who claimed their names in the store, until their claims are
     /// released (see `names.rs`).
     tutorial_names: Mutex<HashMap<UserId, UserName>>,
+    /// Gaps in a conversation's sequence repaired from the store, and the messages that
+    /// repaired them (for `/metrics`).
+    pub(crate) repairs: RepairCounters,
+}
+
+/// What the gap repair did (see `cluster.rs`).
+#[derive(Debug, Default)]
+pub struct RepairCounters {
+    pub gaps: AtomicU64,
+    pub messages: AtomicU64,
 }
 
 impl Chat {
@@ -123,6 +133,7 @@ impl Chat {
             presence: Box::new(LocalPresence),
             bus: OnceLock::new(),
             tutorial_names: Mutex::new(HashMap::new()),
+            repairs: RepairCounters::default(),
         }
     }
 

@@ -38,6 +38,11 @@ impl Chat {
         notices: &[Outgoing<SocketId>],
     ) {
         self.deliver_to(community, actor, notices);
+        self.publish_presence(notices);
+    }
+
+    /// In a cluster, tell the other nodes of the presence changes among `notices`.
+    pub(crate) fn publish_presence(&self, notices: &[Outgoing<SocketId>]) {
         if !self.clustered() {
             return;
         }

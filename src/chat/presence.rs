@@ -48,9 +48,10 @@ pub trait Presence: Send + Sync {
     /// online already, and stays online when it leaves here). Always false in one process.
     fn held_elsewhere<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<bool>>;
 
-    /// A socket of a full-protocol user was connected ([`Community::connect`]) with these
-    /// `notices`; `elsewhere`: what [`Presence::held_elsewhere`] said of its user. Returns
-    /// the notices to deliver (an arrival another node announced is not announced again).
+    /// A socket of a user was connected ([`Community::connect`], or a tutorial user's
+    /// [`Community::add_tutorial`]) with these `notices`; `elsewhere`: what
+    /// [`Presence::held_elsewhere`] said of its user. Returns the notices to deliver (an
+    /// arrival another node announced is not announced again).
     fn socket_arrived(
         &self,
         community: &Community<SocketId>,
@@ -93,6 +94,19 @@ pub trait Presence: Send + Sync {
     /// is then not resumed here (the engine answers the same for a socket still here).
     fn connected_elsewhere<'a>(&'a self, _socket: &'a SocketId) -> BoxFuture<'a, bool> {
         Box::pin(std::future::ready(false))
+    }
+
+    /// Who is present on the other nodes of a cluster (asked without the lock), by name;
+    /// `None` in one process, or when the shared store does not answer.
+    fn online_elsewhere(&self) -> BoxFuture<'_, Option<Vec<UserName>>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    /// Asked at every sweep, with the lock: the users present here whom the other nodes of a
+    /// cluster were told are gone (this node paused for longer than its heartbeat lives and
+    /// was taken for dead), to announce to them again. Empty in one process.
+    fn returned(&self, _community: &Community<SocketId>) -> Vec<UserId> {
+        Vec::new()
     }
 
     /// The server stops: stop any background work (a cluster's heartbeat then expires).

@@ -56,7 +56,9 @@ use tracing::{debug, info, warn};
 use super::presence::{BoxFuture, LocalPresence};
 use super::{Connection, Presence};
 use crate::cluster::{Cluster, ClusterError};
-use crate::domain::{Community, Outgoing, Protocol, RoomName, Swept, UserId, UserName};
+use crate::domain::{
+    Community, Notice, Outgoing, Protocol, RoomName, Speaker, Swept, UserId, UserName,
+};
 use crate::store::history::random_hex;
 
 /// Most users written or asked about in one round of the writer, so a long backlog does
@@ -232,7 +234,7 @@ fn field(node: &str) -> String {
 
 #[derive(Default)]
 struct State {
-    /// The full-protocol users present on this node: name and socket count (0: in grace).
+    /// The users present on this node: name and socket count (0: in grace).
     held: HashMap<UserId, (UserName, usize)>,
     /// Users whose entry in `held` changed since written.
     dirty: HashSet<UserId>,
@@ -248,6 +250,11 @@ struct State {
     sockets: HashMap<SocketId, bool>,
     /// A write failed: write everything again at the next heartbeat.
     resync: bool,
+    /// This node registered in `nodes` once already.
+    registered: bool,
+    /// It was found missing from `nodes` since: another node took it for dead and
+    /// announced its users gone. They are announced back (see [`Presence::returned`]).
+    swept_away: bool,
 }
 
 impl RedisPresence {
@@ -365,15 +372,23 @@ impl Presence for RedisPresence {
         let Some(user) = community.user_id_of(socket).cloned() else {
             return notices;
         };
-        if community.protocol_of(socket) != Some(Protocol::Full) {
-            return notices;
-        }
+        // Tutorial users too: the other nodes list them, and a dead node's are swept.
         self.record(community, &user);
-        self.record_socket(socket, true);
+        if community.protocol_of(socket) == Some(Protocol::Full) {
+            self.record_socket(socket, true);
+        }
         if elsewhere {
-            // Online already, announced by the node that has it.
+            // Online already, announced by the node that has it: neither its presence nor
+            // the tutorial's "has connected" again.
             notices.retain(|outgoing| {
-                !matches!(outgoing.notice, crate::domain::Notice::Presence { .. })
+                !matches!(
+                    outgoing.notice,
+                    Notice::Presence { .. }
+                        | Notice::Chat {
+                            from: Speaker::Server,
+                            ..
+                        }
+                )
             });
         }
         notices
@@ -386,11 +401,10 @@ impl Presence for RedisPresence {
         resumable: bool,
         now_ms: u64,
     ) -> Vec<Outgoing<SocketId>> {
-        let full = community.protocol_of(socket) == Some(Protocol::Full);
         let user = community.user_id_of(socket).cloned();
         let notices = LocalPresence.socket_left(community, socket, resumable, now_ms);
         self.record_socket(socket, false);
-        if let (true, Some(user)) = (full, user) {
+        if let Some(user) = user {
             self.record(community, &user);
         }
         notices
@@ -482,6 +496,20 @@ impl Presence for RedisPresence {
         Box::pin(self.shared.connected_elsewhere(socket))
     }
 
+    fn online_elsewhere(&self) -> BoxFuture<'_, Option<Vec<UserName>>> {
+        Box::pin(self.shared.online_elsewhere())
+    }
+
+    fn returned(&self, community: &Community<SocketId>) -> Vec<UserId> {
+        if !std::mem::take(&mut self.shared.state().swept_away) {
+            return Vec::new();
+        }
+        let held: Vec<UserId> = self.shared.state().held.keys().cloned().collect();
+        held.into_iter()
+            .filter(|user| community.is_present(user))
+            .collect()
+    }
+
     fn stop(&self) {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
@@ -537,14 +565,26 @@ impl Shared {
         if let Err(error) = self.liveness.subscribe(self.keys.alive(&self.node)).await {
             debug!(%error, "presence liveness channel not subscribed");
         }
-        if let Err(error) = self
+        match self
             .client
-            .sadd::<(), _, _>(&self.keys.nodes, self.node.as_str())
+            .sadd::<i64, _, _>(&self.keys.nodes, self.node.as_str())
             .await
         {
-            warn!(%error, "presence node not registered");
-            self.state().resync = true;
-            return;
+            Ok(added) => {
+                let mut state = self.state();
+                if added == 1 && std::mem::replace(&mut state.registered, true) {
+                    // Swept as dead (a pause longer than its heartbeat's life): its users
+                    // were announced gone; write them again and announce them back.
+                    warn!("presence: this node was taken for dead; its users are announced back");
+                    state.resync = true;
+                    state.swept_away = true;
+                }
+            }
+            Err(error) => {
+                warn!(%error, "presence node not registered");
+                self.state().resync = true;
+                return;
+            }
         }
         if let Some(hex) = self.socket_id_key.get() {
             let key = format!("{}:socket-id-key", self.keys.prefix);
@@ -738,6 +778,32 @@ impl Shared {
             }
         }
         answers
+    }
+
+    /// The names of the users the other nodes hold (also those of a node that died and is
+    /// not swept yet: its users are announced gone when it is). `None` if Redis does not
+    /// answer.
+    async fn online_elsewhere(&self) -> Option<Vec<UserName>> {
+        let nodes: Vec<String> = match self.client.smembers(&self.keys.nodes).await {
+            Ok(nodes) => nodes,
+            Err(error) => {
+                debug!(%error, "presence: the other nodes' users not read");
+                return None;
+            }
+        };
+        let mut names = Vec::new();
+        let mut seen = HashSet::new();
+        for node in nodes.iter().filter(|node| **node != self.node) {
+            let held: Vec<String> = self.client.hvals(self.keys.node_users(node)).await.ok()?;
+            for name in held {
+                if let Ok(name) = UserName::parse(&name)
+                    && seen.insert(name.key())
+                {
+                    names.push(name);
+                }
+            }
+        }
+        Some(names)
     }
 
     /// Whether `node` lives: its heartbeat has not expired and it is subscribed to its

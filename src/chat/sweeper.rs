@@ -118,6 +118,15 @@ impl Chat {
         if !notices.is_empty() {
             self.deliver(&community, None, &notices);
         }
+        // Announced gone elsewhere while this node was paused: back, for the other nodes
+        // (this node's clients never saw them go).
+        let returned: Vec<_> = self
+            .presence
+            .returned(&community)
+            .iter()
+            .filter_map(|user| community.presence_of(user))
+            .collect();
+        self.publish_presence(&returned);
         // A message whose predecessor never came (its sender's task vanished) waits at most
         // this long.
         let overdue: Vec<Message> = self

@@ -31,6 +31,29 @@ const INBOX: usize = 10_000;
 /// outage the other nodes have long read it from the store.
 const STALE: Duration = Duration::from_secs(3);
 
+/// What the bus counted since the node started (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct BusCounters {
+    /// Events published to Redis.
+    pub published: AtomicU64,
+    /// Events Redis refused or did not answer for (lost: the other nodes repair).
+    pub publish_failed: AtomicU64,
+    /// Events dropped before publishing: the outbox was full, or they were stale.
+    pub dropped_outbox: AtomicU64,
+    /// Other nodes' events received.
+    pub received: AtomicU64,
+    /// Received events dropped: unreadable, or the inbox was full.
+    pub dropped_inbox: AtomicU64,
+    /// Events missed on a lagging subscription (counted by the Redis client).
+    pub missed: AtomicU64,
+}
+
+impl BusCounters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 /// A stored message as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BusMessage {
@@ -186,6 +209,9 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus reached its broker lately (readiness).
     fn is_connected(&self) -> bool;
+
+    /// What it counted.
+    fn counters(&self) -> &BusCounters;
 }
 
 /// [`Bus`] on Redis pub/sub: channels `{prefix}:conv` (messages) and `{prefix}:community`.
@@ -196,8 +222,7 @@ pub struct RedisBus {
     /// The last publish failed (Redis away); cleared by the next that succeeds or by
     /// subscribing again.
     down: Arc<AtomicBool>,
-    /// Events not published because the outbox was full.
-    pub dropped: AtomicU64,
+    counters: Arc<BusCounters>,
     subscriber: SubscriberClient,
 }
 
@@ -216,11 +241,14 @@ impl RedisBus {
             .await?;
         let node = cluster.node().to_owned();
         let own = node.clone();
+        let counters = Arc::new(BusCounters::default());
+        let counted = Arc::clone(&counters);
         tokio::spawn(async move {
             loop {
                 let message = match received.recv().await {
                     Ok(message) => message,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        BusCounters::add(&counted.missed, missed);
                         warn!(
                             missed,
                             "cluster bus: events missed (gaps are read from the store)"
@@ -235,6 +263,7 @@ impl RedisBus {
                 let envelope: Envelope = match serde_json::from_str(&text) {
                     Ok(envelope) => envelope,
                     Err(err) => {
+                        BusCounters::add(&counted.dropped_inbox, 1);
                         warn!(%err, "cluster bus: unreadable event dropped");
                         continue;
                     }
@@ -242,6 +271,7 @@ impl RedisBus {
                 if envelope.node == own {
                     continue;
                 }
+                BusCounters::add(&counted.received, 1);
                 if inbox_tx
                     .try_send(Received::Event(Box::new(envelope.event)))
                     .is_err()
@@ -249,6 +279,7 @@ impl RedisBus {
                     if inbox_tx.is_closed() {
                         return;
                     }
+                    BusCounters::add(&counted.dropped_inbox, 1);
                     warn!("cluster bus: inbox full, event dropped");
                 }
             }
@@ -293,9 +324,11 @@ impl RedisBus {
         let publisher = cluster.client().clone();
         let publisher_node = node.clone();
         let publisher_down = Arc::clone(&down);
+        let counted = Arc::clone(&counters);
         tokio::spawn(async move {
             while let Some((queued, event)) = to_publish.recv().await {
                 if queued.elapsed() > STALE {
+                    BusCounters::add(&counted.dropped_outbox, 1);
                     debug!("cluster bus: stale event not published");
                     continue;
                 }
@@ -316,11 +349,13 @@ impl RedisBus {
                     .await
                 {
                     Ok(_) => {
+                        BusCounters::add(&counted.published, 1);
                         if publisher_down.swap(false, Ordering::Relaxed) {
                             info!("cluster bus: Redis is back, publishing again");
                         }
                     }
                     Err(err) => {
+                        BusCounters::add(&counted.publish_failed, 1);
                         if !publisher_down.swap(true, Ordering::Relaxed) {
                             warn!(
                                 %err,
@@ -337,7 +372,7 @@ impl RedisBus {
             outbox,
             inbox: Mutex::new(Some(inbox_rx)),
             down,
-            dropped: AtomicU64::new(0),
+            counters,
             subscriber,
         }))
     }
@@ -356,7 +391,7 @@ impl RedisBus {
 impl Bus for RedisBus {
     fn publish(&self, event: ClusterEvent) {
         if self.outbox.try_send((Instant::now(), event)).is_err()
-            && self.dropped.fetch_add(1, Ordering::Relaxed) == 0
+            && self.counters.dropped_outbox.fetch_add(1, Ordering::Relaxed) == 0
         {
             warn!("cluster bus: outbox full, events dropped (other nodes repair from the store)");
         }
@@ -371,6 +406,10 @@ impl Bus for RedisBus {
 
     fn is_connected(&self) -> bool {
         !self.down.load(Ordering::Relaxed) && self.subscriber.is_connected()
+    }
+
+    fn counters(&self) -> &BusCounters {
+        &self.counters
     }
 }
 

@@ -21,7 +21,7 @@
 
 pub mod bus;
 
-pub use bus::{Bus, BusMessage, ClusterEvent, Creator, Received, RedisBus};
+pub use bus::{Bus, BusCounters, BusMessage, ClusterEvent, Creator, Received, RedisBus};
 
 use std::fmt;
 use std::sync::Arc;

@@ -21,6 +21,9 @@ use super::small_set::SmallSet;
 /// Most away users remembered for direct messages.
 const MAX_KNOWN_USERS: usize = 100_000;
 
+/// Most users listed as present on other nodes of a cluster.
+const MAX_ELSEWHERE: usize = 200_000;
+
 /// A stable user identity: a session's user id, or a tutorial socket's own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(std::sync::Arc<str>);
@@ -209,6 +212,14 @@ struct Away {
     arrival: u64,
 }
 
+/// A user present on another node of a cluster.
+#[derive(Debug)]
+struct Remote {
+    name: UserName,
+    /// Its place in the arrival order here (the tutorial's user list is in that order).
+    arrival: u64,
+}
+
 /// Users, sockets and rooms of one chat server, with its rules.
 #[derive(Debug)]
 pub struct Community<C> {
@@ -229,6 +240,10 @@ pub struct Community<C> {
     /// How many present users speak the tutorial protocol: with none, nobody needs the
     /// tutorial's user list, and it is not built.
     tutorial_users: usize,
+    /// In a cluster: the users present on other nodes, as their arrivals and departures were
+    /// announced, by name (names are unique cluster-wide). They are listed online and in the
+    /// tutorial's user list. Bounded.
+    elsewhere: HashMap<NameKey, Remote>,
     limits: Limits,
 }
 
@@ -264,6 +279,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             rooms,
             next_arrival: 0,
             tutorial_users: 0,
+            elsewhere: HashMap::new(),
             limits,
         }
     }
@@ -602,13 +618,18 @@ impl<C: Clone + Ord + Hash> Community<C> {
                 continue;
             }
             let protocol = user.protocol;
+            let name = user.name.clone();
             let gone = self.remove_user(&id);
             removed = true;
             if announce {
+                self.elsewhere.remove(&name.key());
                 notices.extend(gone);
                 if protocol == Protocol::Full {
                     departed.push(id);
                 }
+            } else {
+                // Still online, on another node.
+                self.note_elsewhere(name);
             }
         }
         if removed {
@@ -625,7 +646,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
     /// A user held only by another node of a cluster, which stopped without a word: its
     /// departure, for whoever watches it here (the watchers of its rooms if it is remembered
     /// here as away). Nothing if it is present here.
-    pub fn gone_elsewhere(&self, user: &UserId, name: UserName) -> Vec<Outgoing<C>> {
+    pub fn gone_elsewhere(&mut self, user: &UserId, name: UserName) -> Vec<Outgoing<C>> {
         if self.users.contains_key(user) {
             return Vec::new();
         }
@@ -634,13 +655,117 @@ impl<C: Clone + Ord + Hash> Community<C> {
             .get(user)
             .map(|away| away.rooms.clone())
             .unwrap_or_default();
-        vec![Outgoing {
-            to: watchers(&rooms),
+        self.departed_elsewhere(name, rooms)
+    }
+
+    /// Another node of a cluster announced that the user called `name` arrived (its rooms
+    /// but `general`: `rooms`): listed online from now on, and announced here as the node
+    /// announced it. Nothing to announce if it is known here already (present here too, or
+    /// announced before).
+    pub fn arrived_elsewhere(
+        &mut self,
+        name: UserName,
+        rooms: impl IntoIterator<Item = RoomName>,
+    ) -> Vec<Outgoing<C>> {
+        let key = name.key();
+        let known = self.names.contains_key(&key) || self.elsewhere.contains_key(&key);
+        self.note_elsewhere(name.clone());
+        if known {
+            return Vec::new();
+        }
+        self.arrival_notices(&name, None, &rooms.into_iter().collect())
+    }
+
+    /// Another node of a cluster announced that the user called `name` (in `rooms`) left
+    /// the cluster: its departure, for the tutorial users and its watchers here. Nothing if
+    /// it is present here (it came back here meanwhile).
+    pub fn departed_elsewhere(
+        &mut self,
+        name: UserName,
+        rooms: impl IntoIterator<Item = RoomName>,
+    ) -> Vec<Outgoing<C>> {
+        let listed = self.elsewhere.remove(&name.key()).is_some();
+        if self.names.contains_key(&name.key()) {
+            return Vec::new();
+        }
+        let mut notices = Vec::new();
+        if listed {
+            notices.push(Outgoing {
+                to: Audience::Tutorial { except: None },
+                notice: server_says(format!("{name} has disconnected.")),
+            });
+        }
+        notices.push(Outgoing {
+            to: watchers(&rooms.into_iter().collect()),
             notice: Notice::Presence {
                 name,
                 online: false,
             },
-        }]
+        });
+        if listed {
+            notices.extend(self.users_notice());
+        }
+        notices
+    }
+
+    /// Where the arrival order stands: pass it to [`Community::set_elsewhere`] with a list
+    /// of who is on other nodes read after this call.
+    pub fn elsewhere_mark(&self) -> u64 {
+        self.next_arrival
+    }
+
+    /// Who is present on other nodes of a cluster, read from the shared store after
+    /// `mark` ([`Community::elsewhere_mark`]): listed from now on, silently (a lost
+    /// announcement, or a node that started after them). Those listed before `mark` and not
+    /// in `names` are gone; those announced since stay. The tutorial's user list if the
+    /// list changed.
+    pub fn set_elsewhere(&mut self, names: Vec<UserName>, mark: u64) -> Option<Outgoing<C>> {
+        let fresh: std::collections::HashSet<NameKey> = names.iter().map(UserName::key).collect();
+        let before = self.elsewhere.len();
+        self.elsewhere
+            .retain(|key, remote| fresh.contains(key) || remote.arrival >= mark);
+        let mut changed = self.elsewhere.len() != before;
+        for name in names {
+            if !self.elsewhere.contains_key(&name.key()) {
+                self.note_elsewhere(name);
+                changed = true;
+            }
+        }
+        if changed { self.users_notice() } else { None }
+    }
+
+    /// A present user's presence (online), for the watchers of its rooms.
+    pub fn presence_of(&self, user: &UserId) -> Option<Outgoing<C>> {
+        let user = self.users.get(user)?;
+        Some(Outgoing {
+            to: watchers(&user.rooms),
+            notice: Notice::Presence {
+                name: user.name.clone(),
+                online: true,
+            },
+        })
+    }
+
+    /// Whether the user called `name` is listed as present on another node.
+    pub fn is_elsewhere(&self, name: &UserName) -> bool {
+        self.elsewhere.contains_key(&name.key())
+    }
+
+    /// List `name` as present on another node (a new one at the end of the arrival order).
+    fn note_elsewhere(&mut self, name: UserName) {
+        let key = name.key();
+        if self.elsewhere.contains_key(&key) {
+            return;
+        }
+        if self.elsewhere.len() >= MAX_ELSEWHERE {
+            // Bounded: forget an arbitrary one (it is then listed offline).
+            if let Some(key) = self.elsewhere.keys().next().cloned() {
+                self.elsewhere.remove(&key);
+            }
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        self.elsewhere.insert(key, Remote { name, arrival });
     }
 
     /// The tutorial's user list for every tutorial socket, or nothing when no tutorial user
@@ -989,7 +1114,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
                     away.arrival,
                     MemberView {
                         name: away.name.clone(),
-                        online: false,
+                        online: self.elsewhere.contains_key(&away.name.key()),
                     },
                 )),
                 (None, None) => None,
@@ -1109,9 +1234,15 @@ impl<C: Clone + Ord + Hash> Community<C> {
         })
     }
 
-    /// Present, also during a grace period: listed online exactly while `presence` says so.
+    /// Present, also during a grace period, here or on another node of a cluster: listed
+    /// online exactly while `presence` says so.
     fn is_online(&self, id: &UserId) -> bool {
         self.users.contains_key(id)
+            || (!self.elsewhere.is_empty()
+                && self
+                    .away
+                    .get(id)
+                    .is_some_and(|away| self.elsewhere.contains_key(&away.name.key())))
     }
 
     fn claim_name(&mut self, name: &UserName, user: &UserId) -> Result<(), DomainError> {
@@ -1244,10 +1375,21 @@ impl<C: Clone + Ord + Hash> Community<C> {
         notices
     }
 
+    /// Everyone present, here and on the other nodes of a cluster, in arrival order.
     fn names_present(&self) -> Vec<UserName> {
-        let mut users: Vec<&User<C>> = self.users.values().collect();
-        users.sort_unstable_by_key(|user| user.arrival);
-        users.into_iter().map(|user| user.name.clone()).collect()
+        let mut listed: Vec<(u64, &UserName)> = self
+            .users
+            .values()
+            .map(|user| (user.arrival, &user.name))
+            .collect();
+        listed.extend(
+            self.elsewhere
+                .values()
+                .filter(|remote| !self.names.contains_key(&remote.name.key()))
+                .map(|remote| (remote.arrival, &remote.name)),
+        );
+        listed.sort_unstable_by_key(|(arrival, _)| *arrival);
+        listed.into_iter().map(|(_, name)| name.clone()).collect()
     }
 }
 
@@ -2216,5 +2358,166 @@ mod tests {
         // A room created elsewhere is learnt from a join to it.
         community.membership_elsewhere(&bob, &name("bob"), &room("go"), true);
         assert!(community.room_exists(&room("go")));
+    }
+
+    #[test]
+    fn a_user_announced_on_another_node_is_listed_online_and_in_the_tutorial_list_until_it_leaves()
+    {
+        let mut community = community();
+        add(&mut community, 1, "tina");
+        connect(&mut community, 2, "a", "ann");
+        community.create_room(&2, "rust").expect("create");
+        let rust = room("rust");
+        community.membership_elsewhere(&UserId::new("b"), &name("bob"), &rust, true);
+        assert_eq!(
+            community.arrived_elsewhere(name("bob"), [rust.clone()]),
+            vec![
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: chat(SERVER_NAME, "bob has connected"),
+                },
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: users(&["tina", "ann", "bob"]),
+                },
+                Outgoing {
+                    to: Audience::Watchers(vec![rust.clone()]),
+                    notice: Notice::Presence {
+                        name: name("bob"),
+                        online: true
+                    },
+                },
+            ]
+        );
+        let online = |community: &Community| {
+            community
+                .members("rust")
+                .expect("members")
+                .into_iter()
+                .map(|member| (member.name.as_str().to_owned(), member.online))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            online(&community),
+            [("ann".to_owned(), true), ("bob".to_owned(), true)]
+        );
+        let rust_summary = community.rooms().into_iter().find(|r| r.name == rust);
+        assert_eq!(rust_summary.map(|r| (r.members, r.online)), Some((2, 2)));
+        assert_eq!(
+            community.arrived_elsewhere(name("bob"), [rust.clone()]),
+            Vec::new(),
+            "announced once"
+        );
+
+        assert_eq!(
+            community.departed_elsewhere(name("bob"), [rust.clone()]),
+            vec![
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: chat(SERVER_NAME, "bob has disconnected."),
+                },
+                Outgoing {
+                    to: Audience::Watchers(vec![rust.clone()]),
+                    notice: Notice::Presence {
+                        name: name("bob"),
+                        online: false
+                    },
+                },
+                Outgoing {
+                    to: tutorial_all(),
+                    notice: users(&["tina", "ann"]),
+                },
+            ]
+        );
+        assert_eq!(
+            online(&community),
+            [("ann".to_owned(), true), ("bob".to_owned(), false)]
+        );
+    }
+
+    #[test]
+    fn a_user_whose_grace_ended_here_while_another_node_holds_it_stays_listed_online() {
+        let mut community = community();
+        connect(&mut community, 1, "a", "ann");
+        connect(&mut community, 2, "b", "bob");
+        community.create_room(&1, "rust").expect("create");
+        community.join_room(&2, "rust").expect("join");
+        assert_eq!(community.disconnect(&2, 0), Vec::new());
+        let swept = community.end_grace([(UserId::new("b"), false)], 5_000);
+        assert!(swept.departed.is_empty());
+        assert!(!community.is_present(&UserId::new("b")));
+        let bob = |community: &Community| {
+            community
+                .members("rust")
+                .expect("members")
+                .into_iter()
+                .find(|member| member.name == name("bob"))
+                .map(|member| member.online)
+        };
+        assert_eq!(bob(&community), Some(true), "online on the other node");
+        let gone = community.departed_elsewhere(name("bob"), [room("rust")]);
+        assert!(
+            gone.iter().any(|outgoing| outgoing.notice
+                == Notice::Presence {
+                    name: name("bob"),
+                    online: false
+                }),
+            "{gone:?}"
+        );
+        assert_eq!(bob(&community), Some(false));
+    }
+
+    #[test]
+    fn who_is_on_other_nodes_is_read_again_without_losing_what_was_announced_meanwhile() {
+        let mut community = community();
+        add(&mut community, 1, "tina");
+        let mark = community.elsewhere_mark();
+        community.arrived_elsewhere(name("cy"), []);
+        let list = community.set_elsewhere(vec![name("dan")], mark);
+        assert_eq!(
+            list.map(|outgoing| outgoing.notice),
+            Some(users(&["tina", "cy", "dan"])),
+            "cy was announced after the read began: kept"
+        );
+        assert!(community.is_elsewhere(&name("cy")) && community.is_elsewhere(&name("dan")));
+        let mark = community.elsewhere_mark();
+        assert_eq!(
+            community.set_elsewhere(vec![name("dan"), name("cy")], mark),
+            None,
+            "nothing changed"
+        );
+        let list = community.set_elsewhere(vec![name("dan")], mark);
+        assert_eq!(
+            list.map(|outgoing| outgoing.notice),
+            Some(users(&["tina", "dan"]))
+        );
+        assert!(!community.is_elsewhere(&name("cy")));
+    }
+
+    #[test]
+    fn a_user_announced_here_and_on_another_node_at_once_is_announced_here_once() {
+        let mut community = community();
+        let arrived = connect(&mut community, 1, "a", "ann");
+        assert_eq!(
+            arrived
+                .notices
+                .iter()
+                .filter(|outgoing| matches!(outgoing.notice, Notice::Presence { .. }))
+                .count(),
+            1
+        );
+        // Another node saw her first tab at the same instant and announced her too.
+        assert_eq!(community.arrived_elsewhere(name("ann"), []), Vec::new());
+        // Her tab here closes, the other node still has her: quiet, and still listed.
+        assert_eq!(community.disconnect(&1, 0), Vec::new());
+        let swept = community.end_grace([(UserId::new("a"), false)], 10_000);
+        assert!(
+            !swept
+                .notices
+                .iter()
+                .any(|outgoing| matches!(outgoing.notice, Notice::Presence { .. })),
+            "{swept:?}"
+        );
+        assert!(community.is_elsewhere(&name("ann")));
     }
 }

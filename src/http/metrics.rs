@@ -1,6 +1,8 @@
 //! `GET /metrics`: the server's gauges, counters and histograms in the Prometheus text
 //! exposition format (version 0.0.4), for scraping.
 //!
+//! In a cluster, also the bus's events by outcome and whether it is connected.
+//!
 //! Not exported, because the engine does not count them: volatile emits dropped and
 //! slow-reader disconnects.
 
@@ -74,6 +76,46 @@ pub(crate) async fn render(State(state): State<AppState>) -> impl IntoResponse {
             "Time from a write batch's start to its commit.",
             &stats.commit_seconds,
         );
+    }
+    counter(
+        &mut out,
+        "chinwag_gap_repairs_total",
+        "Gaps in a conversation's sequence (a message waiting for a predecessor) repaired by reading the store.",
+        state.chat.repairs.gaps.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "chinwag_gap_repaired_messages_total",
+        "Messages read from the store by gap repairs.",
+        state.chat.repairs.messages.load(Ordering::Relaxed),
+    );
+    if let (Some(connected), Some(bus)) = (state.chat.bus_connected(), state.chat.bus_counters()) {
+        gauge(
+            &mut out,
+            "chinwag_cluster_bus_connected",
+            "1 while the cluster bus (Redis pub/sub) is connected and subscribed.",
+            if connected { 1.0 } else { 0.0 },
+        );
+        let events = [
+            ("published", &bus.published),
+            ("publish_failed", &bus.publish_failed),
+            ("dropped_outbox", &bus.dropped_outbox),
+            ("received", &bus.received),
+            ("dropped_inbox", &bus.dropped_inbox),
+            ("missed", &bus.missed),
+        ];
+        let _ = writeln!(
+            out,
+            "# HELP chinwag_cluster_bus_events_total Cluster bus events by outcome (a lost event is repaired from the store).\n\
+             # TYPE chinwag_cluster_bus_events_total counter"
+        );
+        for (outcome, count) in events {
+            let _ = writeln!(
+                out,
+                "chinwag_cluster_bus_events_total{{outcome=\"{outcome}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
     }
     (
         [(

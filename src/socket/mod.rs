@@ -30,7 +30,7 @@ pub mod wire;
 
 use std::sync::Arc;
 
-use engine::{ConnectError, DisconnectReason, Event, Handler, Socket};
+use engine::{ConnectError, DisconnectReason, Event, Handler, Socket, SocketId};
 use serde_json::Value;
 use tracing::debug;
 
@@ -60,6 +60,10 @@ impl Handler for ChatHandler {
         // With a name or token: a full-protocol user. Without: a tutorial client, which
         // names itself later with `addUser`.
         full::connect(&self.chat, socket, auth).await
+    }
+
+    async fn may_restore(&self, pid: &str, id: &SocketId) -> bool {
+        recovery::may_restore(&self.chat, pid, id).await
     }
 
     async fn on_event(&self, socket: &Socket<Connection>, event: Event) {

@@ -4,8 +4,9 @@
 //! carries an offset `seq:timestamp:room` as its last argument (see
 //! [`super::wire::offset`]). A client that reconnects sends `{pid, offset}`; if
 //! the `pid` is known (saved when the socket connected and again when it left, in the
-//! durable store, so also across restarts), the socket resumes as the same user in the
-//! same rooms and first receives, in order, the room messages it missed:
+//! durable store, so also across restarts and on any node of a cluster), the socket resumes
+//! as the same user in the same rooms (its stored memberships, also those joined after the
+//! record was saved) and first receives, in order, the room messages it missed:
 //! - in the offset's room, exactly those after the offset's sequence;
 //! - in the user's other rooms, those from a few seconds before the offset's time on (rooms
 //!   are delivered independently, so their messages interleave only approximately by time):
@@ -28,7 +29,7 @@ use crate::chat::{Chat, Connection, now_ms};
 use crate::domain::{Audience, DomainError, Outgoing, Protocol, RoomName, UserId, UserName};
 use crate::store::history::general_conversation;
 use crate::store::{Conversation, StoredMessage};
-use engine::{DisconnectReason, Socket};
+use engine::{DisconnectReason, Socket, SocketId};
 
 /// How long after a disconnect a `pid` may resume (Node's default).
 pub const RECOVERY_WINDOW_MS: i64 = 2 * 60 * 1000;
@@ -50,6 +51,8 @@ const MAX_REPLAY_PER_ROOM: u32 = 1_000;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryState {
     pub name: String,
+    /// Its rooms when saved. Not what it resumes in (see [`rooms_to_resume`]); still
+    /// written, as records are read by every node of a cluster, older ones too.
     pub rooms: Vec<String>,
     /// A tutorial client: the spelling it used for `addUser`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,7 +100,8 @@ pub fn snapshot(
     if !chat.recovery {
         return None;
     }
-    let pid = socket.pid()?.to_owned();
+    // The pid its client holds: a claimed one only if this socket resumed it.
+    let pid = socket.client_pid()?.to_owned();
     let community = chat.community();
     let tutorial = match community.protocol_of(socket.id())? {
         Protocol::Full => None,
@@ -164,6 +168,18 @@ pub async fn remember_connected(chat: &Chat, socket: &Socket<Connection>) {
     }
 }
 
+/// Asked by the engine before it makes the socket of a client claiming `pid` (its socket id
+/// would be `id`, the one it had): whether there may be a session to resume. Not when
+/// nothing is recorded under the pid (or the store cannot tell), nor while its socket is
+/// still connected on another node of a cluster: that client's socket then gets an id and pid of its own, so it never
+/// shares a live socket's id, and its record is saved under the pid it is given.
+pub async fn may_restore(chat: &Chat, pid: &str, id: &SocketId) -> bool {
+    if !chat.recovery || chat.presence().connected_elsewhere(id).await {
+        return false;
+    }
+    matches!(chat.history.recovery(pid, now_ms()).await, Ok(Some(_)))
+}
+
 /// Try to resume a returning socket from `auth` `{pid, offset}`. `Ok(false)`: nothing to
 /// resume (unknown pid, too much missed, …), connect it normally.
 pub async fn recover(
@@ -178,10 +194,9 @@ pub async fn recover(
         return Ok(false);
     };
     if socket.pid() != Some(pid) {
-        return Ok(false); // the engine did not accept this pid (e.g. its socket is still here)
-    }
-    if chat.presence().connected_elsewhere(socket.id()).await {
-        return Ok(false); // its socket is still connected on another node of the cluster
+        // The engine did not accept this pid: its socket is still here, or `may_restore`
+        // found nothing to resume.
+        return Ok(false);
     }
     let Some((user, state, expires_at_ms)) = chat.history.recovery(pid, now_ms()).await? else {
         return Ok(false);
@@ -193,18 +208,8 @@ pub async fn recover(
         return recover_tutorial(chat, socket, user, &state.name, spelling, &anchor).await;
     }
 
-    let rooms: Vec<RoomName> = {
-        let community = chat.community();
-        match community.rooms_of_user(&user) {
-            Some(rooms) => rooms,
-            None => state
-                .rooms
-                .iter()
-                .filter_map(|room| RoomName::parse(room).ok())
-                .filter(|room| community.room_exists(room))
-                .collect(),
-        }
-    };
+    let rooms = rooms_to_resume(chat, &user, &state.name).await?;
+    debug!(socket = %socket.id(), rooms = rooms.len(), "resuming");
     let mut replay = Vec::with_capacity(rooms.len());
     for room in rooms {
         match missed(chat, &room, &anchor).await? {
@@ -319,6 +324,33 @@ pub async fn recover(
     Ok(false)
 }
 
+/// The rooms a resuming full-protocol `user` (named `name`) is in. Present here (another
+/// tab): the rooms this node has for it. Otherwise its stored memberships, the truth for
+/// every node: not the record's rooms, saved at connect and again only when the socket
+/// leaves, so missing the rooms joined since when its node died without a goodbye; nor
+/// those of an away user here, mirrored from another node and possibly not yet up to date.
+/// The user and its rooms are made known here, as a token's return does (`claim_identity`).
+async fn rooms_to_resume(
+    chat: &Chat,
+    user: &UserId,
+    name: &str,
+) -> Result<Vec<RoomName>, DomainError> {
+    if let Some(rooms) = chat.community().rooms_of_user(user) {
+        return Ok(rooms);
+    }
+    let mut rooms = chat.history.user_rooms(user).await?;
+    if !rooms.contains(&RoomName::general()) {
+        rooms.push(RoomName::general());
+    }
+    let mut community = chat.community();
+    // A stored membership means a stored room, even if this node has not heard of it yet.
+    community.restore_rooms(rooms.iter().cloned());
+    if let Ok(name) = UserName::parse(name) {
+        community.restore_member(user.clone(), name, rooms.iter().cloned());
+    }
+    Ok(rooms)
+}
+
 /// Resume a tutorial client as `user` named `name`: back in `general` under its name, the
 /// missed messages replayed as `updateChat`, then the current user list. Announced only if
 /// it was no longer present (after its grace period, or a restart).
@@ -389,12 +421,14 @@ async fn resume_in_general(
                     return Ok(false);
                 }
                 chat.registered_on_connect(socket.id(), None, false);
+                let mut notices =
+                    chat.presence()
+                        .socket_arrived(&community, socket.id(), false, notices);
                 socket.data().set_spelling(Some(spelling));
                 socket.join(spelling.room());
                 for message in &page.messages {
                     replay_to_tutorial(socket, spelling, message);
                 }
-                let mut notices = notices;
                 if let Some(list) = community.users_notice() {
                     // Its list may be stale (others came and went): the current one, to it.
                     notices.push(Outgoing {

@@ -77,12 +77,16 @@ pub async fn add_user(chat: &Chat, socket: &Socket<Connection>, used: Spelling, 
             .map(|notices| {
                 // Join before delivering, under the lock, so the newcomer is in its spelling's
                 // room for every later broadcast and gets its own greeting in its spelling.
-                if !notices.is_empty() {
+                let arrived = !notices.is_empty();
+                if arrived {
                     socket.data().set_spelling(Some(used));
                     socket.join(used.room());
+                    let notices =
+                        chat.presence()
+                            .socket_arrived(&community, socket.id(), false, notices);
+                    chat.deliver(&community, Some(socket), &notices);
                 }
-                chat.deliver(&community, Some(socket), &notices);
-                !notices.is_empty()
+                arrived
             })
     };
     if let Some(name) = claimed {

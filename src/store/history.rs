@@ -105,9 +105,11 @@ impl History {
         }
     }
 
-    /// The same history as node `node` of a cluster sharing the store. The name must stay
-    /// the same across restarts of this node (a restart restores the users recorded online
-    /// under it) and differ from every other node's.
+    /// The same history as node `node` of a cluster sharing the store; the name must differ
+    /// from every other node's. A restart restores only the users recorded online under
+    /// the name it starts with, and frees only the tutorial names claimed under it: a
+    /// cluster node takes a new name (its uid) at every start, and Redis presence decides
+    /// whether the users of a node that is gone are still online.
     pub fn with_node(mut self, node: impl Into<String>) -> Self {
         self.node = node.into();
         self

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::conn::Conn;
 use crate::eio::Frame;
 use crate::sio::{self, PacketKind};
-use crate::socket::Socket;
+use crate::socket::{Socket, SocketId};
 pub use crate::types::DisconnectReason;
 use crate::types::EmitError;
 
@@ -37,6 +37,16 @@ pub trait Handler: Send + Sync + 'static {
         socket: &Socket<Self::Data>,
         auth: &Value,
     ) -> impl Future<Output = Result<(), ConnectError>> + Send;
+
+    /// Connection-state recovery: whether the session of a client presenting the private id
+    /// `pid` (the socket would have the public id `id` it had) may be restored, asked before
+    /// its socket is made. No: the socket gets a fresh id and pid, as a new one would, and
+    /// cannot be restored. Yes: `on_connect` still decides, with
+    /// [`Socket::restore_session`]. By default yes.
+    fn may_restore(&self, pid: &str, id: &SocketId) -> impl Future<Output = bool> + Send {
+        let _ = (pid, id);
+        std::future::ready(true)
+    }
 
     /// An EVENT (or BINARY_EVENT) from the client.
     fn on_event(

@@ -78,13 +78,26 @@ impl<H: Handler> NsDyn for Namespace<H> {
         query: Vec<(String, String)>,
         ids: &SocketIds,
     ) -> Job {
-        // Decided as the job is made: the dispatcher awaits it at once, so nothing runs between.
+        // Decided as the job is made (the dispatcher awaits it at once), and a claimed id
+        // checked again right before it becomes a member, after `may_restore`.
         let recovery = conn.host.config().connection_state_recovery;
-        let (id, pid) = socket_identity(&conn, &self.core, &auth, recovery, ids);
+        let identity = socket_identity(&conn, &self.core, &auth, recovery, ids);
         Box::pin(async move {
             let core = self.core.clone();
-            let claimed = auth.get("pid").and_then(Value::as_str);
-            let pid_claimed = pid.as_deref().is_some_and(|pid| claimed == Some(pid));
+            let (id, pid, pid_claimed) = match identity {
+                Identity::Fixed(id, pid) => (id, pid, false),
+                Identity::Claimed { claimed, fresh } => {
+                    // Asked before the socket is made: a socket that will not be restored
+                    // gets an id and pid of its own (not those of the claimed session). The
+                    // claimed id may have been taken by another connect meanwhile.
+                    let (id, pid) = &claimed;
+                    if self.handler.may_restore(pid, id).await && !core.has_member(id) {
+                        (claimed.0, Some(claimed.1), true)
+                    } else {
+                        (fresh.0, Some(fresh.1), false)
+                    }
+                }
+            };
             let handshake = conn.handshake_for(query);
             let socket = Arc::new(Socket::new(
                 id,
@@ -135,6 +148,18 @@ impl<H: Handler> NsDyn for Namespace<H> {
     }
 }
 
+/// The socket id and recovery pid of a new socket.
+enum Identity {
+    /// Without recovery (no pid), or with a fresh pid.
+    Fixed(SocketId, Option<Arc<str>>),
+    /// A returning client's claimed pid (and the id derived from it), and a fresh pid and id
+    /// in case its session is not restored.
+    Claimed {
+        claimed: (SocketId, Arc<str>),
+        fresh: (SocketId, Arc<str>),
+    },
+}
+
 /// The socket id (and recovery pid) for a new socket.
 fn socket_identity(
     conn: &Conn,
@@ -142,7 +167,7 @@ fn socket_identity(
     auth: &Value,
     recovery: bool,
     ids: &SocketIds,
-) -> (SocketId, Option<Arc<str>>) {
+) -> Identity {
     if conn.eio < 4 {
         // socket.io 2.x clients compute their id as `nsp#engine-sid` (or the engine sid on `/`).
         let id = if &*core.path == "/" {
@@ -150,13 +175,15 @@ fn socket_identity(
         } else {
             format!("{}#{}", core.path, conn.sid)
         };
-        return (SocketId(id.into()), None);
+        return Identity::Fixed(SocketId(id.into()), None);
     }
     if !recovery {
-        return (SocketId(crate::types::random_id().into()), None);
+        return Identity::Fixed(SocketId(crate::types::random_id().into()), None);
     }
     // Recovery: a returning client presents its private id; its public id derives from it,
     // so the same pid yields the same socket id (unless that id is still connected).
+    let fresh: Arc<str> = crate::types::random_id().into();
+    let fresh = (ids.derive(&fresh), fresh);
     let claimed = auth
         .get("pid")
         .and_then(Value::as_str)
@@ -164,11 +191,13 @@ fn socket_identity(
     if let Some(pid) = claimed {
         let id = ids.derive(pid);
         if !core.has_member(&id) {
-            return (id, Some(pid.into()));
+            return Identity::Claimed {
+                claimed: (id, pid.into()),
+                fresh,
+            };
         }
     }
-    let pid = crate::types::random_id();
-    (ids.derive(&pid), Some(pid.into()))
+    Identity::Fixed(fresh.0, Some(fresh.1))
 }
 
 fn connect_reply<D: Send + Sync + 'static>(
@@ -180,8 +209,8 @@ fn connect_reply<D: Send + Sync + 'static>(
         return Frame::text(sio::encode(PacketKind::Connect, &core.prefix, 0, None, ""));
     }
     let mut body = serde_json::json!({ "sid": socket.id().as_str() });
-    if let Some(pid) = socket.reply_pid() {
-        body["pid"] = Value::String(pid.to_string());
+    if let Some(pid) = socket.client_pid() {
+        body["pid"] = Value::String(pid.to_owned());
     }
     Frame::text(sio::encode(
         PacketKind::Connect,

@@ -62,8 +62,9 @@ pub struct Socket<D> {
     state: AtomicU8,
     /// Recovery private id, when `connection_state_recovery` is on.
     pid: Option<Arc<str>>,
-    /// `pid` is the one the client claimed in its CONNECT auth.
-    pid_claimed: bool,
+    /// Set when `pid` is the one the client claimed in its CONNECT auth: the fresh pid the
+    /// CONNECT reply carries instead if the session is not restored.
+    unrestored_pid: Option<Arc<str>>,
     /// The client's pid was accepted by `restore_session`.
     restored: AtomicBool,
     /// Allocated on the first `emit_with_ack`.
@@ -87,7 +88,7 @@ impl<D: Default> Socket<D> {
             data: D::default(),
             state: AtomicU8::new(CONNECTING),
             pid,
-            pid_claimed,
+            unrestored_pid: pid_claimed.then(|| crate::types::random_id().into()),
             restored: AtomicBool::new(false),
             acks: Mutex::new(None),
         }
@@ -279,27 +280,31 @@ impl<D: Send + Sync + 'static> Socket<D> {
     /// Connection-state recovery: during `on_connect`, accept the client's `{pid}` so the
     /// CONNECT reply carries the same `pid` (the client then reports `recovered`; the socket
     /// id is already the one it had). Returns false when there is nothing to restore
-    /// (recovery disabled, no valid pid in the auth, or that socket id is still connected).
+    /// (recovery disabled, no valid pid in the auth, that socket id is still connected, or
+    /// [`Handler::may_restore`](crate::Handler::may_restore) said no).
     pub fn restore_session(&self) -> bool {
-        let ok = self.pid.is_some() && self.pid_claimed;
+        let ok = self.pid.is_some() && self.unrestored_pid.is_some();
         self.restored.store(ok, Ordering::Release);
         ok
     }
 
-    /// The recovery private id this socket was given (with `connection_state_recovery`):
-    /// record it to recognise the client when it comes back with `{pid, offset}`.
+    /// The recovery private id this socket was made with (with `connection_state_recovery`):
+    /// the one its client claimed, while `on_connect` may still restore it, or a fresh one.
+    /// See [`Socket::client_pid`] for the one to record.
     pub fn pid(&self) -> Option<&str> {
         self.pid.as_deref()
     }
 
-    /// The `pid` the CONNECT reply carries: the client's if restored, else a fresh one.
-    pub(crate) fn reply_pid(&self) -> Option<String> {
-        let pid = self.pid.as_ref()?;
-        if self.pid_claimed && !self.restored.load(Ordering::Acquire) {
+    /// The `pid` the client holds once connected (the CONNECT reply carries it): the one it
+    /// claimed if restored, else a fresh one. Known once `on_connect` has decided whether
+    /// to restore (before that, the fresh one for a claimed pid): record this one, not
+    /// [`Socket::pid`], to recognise the client when it comes back.
+    pub fn client_pid(&self) -> Option<&str> {
+        match &self.unrestored_pid {
             // Not restored: the client must not believe it recovered.
-            return Some(crate::types::random_id());
+            Some(fresh) if !self.restored.load(Ordering::Acquire) => Some(fresh),
+            _ => self.pid.as_deref(),
         }
-        Some(pid.to_string())
     }
 
     pub(crate) fn mark_connected(&self) {

@@ -259,6 +259,36 @@ async fn recovery_gives_back_the_same_pid_and_socket_id() {
 }
 
 #[tokio::test]
+async fn a_pid_without_a_session_gets_a_fresh_pid_which_later_gives_back_its_socket_id() {
+    let config = EngineConfig {
+        connection_state_recovery: true,
+        ..fast_config()
+    };
+    let mut server = start(config).await;
+    let mut ws = ws_connect(&server, "EIO=4&transport=websocket").await;
+    ws_text(&mut ws).await;
+    // `gone…`: the handler's `may_restore` finds nothing to restore.
+    ws_send(&mut ws, "40{\"pid\":\"goneAAAA\",\"offset\":\"1\"}").await;
+    let first = json_of(&ws_text(&mut ws).await, 2);
+    let (sid, pid) = (first["sid"].clone(), first["pid"].clone());
+    assert!(pid.is_string() && pid != json!("goneAAAA"), "{first}");
+    ws.close(None).await.unwrap();
+    server.next_disconnect().await;
+
+    // The pid it was given is the one its socket id belongs to.
+    let mut again = ws_connect(&server, "EIO=4&transport=websocket").await;
+    ws_text(&mut again).await;
+    ws_send(
+        &mut again,
+        &format!("40{}", json!({"pid": pid, "offset": "1"})),
+    )
+    .await;
+    let reply = json_of(&ws_text(&mut again).await, 2);
+    assert_eq!(reply["pid"], pid);
+    assert_eq!(reply["sid"], sid);
+}
+
+#[tokio::test]
 async fn pings_keep_flowing_while_a_slow_on_connect_decides() {
     let server = start(fast_config()).await;
     let mut ws = ws_connect(&server, "EIO=4&transport=websocket").await;

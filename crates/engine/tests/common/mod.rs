@@ -34,7 +34,8 @@ pub enum Seen {
 /// - `flood` → emits N messages of S bytes; `bye` → server-side disconnect;
 /// - `ask` → emit_with_ack `question` and report the answer as `answer`.
 ///
-/// A connect with auth `{"refuse": msg}` is refused.
+/// A connect with auth `{"refuse": msg}` is refused; a recovery pid starting with `gone` has
+/// no session to restore (`may_restore` says no).
 pub struct Recorder {
     pub seen: mpsc::UnboundedSender<Seen>,
     pub log: Arc<Mutex<Vec<Seen>>>,
@@ -49,6 +50,10 @@ impl Recorder {
 
 impl Handler for Recorder {
     type Data = ();
+
+    async fn may_restore(&self, pid: &str, _id: &engine::SocketId) -> bool {
+        !pid.starts_with("gone")
+    }
 
     async fn on_connect(&self, socket: &Socket<()>, auth: &Value) -> Result<(), ConnectError> {
         if let Some(message) = auth.get("refuse").and_then(Value::as_str) {
