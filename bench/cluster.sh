@@ -214,6 +214,11 @@ fanout() {
         counters+=(--counter "batches$i=$metrics '\$1 == \"chinwag_store_commit_seconds_count\" {print \$2}'")
         i=$((i + 1))
     done
+    # The cluster bus's events missed by a lagging subscription, and the gaps read back from
+    # the store, summed over the nodes (0 on one node without Redis).
+    local all_metrics="for port in ${NODE_PORTS[*]}; do curl -sf http://127.0.0.1:\$port/metrics; done"
+    counters+=(--counter "bus_missed=$all_metrics | awk '\$1 ~ /outcome=\"missed\"/ {s += \$2} END {print s + 0}'")
+    counters+=(--counter "gap_repairs=$all_metrics | awk '\$1 == \"chinwag_gap_repairs_total\" {s += \$2} END {print s + 0}'")
     if [ -n "$db" ]; then
         counters+=(--counter "pg_commits=psql '$PG/postgres' -qAt -c \"select xact_commit from pg_stat_database where datname = '$db'\"")
     fi

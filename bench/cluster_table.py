@@ -5,7 +5,8 @@ node, PostgreSQL). A step is "clean" when at least 99 % of the copies arrived an
 CPU is in % of one core (the machine has 2: 200 % is all of it); "rest" is what the machine
 ran besides the watched processes and the generator. "writer busy" is, per node, the share of the
 step its history writer spent in batches (begin to commit), and "batches/s" its batches (one
-transaction each)."""
+transaction each); "bus missed/s" the cluster bus's events lost by a lagging Redis subscription
+and "gap repairs/s" the gaps read back from the store, over all nodes."""
 
 import json
 import sys
@@ -46,7 +47,8 @@ def step_table(label, rows, spread):
     print()
     head = ["msg/s", "delivered", "deliveries/s", "p50 ms", "p99 ms"]
     head += [f"{name} CPU %" for name in nodes + others]
-    head += ["PG commits/s", "msgs/commit", "writer busy %", "batches/s"]
+    head += ["PG commits/s", "msgs/commit", "writer busy %", "batches/s", "bus missed/s",
+             "gap repairs/s"]
     head += ["generator CPU %", "machine CPU %", "rest CPU %"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
@@ -74,6 +76,7 @@ def step_table(label, rows, spread):
         batches = [counted.get(f"batches{n}") for n in range(1, len(nodes) + 1)]
         busy = "/".join(fmt(None if w is None else 100 * w) for w in writers)
         cells += [fmt(commits), fmt(per_commit, 1), busy, "/".join(fmt(b) for b in batches)]
+        cells += [fmt(counted.get("bus_missed")), fmt(counted.get("gap_repairs"), 1)]
         cells += [fmt(step.get("gen_cpu_pct")),
                   fmt(machine), fmt(rest)]
         print("| " + " | ".join(cells) + " |")
