@@ -1,7 +1,9 @@
 //! Scenario 2, fan-out: C clients in one room, S of them sending, at rising total rates until the
 //! server saturates. Every message carries its send time; every receiver records the one-way
 //! latency of every copy it gets, so a step reports delivered/expected, p50/p99/p99.9/max, the
-//! server's CPU and RSS and the generator's own CPU.
+//! server's CPU and RSS and the generator's own CPU, and, when asked (`--watch`, `--counter`),
+//! other processes' CPU and counters over the same window (see `probes`). With several
+//! `--url`s (a cluster's nodes), client i connects to url[i % n], senders included.
 //!
 //! Message body: `~b|STEP|SEND_MICROS|xxxx…`, found by substring wherever the server puts it in
 //! the frame, so the same receiver works for the tutorial protocol, chinwag's own and raw frames.
