@@ -39,6 +39,10 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// Longest wait for a connection to Redis to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
 
+/// Received pub/sub messages the Redis client holds for the bus task (see
+/// [`Cluster::new_subscriber`]).
+const SUBSCRIBER_BUFFER: usize = 10_000;
+
 /// Reconnect delays: from 100 ms doubling up to 2 s, forever (Redis may come back any time).
 const RECONNECT_MIN_MS: u32 = 100;
 const RECONNECT_MAX_MS: u32 = 2_000;
@@ -112,7 +116,15 @@ impl Cluster {
     /// A new, not yet connected pub/sub client on the same Redis: it subscribes its channels
     /// again after a reconnect once `manage_subscriptions` runs. The caller calls `init`.
     pub fn new_subscriber(&self) -> Result<SubscriberClient, ClusterError> {
-        Ok(builder(&self.config).build_subscriber_client()?)
+        let mut builder = builder(&self.config);
+        builder.with_performance_config(|performance| {
+            // The client hands received messages to the bus task through a broadcast channel
+            // that drops what a slow reader has not taken (fred's default holds 32): a loaded
+            // node lost thousands of events a run to it, each a 200 ms gap repair. As deep as
+            // the bus's own inbox.
+            performance.broadcast_channel_capacity = SUBSCRIBER_BUFFER;
+        });
+        Ok(builder.build_subscriber_client()?)
     }
 
     /// `prefix:part:part…`, the name of a key or channel of this cluster.
