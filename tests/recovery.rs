@@ -52,6 +52,20 @@ async fn wait_offline(watcher: &mut Client, name: &str) {
     }
 }
 
+/// Bob (watching presence) joins and says "one"; Ann hears it, then her connection drops
+/// and Bob sees her go. Returns Bob and the offset of what Ann heard last.
+async fn ann_hears_one_then_drops(app: &TestApp, mut ann: Client) -> (Client, String) {
+    let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"name": "bob"}))
+        .await
+        .expect("bob");
+    subscribe_presence(&mut bob).await;
+    say(&mut bob, "one").await;
+    let (_, offset) = next_message(&mut ann).await;
+    ann.drop_abruptly();
+    wait_offline(&mut bob, "ann").await;
+    (bob, offset)
+}
+
 async fn say(client: &mut Client, text: &str) {
     let ack = client
         .request("message:send", json!({"room": "general", "text": text}))
@@ -164,15 +178,7 @@ async fn a_client_given_a_fresh_session_instead_resumes_it_later_with_that_pid_a
     let (event, session) = ann.next_event().await;
     assert_eq!(event, "session");
     let token = session[0]["token"].clone();
-    let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"name": "bob"}))
-        .await
-        .expect("bob");
-    subscribe_presence(&mut bob).await;
-    say(&mut bob, "one").await;
-    let (_, offset) = next_message(&mut ann).await;
-
-    ann.drop_abruptly();
-    wait_offline(&mut bob, "ann").await;
+    let (mut bob, offset) = ann_hears_one_then_drops(&app, ann).await;
     say(&mut bob, "two").await;
     // As socket.io-client does: the pid and the socket id are the ones the server replied.
     let (mut ann, reply) =
@@ -197,14 +203,7 @@ async fn too_much_to_replay_falls_back_to_a_normal_connect_instead_of_a_disconne
     let pid = reply["pid"].as_str().expect("a pid").to_owned();
     let (_, session) = ann.next_event().await;
     let token = session[0]["token"].as_str().expect("a token").to_owned();
-    let (mut bob, _) = Client::connect_with_auth(app.addr, json!({"name": "bob"}))
-        .await
-        .expect("bob");
-    subscribe_presence(&mut bob).await;
-    say(&mut bob, "one").await;
-    let (_, offset) = next_message(&mut ann).await;
-    ann.drop_abruptly();
-    wait_offline(&mut bob, "ann").await;
+    let (mut bob, offset) = ann_hears_one_then_drops(&app, ann).await;
     // About 1.2 MB missed: more than a connection may queue at once.
     let text = "y".repeat(4_000);
     for _ in 0..300 {

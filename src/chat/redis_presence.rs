@@ -501,12 +501,15 @@ impl Presence for RedisPresence {
     }
 
     fn returned(&self, community: &Community<SocketId>) -> Vec<UserId> {
-        if !std::mem::take(&mut self.shared.state().swept_away) {
+        let mut state = self.shared.state();
+        if !std::mem::take(&mut state.swept_away) {
             return Vec::new();
         }
-        let held: Vec<UserId> = self.shared.state().held.keys().cloned().collect();
-        held.into_iter()
+        state
+            .held
+            .keys()
             .filter(|user| community.is_present(user))
+            .cloned()
             .collect()
     }
 

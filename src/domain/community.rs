@@ -688,23 +688,13 @@ impl<C: Clone + Ord + Hash> Community<C> {
         if self.names.contains_key(&name.key()) {
             return Vec::new();
         }
-        let mut notices = Vec::new();
-        if listed {
-            notices.push(Outgoing {
-                to: Audience::Tutorial { except: None },
-                notice: server_says(format!("{name} has disconnected.")),
-            });
+        let [said, presence] = departure_notices(name, &rooms.into_iter().collect());
+        if !listed {
+            // Never listed here: only its watchers (presence subscribers) hear of it.
+            return vec![presence];
         }
-        notices.push(Outgoing {
-            to: watchers(&rooms.into_iter().collect()),
-            notice: Notice::Presence {
-                name,
-                online: false,
-            },
-        });
-        if listed {
-            notices.extend(self.users_notice());
-        }
+        let mut notices = vec![said, presence];
+        notices.extend(self.users_notice());
         notices
     }
 
@@ -1091,6 +1081,11 @@ impl<C: Clone + Ord + Hash> Community<C> {
         (page, rooms.next().is_some())
     }
 
+    /// Every room's name, in order.
+    pub fn room_names(&self) -> impl Iterator<Item = &RoomName> {
+        self.rooms.keys()
+    }
+
     /// How many rooms exist.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
@@ -1321,19 +1316,7 @@ impl<C: Clone + Ord + Hash> Community<C> {
             }
         }
         // No user list here: the caller adds one per batch of departures.
-        vec![
-            Outgoing {
-                to: Audience::Tutorial { except: None },
-                notice: server_says(format!("{} has disconnected.", user.name)),
-            },
-            Outgoing {
-                to: watchers(&user.rooms),
-                notice: Notice::Presence {
-                    name: user.name,
-                    online: false,
-                },
-            },
-        ]
+        departure_notices(user.name, &user.rooms).into()
     }
 
     /// Make room in `away` (bounded): an arbitrary away user stops being a member.
@@ -1391,6 +1374,23 @@ impl<C: Clone + Ord + Hash> Community<C> {
         listed.sort_unstable_by_key(|(arrival, _)| *arrival);
         listed.into_iter().map(|(_, name)| name.clone()).collect()
     }
+}
+
+/// A departure: told to the tutorial users, and to the watchers of the user's `rooms`.
+fn departure_notices<C>(name: UserName, rooms: &SmallSet<RoomName>) -> [Outgoing<C>; 2] {
+    [
+        Outgoing {
+            to: Audience::Tutorial { except: None },
+            notice: server_says(format!("{name} has disconnected.")),
+        },
+        Outgoing {
+            to: watchers(rooms),
+            notice: Notice::Presence {
+                name,
+                online: false,
+            },
+        },
+    ]
 }
 
 /// Who sees the presence of a user in `rooms`.
